@@ -1,0 +1,75 @@
+/**
+ * Request context, one JSON log line and metrics for every RPC, on every
+ * protocol path. The log line carries the request id and trace id, the code
+ * and the duration; never a header or a message body, so nothing secret can
+ * reach it.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Logger } from "../log.js";
+import type { PlatformMetrics } from "../metrics.js";
+import { requestContextFrom, runWithRequest, type RequestContext } from "../request-context.js";
+import { isStreamResult, observeResult, type Middleware, type RpcResult } from "../rpc/pipeline.js";
+
+/** Name of a gRPC code as logs and metrics show it ("OK", "NOT_FOUND"...). */
+export function codeName(code: Code | 0): string {
+  if (code === 0) return "OK";
+  return Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+}
+
+function codeOf(err: unknown): Code | 0 {
+  if (err === undefined) return 0;
+  return err instanceof ConnectError ? err.code : Code.Internal;
+}
+
+/** Creates the telemetry middleware. */
+export function telemetry(log: Logger, metrics: PlatformMetrics): Middleware {
+  return (method, next) => {
+    const service = method.parent.typeName;
+    const name = method.name;
+    const rpc = `${service}/${name}`;
+    return (call) => {
+      const start = performance.now();
+      const timeout = call.ctx.timeoutMs();
+      const rc = requestContextFrom(
+        (h) => call.ctx.requestHeader.get(h),
+        timeout === undefined ? undefined : Date.now() + timeout,
+      );
+      const result = runWithRequest(rc, () => next(call));
+      const traced = isStreamResult(result) ? bindStream(rc, result) : result;
+      return observeResult(traced, (err) => {
+        const code = codeName(codeOf(err));
+        const seconds = (performance.now() - start) / 1000;
+        metrics.rpcTotal.inc({ service, method: name, protocol: call.ctx.protocolName, code });
+        metrics.rpcDuration.observe({ service, method: name, code }, seconds);
+        const fields = {
+          rpc,
+          protocol: call.ctx.protocolName,
+          code,
+          ms: Math.round(seconds * 10000) / 10,
+          requestId: rc.requestId,
+          traceId: rc.traceId,
+          spanId: rc.spanId,
+        };
+        if (codeOf(err) === Code.Internal || codeOf(err) === Code.Unknown) {
+          log.error({ ...fields, err: err instanceof ConnectError ? err.rawMessage : String(err) }, "rpc failed");
+        } else {
+          log.info(fields, "rpc");
+        }
+      });
+    };
+  };
+}
+
+/** Resumes each step of a stream inside the request's context. */
+function bindStream(rc: RequestContext, stream: AsyncIterable<unknown>): RpcResult {
+  return {
+    [Symbol.asyncIterator]() {
+      const it = stream[Symbol.asyncIterator]();
+      return {
+        next: () => runWithRequest(rc, () => it.next()),
+        return: (v?: unknown) => runWithRequest(rc, () => it.return?.(v) ?? Promise.resolve({ done: true as const, value: v })),
+        throw: (e?: unknown) => runWithRequest(rc, () => it.throw?.(e) ?? Promise.reject(e)),
+      };
+    },
+  };
+}

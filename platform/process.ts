@@ -1,0 +1,87 @@
+/**
+ * Runs a set of service modules as one process on one port: reads the
+ * configuration, starts the modules, serves them, and shuts down gracefully on
+ * SIGTERM/SIGINT (exit 0 once done, within the grace period plus a margin).
+ */
+import { createLogger, type Logger } from "./log.js";
+import { createMetrics } from "./metrics.js";
+import { createPlatformServer, type PlatformServer } from "./server.js";
+import type { ServiceModule, ServiceParts } from "./service.js";
+import type { PlatformSettings } from "./settings.js";
+
+/** A running process: its server, port and a way to stop it. */
+export interface RunningProcess {
+  readonly server: PlatformServer;
+  readonly port: number;
+  readonly log: Logger;
+  /** Graceful stop: the server first, then every module's background work. */
+  stop(): Promise<void>;
+}
+
+/** Starts `modules` with `settings`; the caller decides about signals. */
+export async function startProcess(modules: readonly ServiceModule[], settings: PlatformSettings, log = createLogger(settings.LOG_LEVEL)): Promise<RunningProcess> {
+  const metrics = createMetrics();
+  const shutdown = new AbortController();
+  const parts: ServiceParts[] = [];
+  for (const m of modules) {
+    parts.push(
+      await m.start({
+        instanceId: settings.INSTANCE_ID,
+        port: settings.PORT,
+        log: log.child({ service: m.name }),
+        metrics,
+        shutdownSignal: shutdown.signal,
+      }),
+    );
+  }
+  const server = createPlatformServer({
+    services: parts.flatMap((p) => p.services),
+    routes: parts.flatMap((p) => p.routes ?? []),
+    upgrades: parts.flatMap((p) => p.upgrades ?? []),
+    middleware: parts.flatMap((p) => p.middleware ?? []),
+    readiness: Object.assign({}, ...parts.map((p) => p.readiness ?? {})),
+    readMaxBytes: settings.READ_MAX_BYTES,
+    writeMaxBytes: settings.WRITE_MAX_BYTES,
+    log,
+    metrics,
+  });
+  const port = await server.listen(settings.PORT, settings.HOST);
+  log.info({ port, instance: settings.INSTANCE_ID, services: modules.map((m) => m.name) }, "serving");
+  let stopping: Promise<void> | undefined;
+  return {
+    server,
+    port,
+    log,
+    stop: () =>
+      (stopping ??= (async () => {
+        shutdown.abort();
+        await server.shutdown(settings.SHUTDOWN_GRACE_MS);
+        for (const p of [...parts].reverse()) await p.stop?.();
+      })()),
+  };
+}
+
+/** Stops `proc` on SIGTERM or SIGINT and exits 0 (1 if stopping failed). */
+export function exitOnSignals(proc: RunningProcess): void {
+  const onSignal = (signal: NodeJS.Signals) => {
+    proc.log.info({ signal }, "shutting down");
+    const hardStop = setTimeout(() => {
+      proc.log.error("shutdown took too long; exiting");
+      process.exit(1);
+    }, 29_000);
+    hardStop.unref();
+    proc.stop().then(
+      () => {
+        proc.log.info("stopped");
+        proc.log.flush();
+        setImmediate(() => process.exit(0));
+      },
+      (err: unknown) => {
+        proc.log.error({ err: String(err) }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.once("SIGTERM", onSignal);
+  process.once("SIGINT", onSignal);
+}

@@ -1,0 +1,148 @@
+/**
+ * The platform's call pipeline: one chain of middleware per RPC, built once at
+ * start, that every protocol path (gRPC over h2c through grpc-js; gRPC-Web and
+ * Connect through connect-node) invokes in the same way. Auth, limits, logs,
+ * metrics, deadlines and validation are middleware, so they apply identically
+ * whichever protocol a call arrives on.
+ */
+import type { DescMethod, DescService } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+
+/** The four shapes of an RPC. */
+export type MethodKind = DescMethod["methodKind"];
+
+/** One call as the middleware sees it. */
+export interface RpcCall {
+  readonly service: DescService;
+  readonly method: DescMethod;
+  readonly ctx: HandlerContext;
+  /** A message for unary and server-streaming RPCs; an AsyncIterable of messages otherwise. */
+  readonly input: unknown;
+}
+
+/**
+ * What a handler returns: a promise of one message (unary, client-streaming)
+ * or an async iterable of messages (server-streaming, bidi).
+ */
+export type RpcResult = Promise<unknown> | AsyncIterable<unknown>;
+
+/** A step of the chain. */
+export type RpcHandler = (call: RpcCall) => RpcResult;
+
+/**
+ * A middleware is asked once per method, at start, for the handler it puts in
+ * front of `next`; it may return `next` itself to stay out of that method's way
+ * (so a method pays only for the middleware that applies to it).
+ */
+export type Middleware = (method: DescMethod, next: RpcHandler) => RpcHandler;
+
+/** A service and its implementation, as a service module registers them. */
+export interface ServiceRegistration {
+  readonly service: DescService;
+  readonly impl: object;
+}
+
+/** Pairs a service with its (typed, possibly partial) implementation. */
+export function register<S extends DescService>(service: S, impl: Partial<ServiceImpl<S>>): ServiceRegistration {
+  return { service, impl };
+}
+
+/** A method ready to serve: its descriptors and its composed chain. */
+export interface PlatformMethod {
+  readonly service: DescService;
+  readonly method: DescMethod;
+  /** "/package.Service/Method", as both gRPC and Connect route it. */
+  readonly path: string;
+  readonly invoke: RpcHandler;
+}
+
+/** Whether a result is a stream (server-streaming and bidi RPCs). */
+export function isStreamResult(result: RpcResult): result is AsyncIterable<unknown> {
+  return typeof (result as AsyncIterable<unknown>)[Symbol.asyncIterator] === "function";
+}
+
+/**
+ * Runs `onEnd` once when a call's result settles: after the promise resolves or
+ * rejects, or after the stream ends, fails or is abandoned by the transport.
+ * The result is passed through unchanged in kind.
+ */
+export function observeResult(result: RpcResult, onEnd: (error: unknown) => void): RpcResult {
+  if (!isStreamResult(result)) {
+    return result.then(
+      (value) => {
+        onEnd(undefined);
+        return value;
+      },
+      (err: unknown) => {
+        onEnd(err);
+        throw err;
+      },
+    );
+  }
+  return (async function* observed() {
+    let error: unknown;
+    try {
+      yield* result;
+    } catch (err) {
+      error = err;
+      throw err;
+    } finally {
+      onEnd(error);
+    }
+  })();
+}
+
+/**
+ * Composes the middleware around every method of the registered services.
+ * A method with no implementation falls through to `unimplemented`, so an
+ * unbuilt RPC answers UNIMPLEMENTED on every path, through the same chain.
+ */
+export function createPlatformMethods(
+  registrations: readonly ServiceRegistration[],
+  middleware: readonly Middleware[],
+  unimplemented: (method: DescMethod) => RpcHandler,
+): PlatformMethod[] {
+  const methods: PlatformMethod[] = [];
+  for (const { service, impl } of registrations) {
+    for (const method of service.methods) {
+      const fn = (impl as Record<string, ((input: unknown, ctx: HandlerContext) => unknown) | undefined>)[method.localName];
+      let handler: RpcHandler = guard(
+        method,
+        fn === undefined ? unimplemented(method) : terminal(method, fn.bind(impl)),
+      );
+      for (let i = middleware.length - 1; i >= 0; i--) handler = guard(method, middleware[i]!(method, handler));
+      methods.push({ service, method, path: `/${service.typeName}/${method.name}`, invoke: handler });
+    }
+  }
+  return methods;
+}
+
+function terminal(method: DescMethod, fn: (input: unknown, ctx: HandlerContext) => unknown): RpcHandler {
+  switch (method.methodKind) {
+    case "unary":
+    case "client_streaming":
+      return async (call) => fn(call.input, call.ctx);
+    case "server_streaming":
+    case "bidi_streaming":
+      return (call) => fn(call.input, call.ctx) as AsyncIterable<unknown>;
+  }
+}
+
+/**
+ * Turns a synchronous throw into the failure of the result kind the method
+ * returns, so no middleware or transport has to expect both.
+ */
+function guard(method: DescMethod, handler: RpcHandler): RpcHandler {
+  const streaming = method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming";
+  return (call) => {
+    try {
+      return handler(call);
+    } catch (err) {
+      return streaming ? failedStream(err) : Promise.reject(err);
+    }
+  };
+}
+
+async function* failedStream(err: unknown): AsyncIterable<never> {
+  throw err;
+}

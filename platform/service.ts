@@ -1,0 +1,42 @@
+/**
+ * What a service module is: the one shape `npm start` (and every test that
+ * starts services) knows. A module turns a `ServiceContext` into the RPCs,
+ * HTTP routes, upgrades, middleware and readiness probes it contributes; it
+ * never listens on a port or handles signals itself.
+ */
+import type { HttpRoute, UpgradeRoute } from "./http-routes.js";
+import type { Logger } from "./log.js";
+import type { PlatformMetrics } from "./metrics.js";
+import type { Middleware, ServiceRegistration } from "./rpc/pipeline.js";
+import type { ReadinessProbe } from "./server.js";
+
+/** What the platform hands every service module at start. */
+export interface ServiceContext {
+  /** This process's id among the instances (used in presence, result subjects). */
+  readonly instanceId: string;
+  /** The port the process serves on (useful for self-calls in tests). */
+  readonly port: number;
+  readonly log: Logger;
+  readonly metrics: PlatformMetrics;
+  /** Aborted when the process begins to shut down. */
+  readonly shutdownSignal: AbortSignal;
+}
+
+/** What a started service module contributes to the process. */
+export interface ServiceParts {
+  readonly services: readonly ServiceRegistration[];
+  readonly routes?: readonly HttpRoute[];
+  readonly upgrades?: readonly UpgradeRoute[];
+  /** Middleware every RPC of the process passes (e.g. the token check). */
+  readonly middleware?: readonly Middleware[];
+  readonly readiness?: Readonly<Record<string, ReadinessProbe>>;
+  /** Stops background work; called after the server stopped serving. */
+  stop?(): Promise<void>;
+}
+
+/** A service as `SERVICES=` names it. */
+export interface ServiceModule {
+  /** The name in `SERVICES=` (auth, gateway, chat, storage, billing, plugins). */
+  readonly name: string;
+  start(ctx: ServiceContext): ServiceParts | Promise<ServiceParts>;
+}
