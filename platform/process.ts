@@ -3,6 +3,7 @@
  * configuration, starts the modules, serves them, and shuts down gracefully on
  * SIGTERM/SIGINT (exit 0 once done, within the grace period plus a margin).
  */
+import { createCors } from "./cors.js";
 import { createLogger, type Logger } from "./log.js";
 import { createMetrics } from "./metrics.js";
 import { createPlatformServer, type PlatformServer } from "./server.js";
@@ -40,6 +41,7 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
     upgrades: parts.flatMap((p) => p.upgrades ?? []),
     middleware: parts.flatMap((p) => p.middleware ?? []),
     readiness: Object.assign({}, ...parts.map((p) => p.readiness ?? {})),
+    cors: createCors(settings.ALLOWED_ORIGINS),
     readMaxBytes: settings.READ_MAX_BYTES,
     writeMaxBytes: settings.WRITE_MAX_BYTES,
     log,

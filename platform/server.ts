@@ -21,6 +21,7 @@ import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/refl
 import { ServerReflection as ReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { createHealthState, ServingStatus, type HealthState } from "./builtin/health.js";
 import { createReflection } from "./builtin/reflection.js";
+import type { CorsLayer } from "./cors.js";
 import { createRouteTable, sendJson, type HttpRoute, type UpgradeRoute } from "./http-routes.js";
 import type { Logger } from "./log.js";
 import type { PlatformMetrics } from "./metrics.js";
@@ -43,6 +44,8 @@ export interface PlatformServerOptions {
   readonly upgrades?: readonly UpgradeRoute[];
   /** Named dependency checks for `/readyz` (database, NATS, ...). */
   readonly readiness?: Readonly<Record<string, ReadinessProbe>>;
+  /** CORS for browsers calling directly (see cors.ts); runs before anything else on HTTP/1.1. */
+  readonly cors?: CorsLayer;
   readonly readMaxBytes: number;
   readonly writeMaxBytes: number;
   readonly log: Logger;
@@ -136,6 +139,7 @@ export function createPlatformServer(options: PlatformServerOptions): PlatformSe
 
   const http1 = http.createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, (req, res) => {
     if (shutdownSignal.aborted) res.setHeader("connection", "close");
+    if (options.cors?.(req, res)) return;
     if (connectPath(req, res)) return;
     const route = findRoute(req.method ?? "GET", (req.url ?? "/").split("?", 1)[0]!);
     if (route === undefined) return sendJson(res, 404, { error: `no route for ${req.method} ${req.url}` });

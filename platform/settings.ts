@@ -3,6 +3,7 @@
  * own next to their code with the same helpers (see config.ts).
  */
 import { env, int, list, oneOf, readConfig, str, type ConfigOf } from "./config.js";
+import { corsVars } from "./cors.js";
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 
@@ -18,6 +19,7 @@ export const platformVars = {
   READ_MAX_BYTES: env("largest request message accepted, in bytes", int(1024, 256 * 1024 * 1024), 4 * 1024 * 1024),
   WRITE_MAX_BYTES: env("largest response message sent, in bytes", int(1024, 256 * 1024 * 1024), 16 * 1024 * 1024),
   SHUTDOWN_GRACE_MS: env("how long unary calls may run on after SIGTERM", int(0, 30_000), 25_000),
+  ALLOWED_ORIGINS: corsVars.ALLOWED_ORIGINS,
   INSTANCE_ID: env(
     "this instance's id (presence, result subjects); letters, digits, _ and -",
     (raw) => {

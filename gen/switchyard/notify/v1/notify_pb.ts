@@ -341,7 +341,9 @@ export const ListResponseSchema: GenMessage<ListResponse> = /*@__PURE__*/
  * with every notification of the user, and `previous_sequence` names the one
  * before, so a receiver that sees a previous_sequence other than the last
  * sequence it holds knows it missed some, and resumes from that last
- * sequence (Subscribe.after_sequence, DeviceHello.last_notification_sequence).
+ * sequence (SubscribeRequest.after_sequence, or
+ * switchyard.device.v1.Hello.last_notification_sequence on the device
+ * WebSocket).
  *
  * Every RPC may also answer RESOURCE_EXHAUSTED when the caller passes their
  * tier's request rate, and UNAVAILABLE when the service cannot reach its

@@ -1,0 +1,49 @@
+/**
+ * Events as services see them: protobuf messages of `switchyard.events.v1`,
+ * each published on the subject its `(switchyard.options.v1.event_subject)`
+ * option names, in the one JetStream stream on `events.>`.
+ */
+import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
+import type { TransactionSql } from "postgres";
+
+/** What a consumer learns about a delivered event besides its payload. */
+export interface EventMeta {
+  /** The outbox id; also the JetStream `Nats-Msg-Id`. */
+  readonly eventId: string;
+  readonly subject: string;
+  /** 1 on the first delivery. */
+  readonly deliveryCount: number;
+  /** When the event was committed. */
+  readonly occurredAt: Date;
+  /** W3C traceparent of the request that caused the event, if any. */
+  readonly traceparent: string | undefined;
+}
+
+/** A durable consumer's declaration. */
+export interface ConsumerOptions<S extends DescMessage> {
+  /** The event type consumed. */
+  readonly schema: S;
+  /** Durable name, unique per subscribing service and event type, e.g. "auth-tier-changed". */
+  readonly durable: string;
+  /**
+   * Handles one event inside a transaction that also records the event id as
+   * processed, so a redelivered event is skipped. Throwing retries it with
+   * backoff; after `maxDeliver` attempts it goes to the dead-letter stream.
+   */
+  handle(event: MessageShape<S>, meta: EventMeta, tx: TransactionSql): Promise<void>;
+  /** Attempts before dead-lettering (default 5). */
+  readonly maxDeliver?: number;
+  /** Milliseconds a delivery may take before it is redelivered (default 30000). */
+  readonly ackWaitMs?: number;
+}
+
+/** Publishing and consuming events. */
+export interface Events {
+  /**
+   * Writes `event` to the outbox inside `tx`; the relay publishes it after
+   * commit. Returns the event id.
+   */
+  publish<S extends DescMessage>(tx: TransactionSql, schema: S, event: MessageShape<S>): Promise<string>;
+  /** Starts a durable consumer; the returned function stops it. */
+  consume<S extends DescMessage>(options: ConsumerOptions<S>): Promise<() => Promise<void>>;
+}

@@ -1,0 +1,143 @@
+/**
+ * The real infrastructure tests talk to: a PostgreSQL server and a nats-server
+ * with JetStream. Each is used where one already listens (CI starts them, so
+ * does this machine); otherwise the harness starts its own on a free port and
+ * stops it when the test process exits. Nothing is mocked.
+ */
+import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, existsSync, readdirSync, chownSync, rmSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import postgres from "postgres";
+
+const children: ChildProcess[] = [];
+process.once("exit", () => {
+  for (const c of children) c.kill("SIGKILL");
+});
+
+/** Whether something accepts TCP connections at host:port. */
+export function isListening(port: number, host = "127.0.0.1"): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host });
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+}
+
+/** A free TCP port on loopback. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+    srv.once("error", reject);
+  });
+}
+
+async function waitForPort(port: number, what: string, ms = 15_000): Promise<void> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (await isListening(port)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${what} did not start listening on ${port} within ${ms} ms`);
+}
+
+/** A nats-server the test owns: its URL, its store, and a way to kill/restart it. */
+export interface OwnNats {
+  readonly url: string;
+  readonly port: number;
+  readonly storeDir: string;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  start(): Promise<void>;
+}
+
+/** Starts a private nats-server with JetStream on a free port (for tests that kill it). */
+export async function startNats(storeDir = mkdtempSync(join(tmpdir(), "sy-nats-"))): Promise<OwnNats> {
+  const port = await freePort();
+  let child: ChildProcess | undefined;
+  const own: OwnNats = {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    storeDir,
+    async start() {
+      child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir], { stdio: "ignore" });
+      children.push(child);
+      await waitForPort(port, "nats-server");
+    },
+    async kill(signal = "SIGKILL") {
+      const c = child;
+      if (!c || c.exitCode !== null) return;
+      const exited = new Promise((r) => c.once("exit", r));
+      c.kill(signal);
+      await exited;
+    },
+  };
+  await own.start();
+  return own;
+}
+
+let sharedNats: Promise<string> | undefined;
+
+/** The URL of a nats-server with JetStream: the one on 4222, or one started here. */
+export function natsUrl(): Promise<string> {
+  return (sharedNats ??= (async () => {
+    if (process.env.NATS_URL) return process.env.NATS_URL;
+    if (await isListening(4222)) return "nats://127.0.0.1:4222";
+    return (await startNats()).url;
+  })());
+}
+
+let sharedPg: Promise<string> | undefined;
+
+/** The URL of a PostgreSQL server (trust auth): the one on 5432, or one started here. */
+export function postgresUrl(): Promise<string> {
+  return (sharedPg ??= (async () => {
+    if (process.env.TEST_DATABASE_URL) return process.env.TEST_DATABASE_URL;
+    if (await isListening(5432)) return "postgres://postgres@127.0.0.1:5432/postgres";
+    return startPostgres();
+  })());
+}
+
+async function startPostgres(): Promise<string> {
+  const versions = existsSync("/usr/lib/postgresql") ? readdirSync("/usr/lib/postgresql").sort() : [];
+  const bin = versions.length ? `/usr/lib/postgresql/${versions.at(-1)}/bin` : undefined;
+  if (!bin) throw new Error("no PostgreSQL server binaries found: apt-get install postgresql (or start one on 5432)");
+  const dir = mkdtempSync(join(tmpdir(), "sy-pg-"));
+  const port = await freePort();
+  const asPostgres = process.getuid?.() === 0;
+  if (asPostgres) chownSync(dir, Number(execFileSync("id", ["-u", "postgres"]).toString().trim()), Number(execFileSync("id", ["-g", "postgres"]).toString().trim()));
+  const run = (cmd: string, args: string[]) => (asPostgres ? ["runuser", ["-u", "postgres", "--", cmd, ...args]] : [cmd, args]) as [string, string[]];
+  execFileSync(...run(`${bin}/initdb`, ["-D", dir, "-A", "trust", "-U", "postgres"]), { stdio: "ignore" });
+  const child = spawn(...run(`${bin}/postgres`, ["-D", dir, "-p", String(port), "-k", dir, "-c", "listen_addresses=127.0.0.1"]), { stdio: "ignore" });
+  children.push(child);
+  process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+  await waitForPort(port, "postgres");
+  return `postgres://postgres@127.0.0.1:${port}/postgres`;
+}
+
+/** Creates an empty database for one test file and returns its URL; `drop()` removes it. */
+export async function createTestDatabase(prefix = "sy_test"): Promise<{ url: string; drop(): Promise<void> }> {
+  const base = await postgresUrl();
+  const name = `${prefix}_${randomBytes(5).toString("hex")}`;
+  const admin = postgres(base, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${name}`); // name is generated above, never input
+  await admin.end();
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const a = postgres(base, { max: 1, onnotice: () => {} });
+      await a.unsafe(`drop database if exists ${name} with (force)`);
+      await a.end();
+    },
+  };
+}
