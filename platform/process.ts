@@ -4,6 +4,8 @@
  * SIGTERM/SIGINT (exit 0 once done, within the grace period plus a margin).
  */
 import { createCors } from "./cors.js";
+import { createProcessAuth } from "./auth/process-auth.js";
+import { createTokenCheck } from "./auth/token-check.js";
 import { createLogger, type Logger } from "./log.js";
 import { createMetrics } from "./metrics.js";
 import { createPlatformServer, type PlatformServer } from "./server.js";
@@ -23,6 +25,7 @@ export interface RunningProcess {
 export async function startProcess(modules: readonly ServiceModule[], settings: PlatformSettings, log = createLogger(settings.LOG_LEVEL)): Promise<RunningProcess> {
   const metrics = createMetrics();
   const shutdown = new AbortController();
+  const auth = createProcessAuth(settings);
   const parts: ServiceParts[] = [];
   for (const m of modules) {
     parts.push(
@@ -32,14 +35,24 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
         log: log.child({ service: m.name }),
         metrics,
         shutdownSignal: shutdown.signal,
+        auth,
       }),
     );
   }
+  const services = parts.flatMap((p) => p.services);
+  let tokenCheck;
+  try {
+    // Every process checks tokens; a process serving non-public RPCs without keys stops here.
+    tokenCheck = createTokenCheck(services.map((s) => s.service), auth.verifier());
+  } catch (err) {
+    for (const p of [...parts].reverse()) await p.stop?.();
+    throw err;
+  }
   const server = createPlatformServer({
-    services: parts.flatMap((p) => p.services),
+    services,
     routes: parts.flatMap((p) => p.routes ?? []),
     upgrades: parts.flatMap((p) => p.upgrades ?? []),
-    middleware: parts.flatMap((p) => p.middleware ?? []),
+    middleware: [tokenCheck, ...parts.flatMap((p) => p.middleware ?? [])],
     readiness: Object.assign({}, ...parts.map((p) => p.readiness ?? {})),
     cors: createCors(settings.ALLOWED_ORIGINS),
     readMaxBytes: settings.READ_MAX_BYTES,

@@ -4,6 +4,7 @@
  * HTTP routes, upgrades, middleware and readiness probes it contributes; it
  * never listens on a port or handles signals itself.
  */
+import type { ProcessAuth } from "./auth/process-auth.js";
 import type { HttpRoute, UpgradeRoute } from "./http-routes.js";
 import type { Logger } from "./log.js";
 import type { PlatformMetrics } from "./metrics.js";
@@ -20,6 +21,8 @@ export interface ServiceContext {
   readonly metrics: PlatformMetrics;
   /** Aborted when the process begins to shut down. */
   readonly shutdownSignal: AbortSignal;
+  /** The process's auth wiring: service tokens for internal calls (`auth.serviceTokens(name)`). */
+  readonly auth: ProcessAuth;
 }
 
 /** What a started service module contributes to the process. */

@@ -2,6 +2,7 @@
  * The variables every platform process reads. Service modules declare their
  * own next to their code with the same helpers (see config.ts).
  */
+import { authPlatformVars } from "./auth/settings.js";
 import { env, int, list, oneOf, readConfig, str, type ConfigOf } from "./config.js";
 import { corsVars } from "./cors.js";
 import { hostname } from "node:os";
@@ -11,8 +12,8 @@ export const platformVars = {
   PORT: env("TCP port serving gRPC, gRPC-Web, Connect and HTTP", int(0, 65535), 8080),
   HOST: env("address to listen on", str, "0.0.0.0"),
   SERVICES: env(
-    "comma-separated services to run (auth, gateway, chat, storage, billing, plugins); empty = all",
-    list(oneOf("auth", "gateway", "chat", "storage", "billing", "plugins")),
+    "comma-separated services to run (auth, gateway, chat, storage, billing, plugins, web); empty = all",
+    list(oneOf("auth", "gateway", "chat", "storage", "billing", "plugins", "web")),
     () => [],
   ),
   LOG_LEVEL: env("pino log level", oneOf("trace", "debug", "info", "warn", "error", "fatal", "silent"), "info"),
@@ -28,6 +29,7 @@ export const platformVars = {
     },
     () => `${hostname().replace(/[^A-Za-z0-9_-]/g, "-").slice(0, 40)}-${randomBytes(3).toString("hex")}`,
   ),
+  ...authPlatformVars,
 };
 
 /** The parsed platform variables. */

@@ -9,6 +9,7 @@ import { chat } from "./chat/module.js";
 import { gateway } from "../gateway/module.js";
 import { plugins } from "./plugins/module.js";
 import { storage } from "./storage/module.js";
+import { web } from "../web/module.js";
 
 /** Every service module, in start order. */
-export const serviceModules: readonly ServiceModule[] = [auth, gateway, chat, storage, billing, plugins];
+export const serviceModules: readonly ServiceModule[] = [auth, gateway, chat, storage, billing, plugins, web];

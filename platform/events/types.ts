@@ -35,6 +35,17 @@ export interface ConsumerOptions<S extends DescMessage> {
   readonly maxDeliver?: number;
   /** Milliseconds a delivery may take before it is redelivered (default 30000). */
   readonly ackWaitMs?: number;
+  /**
+   * Milliseconds to wait before redelivering after the n-th failed attempt
+   * (the last value repeats; default 1 s, 5 s, 15 s, 30 s, 60 s).
+   */
+  readonly backoffMs?: readonly number[];
+  /**
+   * Events handled at once (default 4). Above 1, events of this type may be
+   * handled out of publish order (redeliveries reorder them anyway), so
+   * handlers compare timestamps where order matters.
+   */
+  readonly concurrency?: number;
 }
 
 /** Publishing and consuming events. */

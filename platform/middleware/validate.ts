@@ -57,9 +57,18 @@ const idPattern = /^[A-Za-z0-9_-]{1,64}$/;
 
 function fieldChecks(field: DescField): Check[] {
   const r: FieldRules | undefined = hasOption(field, rulesExt) ? getOption(field, rulesExt) : undefined;
-  const key = field.localName;
   const name = field.name;
   const out: Check[] = [];
+  // Oneof members live under the oneof's name as {case, value}; an unselected
+  // member reads as undefined and is checked only by `required`.
+  const oneof = field.oneof;
+  const get: (m: Record<string, unknown>) => unknown = oneof
+    ? (m) => {
+        const o = m[oneof.localName] as { case: string | undefined; value?: unknown };
+        return o.case === field.localName ? o.value : undefined;
+      }
+    : (m) => m[field.localName];
+  const present = (check: Check): Check => (oneof ? (m, p) => (get(m) === undefined ? undefined : check(m, p)) : check);
   const at = (path: string) => (path === "" ? name : `${path}.${name}`);
   const stringCheck = (s: string, path: string): string | undefined => {
     if (s.includes("\0")) return `${at(path)}: must not contain a NUL character`;
@@ -82,34 +91,34 @@ function fieldChecks(field: DescField): Check[] {
   if (field.fieldKind === "scalar" || field.fieldKind === "enum") {
     const isString = field.fieldKind === "scalar" && field.scalar === 9; // ScalarType.STRING
     const isBytes = field.fieldKind === "scalar" && field.scalar === 12; // ScalarType.BYTES
-    if (isString) out.push((m, p) => stringCheck(m[key] as string, p));
+    if (isString) out.push((m, p) => stringCheck(get(m) as string, p));
     else if (isBytes && r && (r.minLen || r.maxLen)) {
       out.push((m, p) => {
-        const len = (m[key] as Uint8Array).length;
+        const len = (get(m) as Uint8Array).length;
         if (r.maxLen && len > r.maxLen) return `${at(p)}: must be at most ${r.maxLen} bytes, got ${len}`;
         if (r.minLen && len > 0 && len < r.minLen) return `${at(p)}: must be at least ${r.minLen} bytes`;
         return undefined;
       });
     } else if (r && (r.hasMin || r.hasMax)) {
-      out.push((m, p) => numberCheck(Number(m[key]), p));
+      out.push((m, p) => numberCheck(Number(get(m)), p));
     }
     if (r?.required) {
       out.push((m, p) => {
-        const v = m[key];
+        const v = get(m);
         const empty = v === "" || v === 0 || v === 0n || (v instanceof Uint8Array && v.length === 0) || v === undefined;
         return empty ? `${at(p)}: is required` : undefined;
       });
     }
   } else if (field.fieldKind === "message") {
     const child = field.message;
-    if (r?.required) out.push((m, p) => (m[key] === undefined ? `${at(p)}: is required` : undefined));
+    if (r?.required) out.push((m, p) => (get(m) === undefined ? `${at(p)}: is required` : undefined));
     out.push((m, p) => {
-      const v = m[key] as Record<string, unknown> | undefined;
+      const v = get(m) as Record<string, unknown> | undefined;
       return v === undefined ? undefined : run(checksOf(child), v, at(p));
     });
   } else if (field.fieldKind === "list") {
     out.push((m, p) => {
-      const items = m[key] as unknown[];
+      const items = get(m) as unknown[];
       if (r?.required && items.length === 0) return `${at(p)}: needs at least one item`;
       if (r?.maxItems && items.length > r.maxItems) return `${at(p)}: must have at most ${r.maxItems} items, got ${items.length}`;
       for (let i = 0; i < items.length; i++) {
@@ -124,7 +133,7 @@ function fieldChecks(field: DescField): Check[] {
     });
   } else if (field.fieldKind === "map") {
     out.push((m, p) => {
-      const entries = Object.entries(m[key] as Record<string, unknown>);
+      const entries = Object.entries(get(m) as Record<string, unknown>);
       if (r?.required && entries.length === 0) return `${at(p)}: needs at least one entry`;
       if (r?.maxItems && entries.length > r.maxItems) return `${at(p)}: must have at most ${r.maxItems} entries, got ${entries.length}`;
       for (const [k, value] of entries) {
@@ -140,7 +149,7 @@ function fieldChecks(field: DescField): Check[] {
       return undefined;
     });
   }
-  return out;
+  return out.map(present);
 }
 
 function isHttpUrl(s: string): boolean {

@@ -19,6 +19,8 @@ export interface CallContextInit {
   deadline: number | undefined;
   /** Reads the request headers on first use. */
   readHeaders: () => Headers;
+  /** Seeds the context values when they are first read (e.g. the peer address). */
+  initValues?: (values: ContextValues) => void;
 }
 
 /** A HandlerContext that the transport can abort and whose headers it reads back. */
@@ -39,6 +41,7 @@ class LazyCallContext implements CallContext {
   readonly requestMethod = "POST";
   private readonly deadline: number | undefined;
   private readonly readHeaders: () => Headers;
+  private readonly initValues: ((values: ContextValues) => void) | undefined;
   private controller: AbortController | undefined;
   private abortReason: unknown;
   private timer: NodeJS.Timeout | undefined;
@@ -54,6 +57,7 @@ class LazyCallContext implements CallContext {
     this.url = init.url;
     this.deadline = init.deadline;
     this.readHeaders = init.readHeaders;
+    this.initValues = init.initValues;
   }
 
   get signal(): AbortSignal {
@@ -89,7 +93,11 @@ class LazyCallContext implements CallContext {
     return this.resTrailer !== undefined;
   }
   get values(): ContextValues {
-    return (this.ctxValues ??= createContextValues());
+    if (this.ctxValues === undefined) {
+      this.ctxValues = createContextValues();
+      this.initValues?.(this.ctxValues);
+    }
+    return this.ctxValues;
   }
 
   abort(reason: unknown): void {

@@ -11,7 +11,7 @@
  * end-of-stream, gRPC-Web trailer).
  */
 import type { DescMethod } from "@bufbuild/protobuf";
-import { Code, ConnectError, createConnectRouter, type HandlerContext, type MethodImpl } from "@connectrpc/connect";
+import { Code, ConnectError, createConnectRouter, createContextValues, type HandlerContext, type MethodImpl } from "@connectrpc/connect";
 import {
   compressionGzip,
   compressionBrotli,
@@ -20,6 +20,7 @@ import {
 } from "@connectrpc/connect-node";
 import type { UniversalServerResponse } from "@connectrpc/connect/protocol";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { peerAddressKey } from "../auth/client-address.js";
 import type { PlatformMethod } from "./pipeline.js";
 
 /** Options of the HTTP/1.1 path. */
@@ -52,7 +53,8 @@ export function createConnectPath(methods: readonly PlatformMethod[], options: C
     const path = req.url?.split("?", 2)[0] ?? "";
     const handler = handlers.get(path);
     if (handler === undefined) return false;
-    const uReq = universalRequestFromNodeRequest(req, res, undefined, undefined);
+    const values = createContextValues().set(peerAddressKey, req.socket.remoteAddress);
+    const uReq = universalRequestFromNodeRequest(req, res, undefined, values);
     handler(uReq)
       .then(correctParseErrors)
       .then((uRes) => universalResponseToNodeResponse(uRes, res))
@@ -77,7 +79,10 @@ async function correctParseErrors(res: UniversalServerResponse): Promise<Univers
     for await (const c of res.body) parts.push(c);
     const body = Buffer.concat(parts);
     const fixed = rewriteJson(body);
-    return { ...res, status: fixed ? 400 : 500, body: once(fixed ?? body) };
+    if (fixed === undefined) return { ...res, body: once(body) };
+    const header = new Headers(res.header);
+    header.set("content-length", String(fixed.length));
+    return { ...res, status: 400, header, body: once(fixed) };
   }
   if (type.startsWith("application/grpc-web")) {
     return { ...res, body: mapChunks(res.body, (c) => rewriteEnvelope(c, 0x80, rewriteGrpcWebTrailer)) };

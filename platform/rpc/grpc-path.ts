@@ -10,6 +10,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import * as grpc from "@grpc/grpc-js";
 import { once } from "node:events";
+import type { Readable } from "node:stream";
+import { addressOfPeer, peerAddressKey } from "../auth/client-address.js";
 import { createCallContext, type CallContext } from "./call-context.js";
 import { createDecoder, DecodeFailure } from "./codec.js";
 import { metadataFromHeaders, headersFromMetadata } from "./headers.js";
@@ -87,6 +89,7 @@ function contextFor(m: PlatformMethod, call: AnyCall): CallContext {
     url: m.path,
     deadline: Number.isFinite(ms) ? ms : undefined,
     readHeaders: () => headersFromMetadata(call.metadata),
+    initValues: (values) => values.set(peerAddressKey, addressOfPeer(call.getPeer())),
   });
   call.on("cancelled", () => ctx.abort(new ConnectError("the caller cancelled the call", Code.Canceled)));
   return ctx;
@@ -115,8 +118,13 @@ function sendHeaderIfSet(call: AnyCall, ctx: CallContext): void {
   if (ctx.hasResponseHeader) call.sendMetadata(metadataFromHeaders(ctx.responseHeader));
 }
 
-async function* requestStream(call: AsyncIterable<unknown>): AsyncIterable<unknown> {
-  for await (const msg of call) {
+/**
+ * The request messages of a client or bidi stream. Iterated without
+ * `destroyOnReturn`: a plain `for await` destroys the whole duplex when the
+ * client half-closes, and the status would never be sent.
+ */
+async function* requestStream(call: Readable): AsyncIterable<unknown> {
+  for await (const msg of call.iterator({ destroyOnReturn: false })) {
     if (msg instanceof DecodeFailure) throw msg.error;
     yield msg;
   }
@@ -131,7 +139,7 @@ function createHandler(m: PlatformMethod, options: GrpcPathOptions): grpc.Untype
         callback(statusFor(call.request.error, ctx, m, options));
         return;
       }
-      const input = streamingIn ? requestStream(call as unknown as AsyncIterable<unknown>) : call.request;
+      const input = streamingIn ? requestStream(call as unknown as Readable) : call.request;
       (m.invoke({ service: m.service, method: m.method, ctx, input }) as Promise<unknown>).then(
         (out) => {
           sendHeaderIfSet(call, ctx);
@@ -151,7 +159,7 @@ function createHandler(m: PlatformMethod, options: GrpcPathOptions): grpc.Untype
       call.emit("error", statusFor(call.request.error, ctx, m, options));
       return;
     }
-    const input = streamingIn ? requestStream(call as unknown as AsyncIterable<unknown>) : call.request;
+    const input = streamingIn ? requestStream(call as unknown as Readable) : call.request;
     void writeStream(call, ctx, m, input, options);
   }) as grpc.UntypedHandleCall;
 }

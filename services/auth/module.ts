@@ -1,9 +1,95 @@
-/** The auth service: accounts, tokens, JWKS. */
-import { AuthService } from "../../gen/switchyard/auth/v1/auth_pb.js";
-import { register } from "../../platform/rpc/pipeline.js";
+/**
+ * The auth service: accounts, credentials, tokens, signing keys and the JWKS.
+ * When it runs in a process it also gives that process's token check its key
+ * set in memory, and mints the process's service tokens.
+ */
+import { join } from "node:path";
 import type { ServiceModule } from "../../platform/service.js";
+import { createAuthHandlers } from "./handlers.js";
+import { jwksRoute } from "./jwks-route.js";
+import { createKeyStore } from "./key-store.js";
+import { loadMasterKey } from "./master-key.js";
+import { createPasswordHasher } from "./passwords.js";
+import { createRefreshTokens } from "./refresh-tokens.js";
+import { readAuthSettings } from "./settings.js";
+import { createThrottle } from "./throttle.js";
+import { consumeTierChanges } from "./tier-consumer.js";
+import { createTokenIssuer } from "./tokens.js";
 
-export const auth: ServiceModule = {
-  name: "auth",
-  start: () => ({ services: [register(AuthService, {})] }),
-};
+/** How often each instance reloads keys and rotates them when due. */
+const MAINTAIN_EVERY_MS = 60_000;
+/** How long a new key is published before it signs: longer than any JWKS cache (5 min here, 10 min in verifiers). */
+const PREPUBLISH_MS = 60 * 60_000;
+const DAY_MS = 24 * 60 * 60_000;
+
+/**
+ * The auth module, reading its variables (see settings.ts) from `source` at
+ * start; tests pass their own.
+ */
+export function createAuthModule(source: NodeJS.ProcessEnv = process.env): ServiceModule {
+  return {
+    name: "auth",
+    async start(ctx) {
+      const s = readAuthSettings(source);
+      const { db, events, log } = ctx;
+      const devKeyFile = source.DATABASE_URL ? undefined : join(s.AUTH_DEV_DATA_DIR, "auth-master-key");
+      const keys = createKeyStore({
+        db,
+        masterKey: loadMasterKey(s.AUTH_MASTER_KEY, devKeyFile, log),
+        accessTtlS: s.AUTH_ACCESS_TOKEN_TTL_S,
+        rotationIntervalMs: s.AUTH_KEY_ROTATION_HOURS * 60 * 60_000,
+        prepublishMs: PREPUBLISH_MS,
+        log,
+      });
+      await keys.maintain();
+      const tokens = createTokenIssuer({ keys, issuer: ctx.auth.issuer, audience: ctx.auth.audience, accessTtlS: s.AUTH_ACCESS_TOKEN_TTL_S });
+      ctx.auth.provideLocal({
+        keys: keys.keys,
+        onKeyWithdrawn: keys.onKeyWithdrawn,
+        issueServiceToken: async (name) => {
+          const t = await tokens.issueService(name);
+          return { token: t.token, expiresAt: t.expiresAt.getTime() };
+        },
+      });
+      const refresh = createRefreshTokens(db, s.AUTH_REFRESH_TOKEN_TTL_DAYS * DAY_MS);
+      const throttle = createThrottle(db);
+      const handlers = createAuthHandlers({
+        db,
+        events,
+        passwords: await createPasswordHasher({ memoryKiB: s.AUTH_ARGON2_MEMORY_KIB, timeCost: s.AUTH_ARGON2_TIME_COST }),
+        tokens,
+        refresh,
+        throttle,
+        limits: {
+          loginAccount: { max: s.AUTH_LOGIN_MAX_PER_ACCOUNT, windowMs: s.AUTH_LOGIN_WINDOW_MS },
+          loginAddress: { max: s.AUTH_LOGIN_MAX_PER_ADDRESS, windowMs: s.AUTH_LOGIN_WINDOW_MS },
+          registerAddress: { max: s.AUTH_REGISTER_MAX_PER_ADDRESS, windowMs: s.AUTH_REGISTER_WINDOW_MS },
+        },
+        trustedProxyHops: s.AUTH_TRUSTED_PROXY_HOPS,
+      });
+      const stopConsumer = await consumeTierChanges(events, log);
+
+      let ticks = 0;
+      const timer = setInterval(() => {
+        const hourly = ++ticks % 60 === 0;
+        keys
+          .maintain()
+          .then(() => hourly && Promise.all([refresh.prune(), throttle.prune(Math.max(s.AUTH_LOGIN_WINDOW_MS, s.AUTH_REGISTER_WINDOW_MS))]))
+          .catch((err: unknown) => log.error({ err: String(err) }, "auth maintenance failed; retrying in a minute"));
+      }, MAINTAIN_EVERY_MS);
+      timer.unref();
+
+      return {
+        services: [handlers],
+        routes: [jwksRoute(keys)],
+        async stop() {
+          clearInterval(timer);
+          await stopConsumer();
+        },
+      };
+    },
+  };
+}
+
+/** The auth module as `npm start` runs it, configured from the environment. */
+export const auth: ServiceModule = createAuthModule();

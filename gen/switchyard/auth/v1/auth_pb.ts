@@ -97,7 +97,7 @@ export const UserSchema: GenMessage<User> = /*@__PURE__*/
  */
 export type Tokens = Message<"switchyard.auth.v1.Tokens"> & {
   /**
-   * The access token, an RS256 JWT, to send as "Authorization: Bearer
+   * The access token, an ES256 JWT, to send as "Authorization: Bearer
    * <access_token>". A secret: never log it.
    *
    * @generated from field: string access_token = 1;
@@ -431,11 +431,14 @@ export const UpdateMeResponseSchema: GenMessage<UpdateMeResponse> = /*@__PURE__*
 /**
  * Users, their credentials and their tokens.
  *
- * Access tokens are short-lived RS256 JWTs (claims: "sub" = user_id, "tier",
- * "roles", "exp"); every service checks them against the keys published at
- * `/.well-known/jwks.json`, without calling this service. Refresh tokens are
- * opaque, single-use and rotated: each Refresh spends the token it is given
- * and returns a new one of the same family.
+ * Access tokens are short-lived ES256 JWTs (header: "typ" = "at+jwt", "kid";
+ * claims: "iss", "aud", "sub" = user_id, "tier" = "free" | "pro" | "power" |
+ * "team", "roles", "iat", "exp" at most 15 minutes after issue); every
+ * service checks them against the keys published at `/.well-known/jwks.json`,
+ * without calling this service. Signing keys rotate: a new key signs, and a
+ * retired key stays published until the last token it signed has expired.
+ * Refresh tokens are opaque, single-use and rotated: each Refresh spends the
+ * token it is given and returns a new one of the same family.
  *
  * Every RPC may also answer RESOURCE_EXHAUSTED when the caller (or, for the
  * public RPCs, the client address) passes its request rate, and UNAVAILABLE
@@ -455,7 +458,8 @@ export const AuthService: GenService<{
    * Errors: INVALID_ARGUMENT if the email is not an email address or the
    * password is shorter than 10 or longer than 1024 characters;
    * ALREADY_EXISTS if a user with this email (compared case-insensitively)
-   * exists; RESOURCE_EXHAUSTED if the client address registered too often.
+   * exists; RESOURCE_EXHAUSTED if the client address registered too often
+   * (with a google.rpc.RetryInfo detail saying when to retry).
    *
    * @generated from rpc switchyard.auth.v1.AuthService.Register
    */
@@ -469,8 +473,10 @@ export const AuthService: GenService<{
    *
    * Errors: INVALID_ARGUMENT if email or password is missing or too long;
    * UNAUTHENTICATED if no user has this email or the password is wrong (the
-   * two are not told apart); RESOURCE_EXHAUSTED after too many failed
-   * attempts for this email or client address.
+   * two are not told apart: same code, same message, same work);
+   * RESOURCE_EXHAUSTED after too many attempts for this email or client
+   * address, with a google.rpc.RetryInfo detail saying when to retry. The
+   * throttle is temporary: there is no permanent lockout.
    *
    * @generated from rpc switchyard.auth.v1.AuthService.Login
    */
@@ -483,7 +489,10 @@ export const AuthService: GenService<{
    * Spends a refresh token and returns new tokens of the same family
    * (rotation). The new access token carries the user's current tier and
    * roles. Public. Not idempotent: a token can be spent once, and a spent
-   * token presented again is taken as stolen, so the whole family is revoked.
+   * token presented again is taken as stolen, so the whole family is revoked,
+   * its newest token included. Two Refresh calls with one token, even
+   * concurrent ones, count the same way: exactly one succeeds, and the other
+   * revokes the family. A client must not refresh one token in parallel.
    *
    * Errors: INVALID_ARGUMENT if refresh_token is missing or too long;
    * UNAUTHENTICATED if the token is unknown, expired, revoked or already

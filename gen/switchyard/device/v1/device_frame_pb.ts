@@ -42,6 +42,13 @@ export const file_switchyard_device_v1_device_frame: GenFile = /*@__PURE__*/
  * answers a non-fatal `error` with code 3 (INVALID_ARGUMENT) and is
  * otherwise ignored; a frame that cannot be decoded is a fatal one.
  *
+ * Subprotocols: "switchyard.device.v1+proto" (binary messages, the protobuf
+ * encoding) and "switchyard.device.v1+json" (text messages, the protobuf
+ * JSON encoding, for debugging). An upgrade offering neither answers 400.
+ * After a fatal `error` the gateway closes the socket with status 4000 + the
+ * error's code (e.g. 4016 UNAUTHENTICATED); a message over max_frame_bytes
+ * closes it with status 1009 (Message Too Big) without an `error` frame.
+ *
  * @generated from message switchyard.device.v1.DeviceFrame
  */
 export type DeviceFrame = Message<"switchyard.device.v1.DeviceFrame"> & {
@@ -145,7 +152,9 @@ export const DeviceFrameSchema: GenMessage<DeviceFrame> = /*@__PURE__*/
  *
  * A hello whose device_id is already connected for the user (on any gateway
  * instance) takes over: the older connection receives a fatal `error` with
- * code 10 (ABORTED), its calls in flight fail ABORTED, and it is closed.
+ * code 10 (ABORTED), its calls in flight fail UNAVAILABLE, and it is
+ * closed. A hello that would give the user more connections than the
+ * gateway's per-user cap is a fatal `error` with code 8 (RESOURCE_EXHAUSTED).
  *
  * @generated from message switchyard.device.v1.Hello
  */
@@ -269,8 +278,8 @@ export type Welcome = Message<"switchyard.device.v1.Welcome"> & {
   replayTruncated: boolean;
 
   /**
-   * Largest frame, in bytes, the gateway accepts; a larger one is a fatal
-   * error with code 8 (RESOURCE_EXHAUSTED).
+   * Largest frame, in bytes, the gateway accepts; a larger one closes the
+   * socket with status 1009.
    *
    * @generated from field: uint32 max_frame_bytes = 8;
    */
@@ -416,7 +425,7 @@ export type FrameError = Message<"switchyard.device.v1.FrameError"> & {
   /**
    * A gRPC status code: 3 INVALID_ARGUMENT (a malformed or misdirected
    * frame), 5 NOT_FOUND (a tool_result for no pending call), 8
-   * RESOURCE_EXHAUSTED (frame too large, too many frames), 9
+   * RESOURCE_EXHAUSTED (too many frames, too many connections), 9
    * FAILED_PRECONDITION (a frame before hello), 10 ABORTED (the connection
    * was taken over by a newer one), 16 UNAUTHENTICATED (the credential
    * expired or a reauthenticate was refused), 14 UNAVAILABLE (the gateway is

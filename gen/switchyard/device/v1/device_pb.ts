@@ -144,7 +144,9 @@ export type Device = Message<"switchyard.device.v1.Device"> & {
   connectTime?: Timestamp | undefined;
 
   /**
-   * Output only. When a frame last arrived from the device.
+   * Output only. When the gateway holding the connection last confirmed it
+   * alive (its latest heartbeat; the gateway drops a connection from which
+   * nothing arrived for two heartbeat intervals).
    *
    * @generated from field: google.protobuf.Timestamp last_seen_time = 8;
    */
@@ -576,11 +578,13 @@ export const DeviceService: GenService<{
    * A tool that ran and failed is not an RPC error: the response carries a
    * ToolError. RPC errors mean the call produced no outcome.
    *
-   * call_id is the idempotency key: a retry with the same call_id while the
-   * first call is in flight waits for it, and one made within 10 minutes
-   * after it finished returns the same outcome (or the same error), so a
-   * call is never run twice. A call that failed UNAVAILABLE before any
-   * device received it is forgotten and may be retried with its call_id.
+   * call_id is the idempotency key: a retry with the same call_id (on any
+   * instance) while the first call is in flight waits for it, and one made
+   * within 10 minutes after it finished returns the same outcome (or the
+   * same error), so a call is never run twice. A call that failed before it
+   * was handed to a device's gateway (INVALID_ARGUMENT, FAILED_PRECONDITION,
+   * UNAVAILABLE because no device was connected, RESOURCE_EXHAUSTED at the
+   * caller's instance) is not recorded and may be retried with its call_id.
    *
    * Errors: INVALID_ARGUMENT if user_id (required for services), device_id
    * or call_id is not an id, tool is missing or not a tool name, timeout is
@@ -590,15 +594,18 @@ export const DeviceService: GenService<{
    * tool or arguments; UNAVAILABLE if no device of the user (or not the named
    * device) is connected and wait_for_device is false, or, with
    * wait_for_device, no eligible device connected before the deadline (the
-   * call never reached a device; safe to retry); FAILED_PRECONDITION if
-   * wait_for_device is false and devices are connected but none of them (or
-   * not the named one) offers the tool; ABORTED if the device disconnected
-   * after it received the call (it may have run; the outcome is unknown);
-   * DEADLINE_EXCEEDED if the deadline passed after the device received the
-   * call (it may have run; the device was told to cancel it). When the RPC's
-   * own deadline is the one that passes, the client sees DEADLINE_EXCEEDED
-   * whatever the state: set timeout below the RPC deadline to tell the
-   * cases apart.
+   * call never reached a device; safe to retry), and also, at once, if the
+   * device disconnected or its gateway instance stopped after the call was
+   * handed to it (it may have run; the message says so, and a retry with the
+   * same call_id returns this error instead of running it again);
+   * FAILED_PRECONDITION if wait_for_device is false and devices are
+   * connected but none of them (or not the named one) offers the tool;
+   * RESOURCE_EXHAUSTED if too many calls are waiting for the user's devices;
+   * DEADLINE_EXCEEDED if the deadline passed after the call was handed to
+   * the device's gateway (it may have run; the device was told to cancel
+   * it). When the RPC's own deadline is the one that passes, the client sees
+   * DEADLINE_EXCEEDED whatever the state: set timeout below the RPC deadline
+   * to tell the cases apart.
    *
    * @generated from rpc switchyard.device.v1.DeviceService.CallTool
    */

@@ -1,0 +1,118 @@
+/**
+ * Builds docker-compose.yml from the same topology as envoy.yaml: Envoy,
+ * PostgreSQL with pgvector, NATS with JetStream, a one-shot migration, and
+ * one container per service module (the same image; SERVICES= chooses),
+ * with the replica counts of topology.ts.
+ */
+import { stringify } from "yaml";
+import type { EdgeConfig } from "./edge-config.js";
+import { generatedHeader } from "./generate.js";
+import type { Topology } from "./topology.js";
+
+type Json = Record<string, unknown>;
+
+/** Images of the infrastructure (pinned). */
+export const images = {
+  envoy: "envoyproxy/envoy:v1.32.3",
+  postgres: "pgvector/pgvector:pg16",
+  nats: "nats:2.10-alpine",
+  app: "switchyard:latest",
+};
+
+/** The container health check of a service: GET /readyz with node (the image has no curl). */
+export const readyzCheck = [
+  "CMD",
+  "node",
+  "-e",
+  "fetch('http://127.0.0.1:8080/readyz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))",
+];
+
+const databaseUrl = "postgres://${POSTGRES_USER:-switchyard}:${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env}@postgres:5432/${POSTGRES_DB:-switchyard}";
+
+/** docker-compose.yml's content for `topology`. */
+export function buildCompose(topology: Topology, config: EdgeConfig): Json {
+  const app = (extra: Json): Json => ({
+    image: images.app,
+    build: { context: ".", target: "runtime" },
+    env_file: [{ path: ".env", required: false }],
+    ...extra,
+  });
+  const sharedEnv = {
+    DATABASE_URL: databaseUrl,
+    NATS_URL: "nats://nats:4222",
+    // Baked into envoy.yaml at generation time: the services must sign and check the same.
+    AUTH_ISSUER: config.issuer,
+    AUTH_AUDIENCE: config.audience,
+    ALLOWED_ORIGINS: config.allowedOrigins.join(","),
+    LOG_LEVEL: "${LOG_LEVEL:-info}",
+    PORT: String(config.servicePort),
+  };
+  const services: Json = {
+    envoy: {
+      image: images.envoy,
+      command: ["envoy", "-c", "/etc/envoy/envoy.yaml", "--log-level", "info"],
+      volumes: ["./envoy/envoy.yaml:/etc/envoy/envoy.yaml:ro"],
+      ports: [`\${EDGE_PORT:-${config.edgePort}}:${config.edgePort}`],
+      depends_on: Object.fromEntries(topology.modules.map((m) => [m.name, { condition: "service_healthy" }])),
+      restart: "unless-stopped",
+    },
+    postgres: {
+      image: images.postgres,
+      environment: {
+        POSTGRES_USER: "${POSTGRES_USER:-switchyard}",
+        POSTGRES_PASSWORD: "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env}",
+        POSTGRES_DB: "${POSTGRES_DB:-switchyard}",
+      },
+      volumes: ["postgres-data:/var/lib/postgresql/data"],
+      healthcheck: { test: ["CMD-SHELL", "pg_isready -U \"$${POSTGRES_USER}\" -d \"$${POSTGRES_DB}\""], interval: "5s", timeout: "3s", retries: 20 },
+      restart: "unless-stopped",
+    },
+    nats: {
+      image: images.nats,
+      command: ["-js", "-sd", "/data", "-m", "8222"],
+      volumes: ["nats-data:/data"],
+      healthcheck: { test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8222/healthz?js-enabled-only=true"], interval: "5s", timeout: "3s", retries: 20 },
+      restart: "unless-stopped",
+    },
+    migrate: app({
+      command: ["npm", "run", "migrate"],
+      environment: { DATABASE_URL: databaseUrl, NATS_URL: "nats://nats:4222", LOG_LEVEL: "${LOG_LEVEL:-info}" },
+      // One-shot: no restart policy; the services wait for it to exit 0.
+      depends_on: { postgres: { condition: "service_healthy" }, nats: { condition: "service_healthy" } },
+    }),
+  };
+  for (const m of topology.modules) {
+    const authEnv =
+      m.name === "auth"
+        ? {
+            AUTH_MASTER_KEY: "${AUTH_MASTER_KEY:?set AUTH_MASTER_KEY in .env (openssl rand -base64 32)}",
+            // Envoy is the one proxy in front: believe its x-forwarded-for.
+            AUTH_TRUSTED_PROXY_HOPS: "1",
+          }
+        : m.services.length === 0
+          ? {}
+          : {
+            AUTH_JWKS_URL: `http://auth:${config.servicePort}/.well-known/jwks.json`,
+            AUTH_SERVICE_TOKEN: `\${AUTH_SERVICE_TOKEN_${m.name.toUpperCase()}:-}`,
+          };
+    services[m.name] = app({
+      environment: { SERVICES: m.name, ...sharedEnv, ...authEnv },
+      depends_on: {
+        migrate: { condition: "service_completed_successfully" },
+        postgres: { condition: "service_healthy" },
+        nats: { condition: "service_healthy" },
+      },
+      healthcheck: { test: readyzCheck, interval: "5s", timeout: "3s", retries: 12, start_period: "20s" },
+      ...(m.replicas > 1 ? { deploy: { replicas: m.replicas } } : {}),
+      // The platform drains for up to 25 s after SIGTERM.
+      stop_grace_period: "30s",
+      restart: "unless-stopped",
+    });
+  }
+  return { name: "switchyard", services, volumes: { "postgres-data": {}, "nats-data": {} } };
+}
+
+/** Renders `compose` as docker-compose.yml text (deterministic). */
+export function renderComposeYaml(compose: Json): string {
+  return generatedHeader("services/index.ts and envoy/topology.ts (with envoy/envoy.yaml)") + stringify(compose, { lineWidth: 0, aliasDuplicateObjects: false });
+}

@@ -1,0 +1,20 @@
+/**
+ * The generated edge files of a repository, by path: envoy/envoy.yaml and
+ * docker-compose.yml, both from one topology and one edge configuration.
+ */
+import { corsAllowedHeaders, corsAllowedMethods, corsExposedHeaders } from "../platform/cors.js";
+import { buildCompose, renderComposeYaml } from "./compose.js";
+import { readEdgeConfig } from "./edge-config.js";
+import { buildEnvoyConfig, renderEnvoyYaml } from "./generate.js";
+import { readTopology } from "./topology.js";
+
+/** Generates the edge files of the repository at `root` with the variables in `source`. */
+export async function generateEdgeFiles(root: string, source: NodeJS.ProcessEnv = process.env): Promise<Record<string, string>> {
+  const topology = await readTopology(root);
+  const config = readEdgeConfig(source);
+  const cors = { allowedHeaders: corsAllowedHeaders, allowedMethods: corsAllowedMethods, exposedHeaders: corsExposedHeaders };
+  return {
+    "envoy/envoy.yaml": renderEnvoyYaml(buildEnvoyConfig(topology, config, cors)),
+    "docker-compose.yml": renderComposeYaml(buildCompose(topology, config)),
+  };
+}

@@ -1,0 +1,86 @@
+/**
+ * Every NATS name the gateway uses, in one place. User ids become subject
+ * tokens only through `userToken` (base64url of the UTF-8 id), so no id can
+ * contain `*`, `>`, `.` or whitespace in a subject and widen a subscription,
+ * and two ids never share a token. Instance ids and call ids are checked
+ * against ^[A-Za-z0-9_-]{1,64}$ before use.
+ */
+
+const tokenPattern = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** The subject token of a user id; throws on an empty id. */
+export function userToken(userId: string): string {
+  if (userId === "") throw new Error("empty user id");
+  return Buffer.from(userId, "utf8").toString("base64url");
+}
+
+/** The user id a token came from. */
+export function userFromToken(token: string): string {
+  return Buffer.from(token, "base64url").toString("utf8");
+}
+
+/** Whether `s` may be used as a subject token as is (instance ids, call ids). */
+export function isSafeToken(s: string): boolean {
+  return tokenPattern.test(s);
+}
+
+function safe(s: string, what: string): string {
+  if (!tokenPattern.test(s)) throw new Error(`${what} is not a safe subject token`);
+  return s;
+}
+
+/** The names of one deployment's streams, buckets and subjects (prefix `p`). */
+export interface GatewayNames {
+  readonly callStream: string;
+  readonly resultStream: string;
+  readonly notifyStream: string;
+  readonly devicesBucket: string;
+  readonly gatewaysBucket: string;
+  readonly ticketsBucket: string;
+  /** Stream subject of a call for `user` held by `instance`. */
+  call(user: string, instance: string): string;
+  /** Core subject an instance receives its calls on (RePublish of the call stream). */
+  deliverAll(instance: string): string;
+  /** Stream subject of a call's one outcome. */
+  result(callId: string, replyInstance: string): string;
+  /** Core subject (RePublish of the result stream) of one call's outcome. */
+  resultDelivered(callId: string, replyInstance: string): string;
+  /** Core subject an instance receives all its calls' outcomes on. */
+  resultsOf(instance: string): string;
+  /** Stream subject of a user's notifications. */
+  notify(user: string): string;
+  /** Core subject (RePublish) of a user's stored notifications. */
+  notified(user: string): string;
+  /** Core subject (RePublish of the devices bucket) of a user's presence. */
+  presence(user: string): string;
+  /** Core subject (RePublish of the gateways bucket) of every instance's beats. */
+  readonly beats: string;
+  /** Core subject of commands to one instance. */
+  control(instance: string): string;
+  /** Stream/republish pairs, for stream setup. */
+  readonly prefix: string;
+}
+
+/** Names under prefix `p` (GATEWAY_NATS_PREFIX). */
+export function gatewayNames(p: string): GatewayNames {
+  const P = p.toUpperCase();
+  return {
+    prefix: p,
+    callStream: `${P}_TOOLCALLS`,
+    resultStream: `${P}_TOOLRESULTS`,
+    notifyStream: `${P}_NOTIFY`,
+    devicesBucket: `${p}_devices`,
+    gatewaysBucket: `${p}_gateways`,
+    ticketsBucket: `${p}_tickets`,
+    call: (user, instance) => `${p}.tools.${userToken(user)}.${safe(instance, "instance id")}`,
+    deliverAll: (instance) => `${p}.deliver.*.${safe(instance, "instance id")}`,
+    result: (callId, inst) => `${p}.toolres.${safe(callId, "call id")}.${safe(inst, "instance id")}`,
+    resultDelivered: (callId, inst) => `${p}.results.${safe(callId, "call id")}.${safe(inst, "instance id")}`,
+    resultsOf: (instance) => `${p}.results.*.${safe(instance, "instance id")}`,
+    notify: (user) => `${p}.notify.${userToken(user)}`,
+    notified: (user) => `${p}.notified.${userToken(user)}`,
+    presence: (user) => `${p}.presence.${userToken(user)}`,
+    beats: `${p}.beat.*`,
+    control: (instance) => `${p}.gwctl.${safe(instance, "instance id")}`,
+  };
+}

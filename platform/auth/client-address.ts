@@ -1,0 +1,37 @@
+/**
+ * The address of the client behind a call, for per-address limits (login
+ * throttling). The transports put the TCP peer's address in the context
+ * values under `peerAddressKey`; `x-forwarded-for` is believed only as far as
+ * the operator says proxies are trusted, because any client can send one.
+ */
+import { createContextKey, type HandlerContext } from "@connectrpc/connect";
+
+/** The TCP peer's address (no port), set by both protocol paths; undefined if unknown. */
+export const peerAddressKey = createContextKey<string | undefined>(undefined, { description: "peer address" });
+
+/** The address part of "host:port" as grpc-js `getPeer()` reports it ("::1:5000" for IPv6), or undefined. */
+export function addressOfPeer(peer: string): string | undefined {
+  if (peer === "" || peer === "unknown") return undefined;
+  const colon = peer.lastIndexOf(":");
+  return colon > 0 && /^\d+$/.test(peer.slice(colon + 1)) ? peer.slice(0, colon) : peer;
+}
+
+/**
+ * The client's address. With `trustedProxyHops` = 0 it is the TCP peer. With
+ * n > 0 (n trusted proxies, e.g. 1 for Envoy, which appends the address it
+ * saw), it is the n-th entry of `x-forwarded-for` counted from the right; the
+ * entries left of it are the client's own claims and are ignored. Falls back
+ * to the peer when the header has fewer entries. "unknown" when nothing is known.
+ */
+export function clientAddress(ctx: HandlerContext, trustedProxyHops: number): string {
+  const peer = ctx.values.get(peerAddressKey);
+  if (trustedProxyHops > 0) {
+    const xff = ctx.requestHeader.get("x-forwarded-for");
+    if (xff !== null) {
+      const hops = xff.split(",").map((s) => s.trim()).filter((s) => s !== "");
+      const entry = hops[hops.length - trustedProxyHops];
+      if (entry !== undefined && entry.length <= 64) return entry;
+    }
+  }
+  return peer ?? "unknown";
+}

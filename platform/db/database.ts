@@ -1,0 +1,113 @@
+/**
+ * The process's PostgreSQL pool (`postgres`), with the failure mapping every
+ * service needs: connection loss and a server that is down answer
+ * UNAVAILABLE, unstorable values INVALID_ARGUMENT (see errors.ts), and a
+ * transaction started while serving a request gives up, UNAVAILABLE, just
+ * before that request's deadline instead of outliving it.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import postgres, { type TransactionSql } from "postgres";
+import { currentRequest } from "../request-context.js";
+import { mapDatabaseError } from "./errors.js";
+import type { Database } from "./types.js";
+
+/** Pool options. */
+export interface DatabaseOptions {
+  /** Greatest number of connections (default 10). */
+  readonly max?: number;
+  /** Seconds to wait for a new connection before failing (default 5). */
+  readonly connectTimeoutSec?: number;
+  /** `application_name` shown in pg_stat_activity. */
+  readonly applicationName?: string;
+}
+
+const commitHooks = new WeakMap<TransactionSql, (() => void)[]>();
+
+/**
+ * Registers `fn` to run after the transaction `tx` (opened by
+ * `Database.tx`) commits; never runs if it rolls back. Returns false when
+ * `tx` was not opened by `Database.tx` (the hook cannot be honoured), so a
+ * caller can fall back (the outbox relay polls anyway).
+ */
+export function afterCommit(tx: TransactionSql, fn: () => void): boolean {
+  const hooks = commitHooks.get(tx);
+  if (hooks === undefined) return false;
+  hooks.push(fn);
+  return true;
+}
+
+/**
+ * Creates the pool for `url` (connections open lazily, on first use). One per
+ * process: services share it and keep to their own schemas.
+ */
+export function createDatabase(url: string, options: DatabaseOptions = {}): Database {
+  const sql = postgres(url, {
+    max: options.max ?? 10,
+    connect_timeout: options.connectTimeoutSec ?? 5,
+    idle_timeout: 60,
+    max_lifetime: 30 * 60,
+    onnotice: () => {},
+    connection: { application_name: options.applicationName ?? "switchyard" },
+  });
+  return {
+    sql,
+    async tx<T>(fn: (tx: TransactionSql) => Promise<T>): Promise<T> {
+      const hooks: (() => void)[] = [];
+      const run = sql.begin((tx) => {
+        commitHooks.set(tx, hooks);
+        return fn(tx);
+      }) as Promise<T>;
+      let result: T;
+      try {
+        result = await withinDeadline(run);
+      } catch (err) {
+        throw mapDatabaseError(err);
+      }
+      for (const hook of hooks) {
+        try {
+          hook();
+        } catch {
+          // A hook's failure is not the transaction's: it committed.
+        }
+      }
+      return result;
+    },
+    async ping() {
+      try {
+        await withTimeout(sql`select 1`, 2000);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    async close() {
+      await sql.end({ timeout: 5 });
+    },
+  };
+}
+
+/**
+ * Races `work` against the current request's deadline, answering UNAVAILABLE
+ * a little before it so the caller hears why; outside a request, or without a
+ * deadline, `work` runs unbounded (the connect timeout still applies).
+ */
+function withinDeadline<T>(work: Promise<T>): Promise<T> {
+  const deadline = currentRequest()?.deadline;
+  if (deadline === undefined) return work;
+  const remaining = deadline - Date.now();
+  const margin = Math.min(100, Math.max(0, remaining) * 0.1);
+  return withTimeout(work, Math.max(0, remaining - margin));
+}
+
+function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new ConnectError("the database did not answer within the call's deadline", Code.Unavailable)),
+      ms,
+    );
+  });
+  // The losing query still settles later; keep its rejection from going unhandled.
+  work.catch(() => undefined);
+  return Promise.race([work, late]).finally(() => clearTimeout(timer));
+}

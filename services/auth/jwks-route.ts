@@ -1,0 +1,26 @@
+/**
+ * `GET /.well-known/jwks.json`: the published public signing keys, for the
+ * services' token check (AUTH_JWKS_URL) and Envoy's jwt_authn. Cacheable for
+ * a few minutes: a new key is published long before it signs (see
+ * key-store.ts), so a cached copy never misses a key in use.
+ */
+import type { HttpRoute } from "../../platform/http-routes.js";
+import { sendJson } from "../../platform/http-routes.js";
+import type { KeyStore } from "./key-store.js";
+
+/** Seconds a JWKS response may be cached; well under the key pre-publication time. */
+export const JWKS_MAX_AGE_S = 300;
+
+/** The JWKS route over `keys`. */
+export function jwksRoute(keys: KeyStore): HttpRoute {
+  return {
+    method: "GET",
+    path: "/.well-known/jwks.json",
+    handle(_req, res) {
+      sendJson(res, 200, keys.jwks(), {
+        "content-type": "application/jwk-set+json",
+        "cache-control": `public, max-age=${JWKS_MAX_AGE_S}, stale-while-revalidate=60`,
+      });
+    },
+  };
+}

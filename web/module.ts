@@ -1,0 +1,14 @@
+/**
+ * The web console as a service module: serves the built console at "/" (and
+ * builds it on first use when missing). `SERVICES=web` runs it alone, as its
+ * container in docker compose does; Envoy sends every path that is not an RPC,
+ * JWKS, webhook or WebSocket to it.
+ */
+import type { ServiceModule } from "../platform/service.js";
+import { createStaticRoute } from "./static.js";
+
+/** The console module: no RPCs, one static route. */
+export const web: ServiceModule = {
+  name: "web",
+  start: (ctx) => ({ services: [], routes: [createStaticRoute({ log: ctx.log })] }),
+};
