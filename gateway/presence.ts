@@ -28,8 +28,8 @@ export interface PresenceStore {
    * the older instead of counting twice), UNAVAILABLE when NATS is unreachable.
    */
   add(userId: string, entry: PresenceEntry, cap: number): Promise<AddResult>;
-  /** Removes a connection; retried in the background until it succeeds. */
-  remove(userId: string, sessionId: string): void;
+  /** Removes a connection; resolves after the first attempt (a failed one is retried in the background until it succeeds). */
+  remove(userId: string, sessionId: string): Promise<void>;
   /** The user's live connections, read now from the bucket. */
   read(userId: string): Promise<PresenceEntry[]>;
   /** Decodes a stored value and keeps the live entries. */
@@ -73,24 +73,23 @@ export function createPresenceStore(kv: KV, beats: GatewayBeats, log: Logger): P
     throw new ConnectError("presence is too contended; retry", Code.Unavailable);
   }
 
-  const remove = (userId: string, sessionId: string, delay = 0) => {
-    if (stopped) return;
+  const remove = (userId: string, sessionId: string, delay = 0): Promise<void> => {
+    if (stopped) return Promise.resolve();
     const run = () => {
       retries.delete(sessionId);
-      modify(userId, (entries) => {
+      return modify(userId, (entries) => {
         const kept = entries.filter((x) => x.sessionId !== sessionId && beats.isAlive(x.device?.gatewayInstance ?? ""));
         return kept.length === entries.length ? undefined : kept;
       }).catch((err: unknown) => {
         log.warn({ err: String(err) }, "presence removal failed; retrying");
-        remove(userId, sessionId, Math.min(5000, Math.max(250, delay * 2)));
+        void remove(userId, sessionId, Math.min(5000, Math.max(250, delay * 2)));
       });
     };
-    if (delay === 0) run();
-    else {
-      const t = setTimeout(run, delay);
-      t.unref();
-      retries.set(sessionId, t);
-    }
+    if (delay === 0) return run();
+    const t = setTimeout(run, delay);
+    t.unref();
+    retries.set(sessionId, t);
+    return Promise.resolve();
   };
 
   return {

@@ -24,7 +24,11 @@ export const redactedKeys = [
 
 /** Creates the root logger; `destination` defaults to stdout. */
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
-  const paths = redactedKeys.flatMap((k) => [k, `*.${k}`, `*.*.${k}`, `headers["${k}"]`, `*.headers["${k}"]`]);
+  // Static paths only: pino compiles them into straight-line code, while
+  // wildcard paths cost ~8% of a small RPC's CPU. Our log calls pass flat
+  // objects; the containers below are where a secret could ride along.
+  const containers = ["", "req.", "request.", "headers.", "req.headers.", "body.", "input.", "user.", "credentials."];
+  const paths = redactedKeys.flatMap((k) => containers.map((c) => `${c}${k}`));
   return pino(
     {
       level,

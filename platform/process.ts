@@ -6,6 +6,7 @@
 import { createCors } from "./cors.js";
 import { createProcessAuth } from "./auth/process-auth.js";
 import { createTokenCheck } from "./auth/token-check.js";
+import { startDependencies } from "./dependencies.js";
 import { createLogger, type Logger } from "./log.js";
 import { createMetrics } from "./metrics.js";
 import { createPlatformServer, type PlatformServer } from "./server.js";
@@ -26,18 +27,11 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
   const metrics = createMetrics();
   const shutdown = new AbortController();
   const auth = createProcessAuth(settings);
+  const deps = await startDependencies(modules, settings, log);
   const parts: ServiceParts[] = [];
   for (const m of modules) {
-    parts.push(
-      await m.start({
-        instanceId: settings.INSTANCE_ID,
-        port: settings.PORT,
-        log: log.child({ service: m.name }),
-        metrics,
-        shutdownSignal: shutdown.signal,
-        auth,
-      }),
-    );
+    const ctx = { instanceId: settings.INSTANCE_ID, port: settings.PORT, log: log.child({ service: m.name }), metrics, shutdownSignal: shutdown.signal, auth };
+    parts.push(await m.start(deps.provide(ctx, m)));
   }
   const services = parts.flatMap((p) => p.services);
   let tokenCheck;
@@ -46,14 +40,15 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
     tokenCheck = createTokenCheck(services.map((s) => s.service), auth.verifier());
   } catch (err) {
     for (const p of [...parts].reverse()) await p.stop?.();
+    await deps.close();
     throw err;
   }
   const server = createPlatformServer({
     services,
     routes: parts.flatMap((p) => p.routes ?? []),
     upgrades: parts.flatMap((p) => p.upgrades ?? []),
-    middleware: [tokenCheck, ...parts.flatMap((p) => p.middleware ?? [])],
-    readiness: Object.assign({}, ...parts.map((p) => p.readiness ?? {})),
+    middleware: [deps.errors, tokenCheck, ...parts.flatMap((p) => p.middleware ?? []), ...deps.limits],
+    readiness: Object.assign({}, deps.readiness, ...parts.map((p) => p.readiness ?? {})),
     cors: createCors(settings.ALLOWED_ORIGINS),
     readMaxBytes: settings.READ_MAX_BYTES,
     writeMaxBytes: settings.WRITE_MAX_BYTES,
@@ -72,6 +67,7 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
         shutdown.abort();
         await server.shutdown(settings.SHUTDOWN_GRACE_MS);
         for (const p of [...parts].reverse()) await p.stop?.();
+        await deps.close();
       })()),
   };
 }

@@ -4,7 +4,10 @@
  * HTTP routes, upgrades, middleware and readiness probes it contributes; it
  * never listens on a port or handles signals itself.
  */
+import type { NatsConnection } from "@nats-io/nats-core";
 import type { ProcessAuth } from "./auth/process-auth.js";
+import type { Database } from "./db/types.js";
+import type { Events } from "./events/types.js";
 import type { HttpRoute, UpgradeRoute } from "./http-routes.js";
 import type { Logger } from "./log.js";
 import type { PlatformMetrics } from "./metrics.js";
@@ -23,6 +26,19 @@ export interface ServiceContext {
   readonly shutdownSignal: AbortSignal;
   /** The process's auth wiring: service tokens for internal calls (`auth.serviceTokens(name)`). */
   readonly auth: ProcessAuth;
+  /**
+   * The process's PostgreSQL pool, migrated before start. Reading it throws
+   * unless the module declares `uses: ["db"]` (or "events", or migrations).
+   */
+  readonly db: Database;
+  /**
+   * The process's NATS connection (reconnects forever; `requireNats(nc)` from
+   * platform/nats/connection.ts answers UNAVAILABLE while it is down).
+   * Reading it throws unless the module declares `uses: ["nats"]` (or "events").
+   */
+  readonly nats: NatsConnection;
+  /** Outbox publishing and durable consumers. Reading it throws unless the module declares `uses: ["events"]`. */
+  readonly events: Events;
 }
 
 /** What a started service module contributes to the process. */
@@ -41,5 +57,9 @@ export interface ServiceParts {
 export interface ServiceModule {
   /** The name in `SERVICES=` (auth, gateway, chat, storage, billing, plugins). */
   readonly name: string;
+  /** Its migrations folder, holding `NNN_name.sql` (e.g. `new URL("./migrations/", import.meta.url)`); implies "db". */
+  readonly migrations?: URL;
+  /** Shared infrastructure it reads from ServiceContext; created only when some started module uses it. */
+  readonly uses?: readonly ("db" | "nats" | "events")[];
   start(ctx: ServiceContext): ServiceParts | Promise<ServiceParts>;
 }

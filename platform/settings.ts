@@ -5,6 +5,9 @@
 import { authPlatformVars } from "./auth/settings.js";
 import { env, int, list, oneOf, readConfig, str, type ConfigOf } from "./config.js";
 import { corsVars } from "./cors.js";
+import { dbVars } from "./db/vars.js";
+import { limitVars } from "./limits/vars.js";
+import { natsVars } from "./nats/vars.js";
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 
@@ -30,6 +33,9 @@ export const platformVars = {
     () => `${hostname().replace(/[^A-Za-z0-9_-]/g, "-").slice(0, 40)}-${randomBytes(3).toString("hex")}`,
   ),
   ...authPlatformVars,
+  ...dbVars,
+  ...natsVars,
+  ...limitVars,
 };
 
 /** The parsed platform variables. */

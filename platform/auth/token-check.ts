@@ -67,7 +67,7 @@ export function createTokenCheck(services: readonly DescService[], verifier: Acc
     const internal = access === Access.INTERNAL;
     const rpc = `${method.parent.typeName}/${method.name}`;
     const check = async (call: RpcCall) => {
-      const principal = await verifier!.verify(bearerToken(call.ctx.requestHeader.get("authorization")));
+      const principal = await verifier!.verify(bearerToken(call.header("authorization")));
       if (internal && !principal.roles.includes(SERVICE_ROLE)) {
         throw new ConnectError(`${rpc} is internal: only Switchyard services (a token with role "service") may call it`, Code.PermissionDenied);
       }

@@ -102,7 +102,7 @@ export async function startEmbeddedPostgres(dataDir: string): Promise<EmbeddedPo
   const server = net.createServer((socket) => {
     socket.setNoDelay(true);
     const conn: Connection = { socket, closed: false };
-    let pending = Buffer.alloc(0);
+    let pending: Buffer = Buffer.alloc(0);
     let started = false;
     socket.on("data", (chunk: Buffer) => {
       pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);

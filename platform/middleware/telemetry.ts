@@ -27,11 +27,26 @@ export function telemetry(log: Logger, metrics: PlatformMetrics): Middleware {
     const service = method.parent.typeName;
     const name = method.name;
     const rpc = `${service}/${name}`;
+    // prom-client hashes the label object on every inc/observe; resolve each
+    // (protocol, code) pair of this method to its children once.
+    const children = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>();
+    const metricsFor = (protocol: string, code: string) => {
+      const key = `${protocol} ${code}`;
+      let c = children.get(key);
+      if (c === undefined) {
+        c = {
+          count: metrics.rpcTotal.labels({ service, method: name, protocol, code }),
+          time: metrics.rpcDuration.labels({ service, method: name, code }),
+        };
+        children.set(key, c);
+      }
+      return c;
+    };
     return (call) => {
       const start = performance.now();
       const timeout = call.ctx.timeoutMs();
       const rc = requestContextFrom(
-        (h) => call.ctx.requestHeader.get(h),
+        call.header,
         timeout === undefined ? undefined : Date.now() + timeout,
       );
       const result = runWithRequest(rc, () => next(call));
@@ -39,8 +54,9 @@ export function telemetry(log: Logger, metrics: PlatformMetrics): Middleware {
       return observeResult(traced, (err) => {
         const code = codeName(codeOf(err));
         const seconds = (performance.now() - start) / 1000;
-        metrics.rpcTotal.inc({ service, method: name, protocol: call.ctx.protocolName, code });
-        metrics.rpcDuration.observe({ service, method: name, code }, seconds);
+        const m = metricsFor(call.ctx.protocolName, code);
+        m.count.inc();
+        m.time.observe(seconds);
         const fields = {
           rpc,
           protocol: call.ctx.protocolName,

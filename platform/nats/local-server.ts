@@ -19,9 +19,9 @@ export interface LocalNats {
 
 /** Thrown when no server listens and none can be started; its message says what to do. */
 export class NoNatsServerError extends Error {
-  constructor() {
+  constructor(url = DEFAULT_NATS_URL) {
     super(
-      `nothing listens on ${DEFAULT_NATS_URL} and nats-server is not on PATH. ` +
+      `nothing listens on ${url} and nats-server is not on PATH. ` +
         "Install it (Debian/Ubuntu: apt-get install nats-server; or a release from https://github.com/nats-io/nats-server/releases, " +
         "or `docker run -p 4222:4222 nats -js`), or set NATS_URL to a running server with JetStream.",
     );
@@ -29,29 +29,39 @@ export class NoNatsServerError extends Error {
   }
 }
 
+/** Where to look and listen; the defaults are `npm start`'s. */
+export interface LocalNatsOptions {
+  readonly port?: number;
+  /** The PATH searched for nats-server (default: the process's). */
+  readonly searchPath?: string;
+}
+
 /**
- * Makes sure a nats-server with JetStream answers on 127.0.0.1:4222: returns
- * undefined when one already listens, else starts one (store in
- * `storeDir`) and resolves once it listens. Rejects with NoNatsServerError
- * when nats-server is not on PATH, or when it does not come up in 10 s.
+ * Makes sure a nats-server with JetStream answers on 127.0.0.1:4222 (or
+ * `port`): returns undefined when one already listens, else starts one
+ * (store in `storeDir`) and resolves once it listens. Rejects with
+ * NoNatsServerError when nats-server is not on PATH, or when it does not
+ * come up in 10 s.
  */
-export async function ensureLocalNats(storeDir: string): Promise<LocalNats | undefined> {
-  if (await listening(4222)) return undefined;
-  const bin = findOnPath("nats-server");
-  if (bin === undefined) throw new NoNatsServerError();
+export async function ensureLocalNats(storeDir: string, options: LocalNatsOptions = {}): Promise<LocalNats | undefined> {
+  const port = options.port ?? 4222;
+  const url = `nats://127.0.0.1:${port}`;
+  if (await listening(port)) return undefined;
+  const bin = findOnPath("nats-server", options.searchPath ?? process.env.PATH ?? "");
+  if (bin === undefined) throw new NoNatsServerError(url);
   mkdirSync(storeDir, { recursive: true });
-  const child: ChildProcess = spawn(bin, ["-a", "127.0.0.1", "-p", "4222", "-js", "-sd", storeDir], { stdio: "ignore" });
+  const child: ChildProcess = spawn(bin, ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir], { stdio: "ignore" });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const until = Date.now() + 10_000;
-  while (!(await listening(4222))) {
+  while (!(await listening(port))) {
     if (child.exitCode !== null || Date.now() > until) {
       child.kill("SIGKILL");
-      throw new Error(`nats-server (${bin}) did not start listening on 127.0.0.1:4222; is the port taken or ${storeDir} unwritable?`);
+      throw new Error(`nats-server (${bin}) did not start listening on 127.0.0.1:${port}; is the port taken or ${storeDir} unwritable?`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }
   return {
-    url: DEFAULT_NATS_URL,
+    url,
     async stop() {
       if (child.exitCode !== null) return;
       child.kill("SIGTERM");
@@ -62,8 +72,8 @@ export async function ensureLocalNats(storeDir: string): Promise<LocalNats | und
   };
 }
 
-function findOnPath(name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
+function findOnPath(name: string, searchPath: string): string | undefined {
+  for (const dir of searchPath.split(delimiter)) {
     if (dir === "") continue;
     const candidate = join(dir, name);
     try {

@@ -44,7 +44,8 @@ export function createConnectPath(methods: readonly PlatformMethod[], options: C
     acceptCompression: [compressionGzip, compressionBrotli],
   });
   for (const m of methods) {
-    const impl = (input: unknown, ctx: HandlerContext) => m.invoke({ service: m.service, method: m.method, ctx, input });
+    const impl = (input: unknown, ctx: HandlerContext) =>
+      m.invoke({ service: m.service, method: m.method, ctx, input, header: (name) => ctx.requestHeader.get(name) });
     router.rpc(m.method, impl as MethodImpl<DescMethod>);
   }
   const handlers = new Map(router.handlers.map((h) => [h.requestPath, h]));

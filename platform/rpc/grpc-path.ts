@@ -91,7 +91,7 @@ function contextFor(m: PlatformMethod, call: AnyCall): CallContext {
     readHeaders: () => headersFromMetadata(call.metadata),
     initValues: (values) => values.set(peerAddressKey, addressOfPeer(call.getPeer())),
   });
-  call.on("cancelled", () => ctx.abort(new ConnectError("the caller cancelled the call", Code.Canceled)));
+  call.on("cancelled", () => ctx.abort(cancelled));
   return ctx;
 }
 
@@ -108,6 +108,13 @@ function statusFor(err: unknown, ctx: CallContext, m: PlatformMethod, options: G
   error.metadata.forEach((v, k) => trailer.append(k, v));
   setTrailerStatus(trailer, error); // adds grpc-status-details-bin when the error has details
   return { code: error.code as number, details: error.rawMessage, metadata: metadataFromHeaders(trailer) };
+}
+
+function headerReader(call: { metadata: grpc.Metadata }): (name: string) => string | null {
+  return (name) => {
+    const values = call.metadata.get(name);
+    return values.length === 0 ? null : typeof values[0] === "string" ? values[0] : null;
+  };
 }
 
 function trailerOf(ctx: CallContext): grpc.Metadata | undefined {
@@ -140,7 +147,7 @@ function createHandler(m: PlatformMethod, options: GrpcPathOptions): grpc.Untype
         return;
       }
       const input = streamingIn ? requestStream(call as unknown as Readable) : call.request;
-      (m.invoke({ service: m.service, method: m.method, ctx, input }) as Promise<unknown>).then(
+      (m.invoke({ service: m.service, method: m.method, ctx, input, header: headerReader(call) }) as Promise<unknown>).then(
         (out) => {
           sendHeaderIfSet(call, ctx);
           callback(null, out, trailerOf(ctx));
@@ -165,6 +172,7 @@ function createHandler(m: PlatformMethod, options: GrpcPathOptions): grpc.Untype
 }
 
 const completed = new ConnectError("the call completed", Code.Canceled);
+const cancelled = new ConnectError("the caller cancelled the call", Code.Canceled);
 
 async function writeStream(
   call: grpc.ServerWritableStream<unknown, unknown>,
@@ -175,7 +183,7 @@ async function writeStream(
 ): Promise<void> {
   let headerSent = false;
   try {
-    const result = m.invoke({ service: m.service, method: m.method, ctx, input });
+    const result = m.invoke({ service: m.service, method: m.method, ctx, input, header: headerReader(call) });
     if (!isStreamResult(result)) throw new Error(`${m.path} returned a promise where a stream was expected`);
     for await (const msg of result) {
       if (call.cancelled) return;

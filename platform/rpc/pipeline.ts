@@ -18,6 +18,11 @@ export interface RpcCall {
   readonly ctx: HandlerContext;
   /** A message for unary and server-streaming RPCs; an AsyncIterable of messages otherwise. */
   readonly input: unknown;
+  /**
+   * Reads one request header (the first value) without building the whole
+   * `ctx.requestHeader`, which on the gRPC path is a copy of the metadata.
+   */
+  readonly header: (name: string) => string | null;
 }
 
 /**

@@ -29,10 +29,13 @@ const DAY_MS = 24 * 60 * 60_000;
 export function createAuthModule(source: NodeJS.ProcessEnv = process.env): ServiceModule {
   return {
     name: "auth",
+    migrations: new URL("./migrations/", import.meta.url),
+    uses: ["db", "events"],
     async start(ctx) {
       const s = readAuthSettings(source);
       const { db, events, log } = ctx;
-      const devKeyFile = source.DATABASE_URL ? undefined : join(s.AUTH_DEV_DATA_DIR, "auth-master-key");
+      // Only the embedded development database may run on a generated master key (see master-key.ts).
+      const devKeyFile = source.DATABASE_URL ? undefined : join(source.DATA_DIR || ".data", "auth-master-key");
       const keys = createKeyStore({
         db,
         masterKey: loadMasterKey(s.AUTH_MASTER_KEY, devKeyFile, log),

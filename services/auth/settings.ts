@@ -2,7 +2,7 @@
  * The auth service's own variables (the token-check ones, AUTH_ISSUER and
  * AUTH_AUDIENCE, are platform settings: platform/auth/settings.ts).
  */
-import { env, int, readConfig, str, type ConfigOf } from "../../platform/config.js";
+import { env, int, readConfig, type ConfigOf } from "../../platform/config.js";
 import { MAX_ACCESS_TOKEN_TTL_S } from "../../platform/auth/claims.js";
 import { parseMasterKey } from "./master-key.js";
 import { OWASP_ARGON2 } from "./passwords.js";
@@ -12,7 +12,7 @@ const minute = 60_000;
 export const authVars = {
   AUTH_MASTER_KEY: env(
     "32 random bytes, base64 (openssl rand -base64 32): encrypts the private signing keys; " +
-      "required with DATABASE_URL, generated into .data/ for the embedded development database",
+      "required with DATABASE_URL; without both, a development key is generated into DATA_DIR (.data/auth-master-key)",
     (raw) => (parseMasterKey(raw), raw),
     "",
     true,
@@ -32,7 +32,6 @@ export const authVars = {
     int(0, 10),
     0,
   ),
-  AUTH_DEV_DATA_DIR: env("where the development master key is kept when AUTH_MASTER_KEY and DATABASE_URL are unset", str, ".data"),
 };
 
 /** The auth service's parsed variables. */

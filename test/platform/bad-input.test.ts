@@ -117,14 +117,14 @@ describe("malformed messages answer INVALID_ARGUMENT", () => {
     const web = await fetch(`http://127.0.0.1:${proc.port}/switchyard.testing.v1.TestingService/UnaryCall`, {
       method: "POST",
       headers: { "content-type": "application/grpc-web+proto" },
-      body: frame(truncated),
+      body: new Uint8Array(frame(truncated)),
     });
     const webBody = Buffer.from(await web.arrayBuffer()).toString("latin1");
     assert.match(webBody, /grpc-status: 3\r\n/);
     const connect = await fetch(`http://127.0.0.1:${proc.port}/switchyard.testing.v1.TestingService/UnaryCall`, {
       method: "POST",
       headers: { "content-type": "application/proto" },
-      body: truncated,
+      body: new Uint8Array(truncated),
     });
     assert.equal(connect.status, 400);
     assert.equal(((await connect.json()) as { code: string }).code, "invalid_argument");

@@ -155,8 +155,8 @@ for (const protocol of ["grpc-web", "connect"] as const) {
 
     it("custom_metadata: initial and trailing, text and -bin", async () => {
       const headers = new Headers({ "x-grpc-test-echo-initial": "test_initial_metadata_value", "x-grpc-test-echo-trailing-bin": "q6ur" });
-      let header: Headers | undefined;
-      let trailer: Headers | undefined;
+      let header = undefined as Headers | undefined;
+      let trailer = undefined as Headers | undefined;
       await client().unaryCall({ responseSize: 1 }, { headers, onHeader: (h) => (header = h), onTrailer: (t) => (trailer = t) });
       assert.equal(header?.get("x-grpc-test-echo-initial"), "test_initial_metadata_value");
       assert.equal(trailer?.get("x-grpc-test-echo-trailing-bin"), "q6ur");

@@ -141,3 +141,64 @@ export async function createTestDatabase(prefix = "sy_test"): Promise<{ url: str
     },
   };
 }
+
+/** A PostgreSQL server a test owns: stop it and start it again on the same port and data. */
+export interface OwnPostgres {
+  readonly url: string;
+  readonly port: number;
+  readonly dataDir: string;
+  /** Fast shutdown (SIGINT): open connections are closed, then the server exits. */
+  stop(): Promise<void>;
+  /** Starts it again; resolves once it accepts connections. */
+  start(): Promise<void>;
+}
+
+/** Starts a private PostgreSQL (initdb in a temp dir, trust auth) for tests that stop and restart it. */
+export async function startOwnPostgres(): Promise<OwnPostgres> {
+  const versions = existsSync("/usr/lib/postgresql") ? readdirSync("/usr/lib/postgresql").sort() : [];
+  const bin = versions.length ? `/usr/lib/postgresql/${versions.at(-1)}/bin` : undefined;
+  if (!bin) throw new Error("no PostgreSQL server binaries found: apt-get install postgresql");
+  const dataDir = mkdtempSync(join(tmpdir(), "sy-ownpg-"));
+  const port = await freePort();
+  const asPostgres = process.getuid?.() === 0;
+  if (asPostgres) chownSync(dataDir, Number(execFileSync("id", ["-u", "postgres"]).toString().trim()), Number(execFileSync("id", ["-g", "postgres"]).toString().trim()));
+  const run = (cmd: string, args: string[]) => (asPostgres ? ["runuser", ["-u", "postgres", "--", cmd, ...args]] : [cmd, args]) as [string, string[]];
+  execFileSync(...run(`${bin}/initdb`, ["-D", dataDir, "-A", "trust", "-U", "postgres"]), { stdio: "ignore" });
+  process.once("exit", () => rmSync(dataDir, { recursive: true, force: true }));
+  let child: ChildProcess | undefined;
+  const own: OwnPostgres = {
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    port,
+    dataDir,
+    async start() {
+      child = spawn(...run(`${bin}/postgres`, ["-D", dataDir, "-p", String(port), "-k", dataDir, "-c", "listen_addresses=127.0.0.1"]), { stdio: "ignore" });
+      children.push(child);
+      await waitForPort(port, "postgres");
+      // Listening is not yet accepting: wait until a query succeeds.
+      const until = Date.now() + 15_000;
+      for (;;) {
+        const probe = postgres(own.url, { max: 1, connect_timeout: 2, onnotice: () => {} });
+        try {
+          await probe`select 1`;
+          return;
+        } catch (err) {
+          if (Date.now() > until) throw new Error(`postgres on ${port} did not accept queries: ${(err as Error).message}`);
+          await new Promise((r) => setTimeout(r, 100));
+        } finally {
+          await probe.end({ timeout: 1 });
+        }
+      }
+    },
+    async stop() {
+      const c = child;
+      if (!c || c.exitCode !== null) return;
+      const exited = new Promise((r) => c.once("exit", r));
+      // runuser forwards SIGINT to postgres: fast shutdown.
+      c.kill("SIGINT");
+      await exited;
+      while (await isListening(port)) await new Promise((r) => setTimeout(r, 50));
+    },
+  };
+  await own.start();
+  return own;
+}

@@ -30,7 +30,7 @@ export function connectClients(port: number): Record<"grpc" | "grpc-web" | "conn
 
 /** A generic grpc-js client whose methods are built from protobuf-es descriptors. */
 export function grpcJsClient(service: DescService, port: number, options: grpc.ClientOptions = {}) {
-  const definition: grpc.ServiceDefinition = {};
+  const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const m of service.methods) {
     definition[m.localName] = {
       path: `/${service.typeName}/${m.name}`,

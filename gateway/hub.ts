@@ -1,0 +1,283 @@
+/**
+ * The holder's side: the device connections of this instance and what flows
+ * to and from them. Calls for this instance arrive on one core subject (the
+ * RePublish of the call stream); each names the connection it is for, and
+ * only that connection receives it, and only before its deadline. Outcomes
+ * go to the result stream with "expected last subject sequence 0", so each
+ * call has one recorded outcome whoever decides it. A connection that closes
+ * fails its calls in flight at once.
+ */
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { durationFromMs, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { Code } from "@connectrpc/connect";
+import type { JetStreamClient } from "@nats-io/jetstream";
+import type { NatsConnection, Subscription } from "@nats-io/nats-core";
+import type { WebSocket } from "ws";
+import { DeviceFrameSchema, WelcomeSchema, type Hello, type ToolResult } from "../gen/switchyard/device/v1/device_frame_pb.js";
+import {
+  GatewayControlSchema,
+  PresenceEntrySchema,
+  RelayFailureSchema,
+  RelayedOutcomeSchema,
+  RelayedToolCallSchema,
+  type RelayedOutcome,
+  type RelayedToolCall,
+} from "../gen/switchyard/device/v1/relay_pb.js";
+import type { Principal } from "../platform/auth/principal.js";
+import type { Logger } from "../platform/log.js";
+import type { VerifyAccessToken } from "./auth.js";
+import type { FrameProtocol } from "./codec.js";
+import type { Notifications } from "./notifications.js";
+import type { PresenceStore } from "./presence.js";
+import { DeviceSession, type Inflight, type SessionHost } from "./session.js";
+import type { GatewayNames } from "./subjects.js";
+
+/** Limits of the hub. */
+export interface HubLimits {
+  readonly heartbeatMs: number;
+  readonly maxFrameBytes: number;
+  readonly maxConnectionsPerUser: number;
+  readonly maxInflightPerUser: number;
+  readonly maxSendBufferBytes: number;
+  readonly framesPerSecond: number;
+}
+
+/** What the hub needs. */
+export interface HubOptions {
+  readonly nc: NatsConnection;
+  readonly js: JetStreamClient;
+  readonly names: GatewayNames;
+  readonly instanceId: string;
+  readonly presence: PresenceStore;
+  readonly notifications: Notifications;
+  readonly verify: VerifyAccessToken;
+  readonly limits: HubLimits;
+  readonly log: Logger;
+}
+
+/** The device connections of this instance. */
+export interface DeviceHub {
+  /** Takes over an upgraded socket whose credential was checked. */
+  accept(ws: WebSocket, protocol: FrameProtocol, principal: Principal): DeviceSession;
+  /** Connections of `userId` open on this instance. */
+  countUser(userId: string): number;
+  /** Connections open on this instance. */
+  readonly size: number;
+  /** Closes every connection (fatal UNAVAILABLE: reconnect elsewhere) and clears its presence. */
+  stop(): Promise<void>;
+}
+
+/** Creates the hub and starts listening for this instance's calls. */
+export function createDeviceHub(o: HubOptions): DeviceHub {
+  const { names, instanceId, limits, log } = o;
+  const sessions = new Map<string, DeviceSession>();
+  const byUser = new Map<string, Set<DeviceSession>>();
+  const inflightPerUser = new Map<string, number>();
+  const detachers = new Map<DeviceSession, () => void>();
+  const removals = new Set<Promise<void>>();
+
+  const bump = (userId: string, d: number) => {
+    const n = (inflightPerUser.get(userId) ?? 0) + d;
+    if (n <= 0) inflightPerUser.delete(userId);
+    else inflightPerUser.set(userId, n);
+  };
+
+  /** Records the call's outcome (first writer wins; a later one is dropped). */
+  const record = (rc: RelayedToolCall, outcome: Omit<RelayedOutcome, "$typeName" | "callId">) => {
+    const callId = rc.call!.callId;
+    const msg = create(RelayedOutcomeSchema, { ...outcome, callId });
+    o.js
+      .publish(names.result(callId, rc.replyInstance), toBinary(RelayedOutcomeSchema, msg), { expect: { lastSubjectSequence: 0 }, timeout: 5_000 })
+      .catch((err: unknown) => {
+        if (!/wrong last sequence/i.test((err as Error).message)) log.warn({ callId, err: String(err) }, "recording a tool-call outcome failed");
+      });
+  };
+  const failCall = (rc: RelayedToolCall, code: Code, message: string) =>
+    record(rc, { sessionId: rc.sessionId, deviceId: rc.deviceId, outcome: { case: "failure", value: create(RelayFailureSchema, { code, message }) } });
+
+  const deliver = (s: DeviceSession, rc: RelayedToolCall) => {
+    const call = rc.call!;
+    const left = timestampMs(call.deadline!) - Date.now();
+    if (left <= 0) return bump(s.userId, -1); // never delivered after its deadline; the caller reports it
+    const timer = setTimeout(() => {
+      if (s.inflight.get(call.callId)?.rc !== rc) return;
+      s.inflight.delete(call.callId);
+      bump(s.userId, -1);
+      s.send(create(DeviceFrameSchema, { frame: { case: "cancelToolCall", value: { callId: call.callId, reason: "the deadline passed" } } }));
+    }, left);
+    s.inflight.set(call.callId, { rc, timer });
+    s.send(create(DeviceFrameSchema, { frame: { case: "toolCall", value: call } }));
+  };
+
+  const onCall = (data: Uint8Array) => {
+    let rc: RelayedToolCall;
+    try {
+      rc = fromBinary(RelayedToolCallSchema, data);
+    } catch {
+      return log.warn("undecodable relayed tool call");
+    }
+    const call = rc.call;
+    if (call === undefined || call.deadline === undefined) return;
+    if (Date.now() >= timestampMs(call.deadline)) return; // the caller gave up already: never deliver
+    const s = sessions.get(rc.sessionId);
+    if (s === undefined || s.closed || s.userId !== rc.userId) {
+      return failCall(rc, Code.Unavailable, "the device is no longer connected; the call was not delivered");
+    }
+    if (s.inflight.has(call.callId) || s.early.some((e) => e.call!.callId === call.callId)) return;
+    if ((inflightPerUser.get(rc.userId) ?? 0) >= limits.maxInflightPerUser) {
+      return failCall(rc, Code.ResourceExhausted, `too many calls in flight on the user's devices (${limits.maxInflightPerUser}); retry later`);
+    }
+    bump(rc.userId, 1);
+    if (!s.ready) s.early.push(rc);
+    else deliver(s, rc);
+  };
+
+  const onControl = (data: Uint8Array) => {
+    let c;
+    try {
+      c = fromBinary(GatewayControlSchema, data).command;
+    } catch {
+      return;
+    }
+    if (c.case === "kick") sessions.get(c.value.sessionId)?.fatal(Code.Aborted, c.value.reason);
+    else if (c.case === "cancel") {
+      const s = sessions.get(c.value.sessionId);
+      if (s === undefined) return;
+      const i = s.early.findIndex((e) => e.call!.callId === c.value.callId);
+      if (i >= 0) {
+        s.early.splice(i, 1);
+        bump(s.userId, -1);
+      }
+      const inflight = s.inflight.get(c.value.callId);
+      if (inflight !== undefined) {
+        clearTimeout(inflight.timer);
+        s.inflight.delete(c.value.callId);
+        bump(s.userId, -1);
+        s.send(create(DeviceFrameSchema, { frame: { case: "cancelToolCall", value: { callId: c.value.callId, reason: c.value.reason } } }));
+      }
+    }
+  };
+
+  const subs: Subscription[] = [
+    o.nc.subscribe(names.deliverAll(instanceId), { callback: (err, msg) => void (err || onCall(msg.data)) }),
+    o.nc.subscribe(names.control(instanceId), { callback: (err, msg) => void (err || onControl(msg.data)) }),
+  ];
+
+  const host: SessionHost = {
+    log,
+    verify: o.verify,
+    framesPerSecond: limits.framesPerSecond,
+    maxSendBufferBytes: limits.maxSendBufferBytes,
+
+    async hello(s: DeviceSession, hello: Hello) {
+      // Same device connected here already: the newer connection takes over.
+      for (const other of byUser.get(s.userId) ?? []) {
+        if (other !== s && other.deviceId === hello.deviceId && other.helloReceived) other.fatal(Code.Aborted, "taken over by a newer connection of this device");
+      }
+      const entry = create(PresenceEntrySchema, {
+        sessionId: s.id,
+        device: {
+          name: `users/${s.userId}/devices/${hello.deviceId}`,
+          deviceId: hello.deviceId,
+          userId: s.userId,
+          deviceName: hello.deviceName,
+          platform: hello.platform,
+          gatewayInstance: instanceId,
+          connectTime: timestampFromMs(s.openedAt),
+          tools: hello.tools,
+          appVersion: hello.appVersion,
+        },
+      });
+      const { replaced } = await o.presence.add(s.userId, entry, limits.maxConnectionsPerUser);
+      if (s.closed) return void (await o.presence.remove(s.userId, s.id));
+      s.registered = true;
+      for (const r of replaced) {
+        const kick = create(GatewayControlSchema, { command: { case: "kick", value: { sessionId: r.sessionId, reason: "taken over by a newer connection of this device" } } });
+        if (r.device?.gatewayInstance === instanceId) sessions.get(r.sessionId)?.fatal(Code.Aborted, "taken over by a newer connection of this device");
+        else o.nc.publish(names.control(r.device!.gatewayInstance), toBinary(GatewayControlSchema, kick));
+      }
+      const attachment = await o.notifications.attach(s.userId, {
+        after: hello.lastNotificationSequence,
+        strict: false,
+        deliver: (n) => void s.send(create(DeviceFrameSchema, { frame: { case: "notification", value: n } })),
+        fail: (err) => s.fatal(Code.Unavailable, `notification delivery failed (${err.rawMessage}); reconnect`),
+      });
+      if (s.closed) return attachment.detach();
+      detachers.set(s, attachment.detach);
+      s.welcome = create(WelcomeSchema, {
+        sessionId: s.id,
+        userId: s.userId,
+        deviceId: hello.deviceId,
+        heartbeatInterval: durationFromMs(limits.heartbeatMs),
+        authExpireTime: timestampFromMs(s.principal.expiresAt),
+        latestNotificationSequence: attachment.latest,
+        replayTruncated: attachment.truncated,
+        maxFrameBytes: limits.maxFrameBytes,
+      });
+      s.send(create(DeviceFrameSchema, { frame: { case: "welcome", value: s.welcome } }));
+      s.ready = true;
+      for (const rc of s.early.splice(0)) deliver(s, rc);
+      await attachment.start();
+    },
+
+    toolResult(s, inflight, r: ToolResult) {
+      const rc = inflight.rc;
+      clearTimeout(inflight.timer);
+      s.inflight.delete(rc.call!.callId);
+      bump(s.userId, -1);
+      const outcome = r.outcome.case === "result" ? ({ case: "result", value: r.outcome.value } as const) : ({ case: "error", value: r.outcome.value! } as const);
+      record(rc, { sessionId: s.id, deviceId: rc.deviceId, outcome });
+    },
+
+    closed(s) {
+      sessions.delete(s.id);
+      const set = byUser.get(s.userId);
+      set?.delete(s);
+      if (set?.size === 0) byUser.delete(s.userId);
+      for (const rc of s.early.splice(0)) {
+        bump(s.userId, -1);
+        failCall(rc, Code.Unavailable, "the device disconnected before the call was delivered");
+      }
+      for (const { rc, timer } of s.inflight.values()) {
+        clearTimeout(timer);
+        bump(s.userId, -1);
+        failCall(rc, Code.Unavailable, "the device disconnected while the call was in flight; it may have run");
+      }
+      s.inflight.clear();
+      detachers.get(s)?.();
+      detachers.delete(s);
+      if (s.registered) {
+        const r = o.presence.remove(s.userId, s.id).finally(() => removals.delete(r));
+        removals.add(r);
+      }
+    },
+  };
+
+  const sweepTimer = setInterval(() => {
+    const now = Date.now();
+    for (const s of sessions.values()) s.sweep(now, limits.heartbeatMs);
+  }, Math.max(50, Math.floor(limits.heartbeatMs / 2)));
+  sweepTimer.unref();
+
+  return {
+    accept(ws, protocol, principal) {
+      const s = new DeviceSession(ws, protocol, principal, host);
+      sessions.set(s.id, s);
+      let set = byUser.get(s.userId);
+      if (set === undefined) byUser.set(s.userId, (set = new Set()));
+      set.add(s);
+      return s;
+    },
+    countUser: (userId) => byUser.get(userId)?.size ?? 0,
+    get size() {
+      return sessions.size;
+    },
+    async stop() {
+      clearInterval(sweepTimer);
+      for (const sub of subs) sub.unsubscribe();
+      for (const s of [...sessions.values()]) s.fatal(Code.Unavailable, "the gateway is shutting down: reconnect");
+      await Promise.allSettled([...removals]);
+    },
+  };
+}
+

@@ -1,0 +1,70 @@
+/**
+ * Helpers shared by the data tests: bounded waits, /readyz, platform
+ * settings for a test process, and the ledger fixture as a child process.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { readPlatformSettings, type PlatformSettings } from "../../platform/settings.js";
+
+/** Polls `check` until it returns a truthy value; fails naming `what` after `ms`. */
+export async function waitFor<T>(what: string, check: () => T | Promise<T>, ms = 20_000): Promise<T> {
+  const until = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ""}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** GET /readyz: its status and body. */
+export async function readyz(port: number): Promise<{ status: number; body: { ready: boolean; checks: Record<string, boolean> } }> {
+  const res = await fetch(`http://127.0.0.1:${port}/readyz`);
+  return { status: res.status, body: (await res.json()) as { ready: boolean; checks: Record<string, boolean> } };
+}
+
+/** Platform settings for an in-process test server. */
+export function testSettings(env: Record<string, string>): PlatformSettings {
+  return readPlatformSettings({ PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "silent", SHUTDOWN_GRACE_MS: "1000", ...env });
+}
+
+/** A ledger fixture process. */
+export interface LedgerProcess {
+  readonly port: number;
+  readonly child: ChildProcess;
+  /** SIGTERM and wait for exit. */
+  stop(): Promise<void>;
+}
+
+/** Spawns test/data/fixtures/ledger-main.ts with `env`; resolves once it prints "ready <port>". */
+export async function spawnLedger(env: Record<string, string>): Promise<LedgerProcess> {
+  const child = spawn(process.execPath, ["--import", "tsx", "test/data/fixtures/ledger-main.ts"], {
+    env: { ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "warn", SHUTDOWN_GRACE_MS: "1000", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout!.on("data", (d: Buffer) => {
+      out += d.toString();
+      const m = /ready (\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    child.once("exit", (code) => reject(new Error(`ledger process exited (${code}) before serving: ${err}`)));
+  });
+  return {
+    port,
+    child,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGTERM");
+      await once(child, "exit");
+    },
+  };
+}
