@@ -1,8 +1,9 @@
 /**
- * The gateway's environment variables, read once at start with the platform's
+ * The gateway's own environment variables (NATS_URL and the AUTH_* token
+ * settings are the platform's), read once at start with the platform's
  * config helpers (a bad value stops the process naming the variable).
  */
-import { env, int, list, readConfig, str, url, type ConfigOf } from "../platform/config.js";
+import { env, int, list, readConfig, url, type ConfigOf } from "../platform/config.js";
 
 const prefix: (raw: string) => string = (raw) => {
   if (!/^[a-z][a-z0-9]{0,15}$/.test(raw)) throw new Error(`must match ^[a-z][a-z0-9]{0,15}$, got "${raw}"`);
@@ -10,7 +11,6 @@ const prefix: (raw: string) => string = (raw) => {
 };
 
 export const gatewayVars = {
-  NATS_URL: env("NATS server URL", url("nats", "tls"), "nats://127.0.0.1:4222"),
   GATEWAY_NATS_PREFIX: env("first token of every gateway subject, stream and bucket (isolates deployments)", prefix, "sy"),
   GATEWAY_HEARTBEAT_MS: env("device and instance heartbeat interval in ms; presence is accurate within one", int(200, 300_000), 10_000),
   GATEWAY_ALLOWED_ORIGINS: env("Origins allowed to open /ws/device (comma-separated); requests without Origin are native clients", list(url("http", "https")), () => []),
@@ -20,9 +20,6 @@ export const gatewayVars = {
   GATEWAY_MAX_SEND_BUFFER_BYTES: env("bytes queued to one device before it is disconnected as too slow", int(1024, 256 * 1024 * 1024), 4 * 1024 * 1024),
   GATEWAY_MAX_FRAMES_PER_SECOND: env("frames (pings included) a device may send per second, burst twice that", int(1, 100_000), 100),
   GATEWAY_NOTIFY_KEEP_PER_USER: env("notifications kept per user (oldest dropped beyond)", int(1, 1_000_000), 10_000),
-  AUTH_JWKS_URL: env("JWKS of the access-token signer (used until platform/auth provides the verifier)", url("http", "https"), "http://127.0.0.1:8080/.well-known/jwks.json"),
-  AUTH_ISSUER: env("expected `iss` of access tokens", str, "switchyard"),
-  AUTH_AUDIENCE: env("expected `aud` of access tokens", str, "switchyard"),
 };
 
 /** The parsed gateway variables. */

@@ -1,10 +1,118 @@
-/** The device gateway: device WebSockets, presence, tool calls, notifications. */
-import { DeviceService } from "../gen/switchyard/device/v1/device_pb.js";
-import { NotificationService } from "../gen/switchyard/notify/v1/notify_pb.js";
-import { register } from "../platform/rpc/pipeline.js";
+/**
+ * The device gateway as a service module (`SERVICES=gateway`): device
+ * WebSockets at /ws/device, DeviceService (tool calls, presence, tickets) and
+ * NotificationService, all over NATS JetStream so any number of instances
+ * share one view. See gateway/README.md for the design.
+ */
+import { jetstream } from "@nats-io/jetstream";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { isNatsConnected } from "../platform/nats/connection.js";
 import type { ServiceModule } from "../platform/service.js";
+import type { VerifyAccessToken } from "./auth.js";
+import { createGatewayBeats } from "./beats.js";
+import { createToolCaller } from "./calls.js";
+import { readGatewaySettings } from "./config.js";
+import { deviceService } from "./device-service.js";
+import { createDeviceHub } from "./hub.js";
+import { ensureGatewayStore } from "./nats-setup.js";
+import { notificationService } from "./notify-service.js";
+import { createNotifications } from "./notifications.js";
+import { createPresenceCache } from "./presence-cache.js";
+import { createPresenceStore } from "./presence.js";
+import { gatewayNames } from "./subjects.js";
+import { createTickets } from "./tickets.js";
+import { createDeviceUpgrade } from "./upgrade.js";
 
+/** The gateway service module. */
 export const gateway: ServiceModule = {
   name: "gateway",
-  start: () => ({ services: [register(DeviceService, {}), register(NotificationService, {})] }),
+  uses: ["nats"],
+  async start(ctx) {
+    const settings = readGatewaySettings();
+    const log = ctx.log;
+    const names = gatewayNames(settings.GATEWAY_NATS_PREFIX);
+    const nc = ctx.nats;
+    const storeOptions = { notifyKeepPerUser: settings.GATEWAY_NOTIFY_KEEP_PER_USER };
+    const store = await ensureGatewayStore(nc, names, storeOptions);
+    const js = jetstream(nc);
+    // The platform's verifier (in-process keys when auth runs here, else AUTH_JWKS_URL), looked up on use.
+    const verify: VerifyAccessToken = (token) => {
+      const v = ctx.auth.verifier();
+      if (v === undefined) return Promise.reject(new ConnectError("this process cannot check tokens: set AUTH_JWKS_URL", Code.Unavailable));
+      return v.verify(token);
+    };
+
+    const beats = createGatewayBeats({ nc, kv: store.gateways, names, instanceId: ctx.instanceId, intervalMs: settings.GATEWAY_HEARTBEAT_MS, log });
+    await beats.start();
+    const presence = createPresenceStore(store.devices, beats, log);
+    const cache = createPresenceCache(nc, store.devices, names);
+    const notifications = createNotifications(nc, js, store.jsm, names, log);
+    const hub = createDeviceHub({
+      nc,
+      js,
+      names,
+      instanceId: ctx.instanceId,
+      presence,
+      notifications,
+      verify,
+      log,
+      limits: {
+        heartbeatMs: settings.GATEWAY_HEARTBEAT_MS,
+        maxFrameBytes: settings.GATEWAY_MAX_FRAME_BYTES,
+        maxConnectionsPerUser: settings.GATEWAY_MAX_CONNECTIONS_PER_USER,
+        maxInflightPerUser: settings.GATEWAY_MAX_PENDING_CALLS_PER_USER,
+        maxSendBufferBytes: settings.GATEWAY_MAX_SEND_BUFFER_BYTES,
+        framesPerSecond: settings.GATEWAY_MAX_FRAMES_PER_SECOND,
+      },
+    });
+    const caller = createToolCaller({
+      nc,
+      js,
+      jsm: store.jsm,
+      names,
+      instanceId: ctx.instanceId,
+      cache,
+      beats,
+      maxPendingPerUser: settings.GATEWAY_MAX_PENDING_CALLS_PER_USER,
+      log,
+    });
+    const tickets = createTickets(store.tickets);
+
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === "disconnect") {
+          beats.disconnected();
+          cache.clear();
+        } else if (s.type === "reconnect") {
+          cache.clear(); // changes may have been missed while away
+          beats.reconnected();
+          ensureGatewayStore(nc, names, storeOptions).catch((err: unknown) => log.error({ err: String(err) }, "re-declaring streams failed"));
+        }
+      }
+    })();
+    // Devices hear "reconnect elsewhere" as soon as shutdown begins.
+    ctx.shutdownSignal.addEventListener("abort", () => void hub.stop(), { once: true });
+
+    return {
+      services: [deviceService({ caller, presence, beats, tickets }), notificationService(notifications)],
+      upgrades: [
+        createDeviceUpgrade({
+          hub,
+          verify,
+          tickets,
+          allowedOrigins: settings.GATEWAY_ALLOWED_ORIGINS,
+          maxFrameBytes: settings.GATEWAY_MAX_FRAME_BYTES,
+          maxConnectionsPerUser: settings.GATEWAY_MAX_CONNECTIONS_PER_USER,
+          log,
+        }),
+      ],
+      async stop() {
+        await hub.stop();
+        caller.stop();
+        notifications.stop();
+        presence.stop();
+        await beats.stop(); // the platform closes the connection after this
+      },
+    };
+  },
 };

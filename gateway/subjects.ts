@@ -1,33 +1,18 @@
 /**
  * Every NATS name the gateway uses, in one place. User ids become subject
- * tokens only through `userToken` (base64url of the UTF-8 id), so no id can
- * contain `*`, `>`, `.` or whitespace in a subject and widen a subscription,
- * and two ids never share a token. Instance ids and call ids are checked
- * against ^[A-Za-z0-9_-]{1,64}$ before use.
+ * tokens only through `userToken` (the platform's encodeSubjectToken: base64url
+ * of the UTF-8 id), so no id can put `*`, `>`, `.` or whitespace in a subject
+ * and widen a subscription, and two ids never share a token. Instance ids and
+ * call ids are checked plain ids (subjectToken) before use.
  */
+import { encodeSubjectToken, subjectToken } from "../platform/nats/subject.js";
 
-const tokenPattern = /^[A-Za-z0-9_-]{1,64}$/;
-
-/** The subject token of a user id; throws on an empty id. */
+/** The subject token of a user id; throws INVALID_ARGUMENT on an empty id. */
 export function userToken(userId: string): string {
-  if (userId === "") throw new Error("empty user id");
-  return Buffer.from(userId, "utf8").toString("base64url");
+  return encodeSubjectToken(userId, "user id");
 }
 
-/** The user id a token came from. */
-export function userFromToken(token: string): string {
-  return Buffer.from(token, "base64url").toString("utf8");
-}
-
-/** Whether `s` may be used as a subject token as is (instance ids, call ids). */
-export function isSafeToken(s: string): boolean {
-  return tokenPattern.test(s);
-}
-
-function safe(s: string, what: string): string {
-  if (!tokenPattern.test(s)) throw new Error(`${what} is not a safe subject token`);
-  return s;
-}
+const safe = (s: string, what: string) => subjectToken(s, what);
 
 /** The names of one deployment's streams, buckets and subjects (prefix `p`). */
 export interface GatewayNames {

@@ -77,7 +77,9 @@ export function createAuthModule(source: NodeJS.ProcessEnv = process.env): Servi
         const hourly = ++ticks % 60 === 0;
         keys
           .maintain()
-          .then(() => hourly && Promise.all([refresh.prune(), throttle.prune(Math.max(s.AUTH_LOGIN_WINDOW_MS, s.AUTH_REGISTER_WINDOW_MS))]))
+          .then(async () => {
+            if (hourly) await Promise.all([refresh.prune(), throttle.prune(Math.max(s.AUTH_LOGIN_WINDOW_MS, s.AUTH_REGISTER_WINDOW_MS))]);
+          })
           .catch((err: unknown) => log.error({ err: String(err) }, "auth maintenance failed; retrying in a minute"));
       }, MAINTAIN_EVERY_MS);
       timer.unref();

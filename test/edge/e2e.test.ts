@@ -9,7 +9,7 @@
  *   and calls a tool on a device (a WebSocket client in this test) that
  *   answers; a screenshot is saved to test-results/.
  */
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import assert from "node:assert/strict";
@@ -22,7 +22,7 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
 import { AuthService } from "../../gen/switchyard/auth/v1/auth_pb.js";
-import { DeviceFrameSchema, type DeviceFrame } from "../../gen/switchyard/device/v1/device_frame_pb.js";
+import { DeviceFrameSchema } from "../../gen/switchyard/device/v1/device_frame_pb.js";
 import { Platform } from "../../gen/switchyard/device/v1/device_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { NotificationService } from "../../gen/switchyard/notify/v1/notify_pb.js";
@@ -146,7 +146,7 @@ async function connectDevice(accessToken: string, deviceId: string) {
   const url = `${app.baseUrl.replace(/^http/, "ws")}/ws/device`;
   const ws = new WebSocket(url, ["switchyard.device.v1+proto"], { headers: { authorization: `Bearer ${accessToken}` } });
   const calls: string[] = [];
-  const send = (f: DeviceFrame["frame"]) => ws.send(toBinary(DeviceFrameSchema, create(DeviceFrameSchema, { frame: f })));
+  const send = (f: MessageInitShape<typeof DeviceFrameSchema>["frame"]) => ws.send(toBinary(DeviceFrameSchema, create(DeviceFrameSchema, { frame: f })));
   const welcomed = new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("no welcome frame within 15 s")), 15_000);
     ws.on("error", (err) => (clearTimeout(timer), reject(err)));
@@ -205,12 +205,6 @@ describe("the console in headless Chromium", () => {
       const userId = (await page.locator('#me dd[data-field="user-id"]').textContent())!.trim();
       assert.match(userId, /\S/);
 
-      // Another client publishes; the feed shows it without a reload.
-      await page.locator("#feed-state", { hasText: "(live)" }).waitFor({ timeout: 15_000 });
-      const publisher = createClient(NotificationService, createGrpcTransport({ baseUrl: app.baseUrl, interceptors: [bearer(mintServiceToken("e2e-publisher"))] }));
-      await publisher.publish({ userId, title: "Your report is ready", body: "Quarterly numbers, 12 pages.", kind: "agent.run_finished" });
-      await page.locator("#notifications li", { hasText: "Your report is ready" }).waitFor({ timeout: 15_000 });
-
       // A device of the person connects; the page lists it and calls its tool.
       const login = await createClient(AuthService, createGrpcTransport({ baseUrl: app.baseUrl })).login({ email, password });
       device = await connectDevice(login.tokens!.accessToken, "e2e-laptop");
@@ -222,6 +216,12 @@ describe("the console in headless Chromium", () => {
       await page.click("#call-tool");
       await page.locator("#tool-result", { hasText: "draychtiws" }).waitFor({ timeout: 15_000 });
       assert.deepEqual(device.calls, ["echo.reverse"], "the device ran the call once");
+
+      // Another client publishes; the feed shows it without a reload.
+      await page.locator("#feed-state", { hasText: "(live)" }).waitFor({ timeout: 15_000 });
+      const publisher = createClient(NotificationService, createGrpcTransport({ baseUrl: app.baseUrl, interceptors: [bearer(mintServiceToken("e2e-publisher"))] }));
+      await publisher.publish({ userId, title: "Your report is ready", body: "Quarterly numbers, 12 pages.", kind: "agent.run_finished" });
+      await page.locator("#notifications li", { hasText: "Your report is ready" }).waitFor({ timeout: 15_000 });
       assert.deepEqual(consoleErrors, []);
     } finally {
       mkdirSync(join(root, "test-results"), { recursive: true });

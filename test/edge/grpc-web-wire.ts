@@ -5,7 +5,7 @@
  */
 
 /** One gRPC-Web request body: flag 0, 4-byte big-endian length, the message. */
-export function frame(message: Uint8Array): Uint8Array {
+export function frame(message: Uint8Array): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(5 + message.length);
   new DataView(out.buffer).setUint32(1, message.length);
   out.set(message, 5);

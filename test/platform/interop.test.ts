@@ -160,10 +160,11 @@ for (const protocol of ["grpc-web", "connect"] as const) {
       await client().unaryCall({ responseSize: 1 }, { headers, onHeader: (h) => (header = h), onTrailer: (t) => (trailer = t) });
       assert.equal(header?.get("x-grpc-test-echo-initial"), "test_initial_metadata_value");
       assert.equal(trailer?.get("x-grpc-test-echo-trailing-bin"), "q6ur");
-      header = trailer = undefined;
-      for await (const _ of client().streamingOutputCall({ responseParameters: [{ size: 1 }] }, { headers, onHeader: (h) => (header = h), onTrailer: (t) => (trailer = t) })) void _;
-      assert.equal(header?.get("x-grpc-test-echo-initial"), "test_initial_metadata_value");
-      assert.equal(trailer?.get("x-grpc-test-echo-trailing-bin"), "q6ur");
+      const seen: { header?: Headers; trailer?: Headers } = {};
+      const stream = client().streamingOutputCall({ responseParameters: [{ size: 1 }] }, { headers, onHeader: (h) => (seen.header = h), onTrailer: (t) => (seen.trailer = t) });
+      for await (const _ of stream) void _;
+      assert.equal(seen.header?.get("x-grpc-test-echo-initial"), "test_initial_metadata_value");
+      assert.equal(seen.trailer?.get("x-grpc-test-echo-trailing-bin"), "q6ur");
     });
 
     it("status_code_and_message and special_status_message", async () => {

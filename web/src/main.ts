@@ -27,7 +27,7 @@ function setStatus(text: string, error = false) {
 }
 
 function showSignedIn(signedIn: boolean) {
-  $("account-form").hidden = signedIn;
+  $("account-panel").hidden = signedIn;
   $("signed-in").hidden = !signedIn;
   for (const id of ["me-panel", "devices-panel", "notifications-panel"]) $(id).hidden = !signedIn;
 }

@@ -1,0 +1,48 @@
+/**
+ * Clients for calling other Switchyard services from inside a handler. A call
+ * made while serving a request carries that request's trace (`traceparent`),
+ * its request id, and at most the time that remains of its deadline, so a
+ * caller that gives up stops the whole chain instead of leaving work behind.
+ */
+import type { DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, type CallOptions, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { currentRequest, traceparentOf } from "./request-context.js";
+
+/** Adds the current request's trace context and request id to outgoing calls. */
+export const propagateRequestContext: Interceptor = (next) => (req) => {
+  const rc = currentRequest();
+  if (rc !== undefined) {
+    if (!req.header.has("traceparent")) req.header.set("traceparent", traceparentOf(rc));
+    if (!req.header.has("x-request-id")) req.header.set("x-request-id", rc.requestId);
+  }
+  return next(req);
+};
+
+/** A gRPC (h2c) transport to another service, with context propagation. */
+export function createServiceTransport(baseUrl: string, interceptors: Interceptor[] = []): Transport {
+  return createGrpcTransport({ baseUrl, interceptors: [propagateRequestContext, ...interceptors] });
+}
+
+/**
+ * A typed client whose every call is bounded by the current request's
+ * deadline: `timeoutMs` becomes the smaller of the caller's own and what
+ * remains; a call started after the deadline fails DEADLINE_EXCEEDED at once.
+ */
+export function createServiceClient<S extends DescService>(service: S, transport: Transport): Client<S> {
+  const client = createClient(service, transport) as Record<string, (req: unknown, opts?: CallOptions) => unknown>;
+  const bounded: Record<string, unknown> = {};
+  for (const method of service.methods) {
+    const call = client[method.localName]!;
+    bounded[method.localName] = (req: unknown, opts: CallOptions = {}) => call(req, withDeadline(opts));
+  }
+  return bounded as Client<S>;
+}
+
+function withDeadline(opts: CallOptions): CallOptions {
+  const deadline = currentRequest()?.deadline;
+  if (deadline === undefined) return opts;
+  const remaining = deadline - Date.now();
+  if (remaining <= 0) throw new ConnectError("the request's deadline passed before this call started", Code.DeadlineExceeded);
+  return { ...opts, timeoutMs: opts.timeoutMs === undefined ? remaining : Math.min(opts.timeoutMs, remaining) };
+}
