@@ -27,6 +27,7 @@ import {
   type RelayedToolCall,
 } from "../gen/switchyard/device/v1/relay_pb.js";
 import type { Logger } from "../platform/log.js";
+import { isNatsConnected } from "../platform/nats/connection.js";
 import type { GatewayBeats } from "./beats.js";
 import type { PresenceCache } from "./presence-cache.js";
 import { structBytes } from "./codec.js";
@@ -245,6 +246,7 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
         }
         return existing.promise;
       }
+      if (!isNatsConnected(o.nc)) return Promise.reject(new ConnectError("the message bus is unavailable; retry shortly", Code.Unavailable));
       const count = perUser.get(req.userId) ?? 0;
       if (count >= o.maxPendingPerUser) {
         return Promise.reject(

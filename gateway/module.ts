@@ -6,7 +6,6 @@
  */
 import { jetstream } from "@nats-io/jetstream";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { isNatsConnected } from "../platform/nats/connection.js";
 import type { ServiceModule } from "../platform/service.js";
 import type { VerifyAccessToken } from "./auth.js";
 import { createGatewayBeats } from "./beats.js";
