@@ -54,6 +54,14 @@ test("an unknown @type is refused", () => {
   one(check(text), /GrpcWebb is not in the type registry/);
 });
 
+test("values Envoy's own validation rules (protoc-gen-validate) refuse are refused, with their path", () => {
+  one(check(mutate((c) => (c.static_resources.clusters[0].outlier_detection.max_ejection_percent = 150))), /clusters\[0\]\.outlier_detection\.max_ejection_percent: must be at most 100, got 150/);
+  one(check(mutate((c) => (c.static_resources.clusters[0].connect_timeout = "0s"))), /connect_timeout: must be greater than 0s/);
+  one(check(mutate((c) => (c.static_resources.clusters[0].name = ""))), /clusters\[0\]\.name: must have at least 1 character/);
+  one(check(mutate((_c, hcm) => delete routesOf(hcm)[5].route)), /routes\[5\]\.action: one of route, redirect, direct_response/);
+  one(check(mutate((_c, hcm) => (hcm.route_config.virtual_hosts[0].domains = []))), /domains: needs at least 1 item/);
+});
+
 test("a route to a missing cluster is refused", () => {
   const text = mutate((_c, hcm) => (routesOf(hcm).find((r) => r.match.path === "/switchyard.auth.v1.AuthService/GetMe").route.cluster = "auth-typo"));
   one(check(text), /GetMe.*cluster "auth-typo", which does not exist/);

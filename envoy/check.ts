@@ -9,6 +9,7 @@
 import { fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { parse } from "yaml";
 import { grpcCluster, grpcExposedHeaders, httpCluster, httpFilterOrder, jwtProvider } from "./generate.js";
+import { createPgvValidator } from "./pgv.js";
 import { loadEnvoyRegistry } from "./schema.js";
 import { isIdempotent, rpcAccess, rpcPath, type Topology } from "./topology.js";
 
@@ -23,8 +24,10 @@ export interface CheckExpectations {
 }
 
 /**
- * Parses `yamlText` with Envoy's Bootstrap schema. Returns the problem (the
- * parser's message, which names the field or type) or undefined when valid.
+ * Parses `yamlText` with Envoy's Bootstrap schema, then checks the
+ * protoc-gen-validate rules Envoy enforces at load. Returns the problem (the
+ * parser's message naming the field or type, or each rule broken with its
+ * path) or undefined when valid.
  */
 export function schemaProblem(yamlText: string): string | undefined {
   const registry = loadEnvoyRegistry();
@@ -36,12 +39,14 @@ export function schemaProblem(yamlText: string): string | undefined {
   } catch (err) {
     return `not YAML: ${(err as Error).message}`;
   }
+  let message;
   try {
-    fromJson(bootstrap, json as JsonValue, { registry });
+    message = fromJson(bootstrap, json as JsonValue, { registry });
   } catch (err) {
     return `schema: ${(err as Error).message}`;
   }
-  return undefined;
+  const rules = createPgvValidator(registry).check(bootstrap, message);
+  return rules.length > 0 ? `schema rules: ${rules.join("; ")}` : undefined;
 }
 
 /** How Envoy matches a route: exact path, prefix, or RE2 regex (JS regex is close enough for ours). */

@@ -148,7 +148,7 @@ export class DeviceSession {
     this.authTimer.unref();
   }
 
-  /** Token bucket over every frame the device sends, pings included. */
+  /** Token bucket over the frames the device sends unasked (pings included). */
   private take(): boolean {
     const now = Date.now();
     const rate = this.host.framesPerSecond;
@@ -163,7 +163,7 @@ export class DeviceSession {
   }
 
   private onMessage(data: Buffer, isBinary: boolean): void {
-    if (this.closed || !this.take()) return;
+    if (this.closed) return;
     this.lastSeen = Date.now();
     let frame: DeviceFrame;
     try {
@@ -172,6 +172,8 @@ export class DeviceSession {
       return this.fatal(Code.InvalidArgument, `undecodable frame: ${(err as Error).message}`);
     }
     const f = frame.frame;
+    // Answers to calls the gateway sent are paced by the gateway; every other frame is rate-limited.
+    if (!(f.case === "toolResult" && this.inflight.has(f.value.callId)) && !this.take()) return;
     if (!this.helloReceived && f.case !== "hello") return this.fatal(Code.FailedPrecondition, "the first frame must be hello");
     switch (f.case) {
       case "hello":

@@ -1,10 +1,12 @@
 /**
  * Serves the built console (web/dist) as plain HTTP: files by path, index.html
  * for "/" and for paths with no file extension, hashed assets cached for a
- * year. When dist is missing the first request builds it with Vite (a fresh
- * clone needs no separate build step); production images ship it prebuilt.
+ * year. When dist is missing, or older than the console's sources in a
+ * checkout, the first request builds it with Vite (a fresh clone needs no
+ * separate build step, and an edited console is not served stale);
+ * production images ship it prebuilt, without the sources.
  */
-import { existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { dirname, extname, join, normalize, resolve, sep } from "node:path";
@@ -52,21 +54,50 @@ export async function buildWebConsole(outDir = webDist): Promise<void> {
   mkdirSync(dirname(outDir), { recursive: true });
   try {
     await vite.build({ configFile: join(webRoot, "vite.config.ts"), logLevel: "warn", build: { outDir: tmp, emptyOutDir: true } });
+    const old = `${outDir}.old-${process.pid}-${Date.now()}`;
+    if (existsSync(outDir)) renameSync(outDir, old);
     try {
       renameSync(tmp, outDir);
     } catch (err) {
       if (!existsSync(join(outDir, "index.html"))) throw err; // someone else won the race otherwise
     }
+    rmSync(old, { recursive: true, force: true });
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/** Newest modification time (ms) of the files under `paths` (0 when none exist). */
+function newestMtime(paths: readonly string[]): number {
+  let newest = 0;
+  const visit = (p: string) => {
+    const info = statSync(p, { throwIfNoEntry: false });
+    if (!info) return;
+    if (info.isDirectory()) for (const name of readdirSync(p)) visit(join(p, name));
+    else newest = Math.max(newest, info.mtimeMs);
+  };
+  paths.forEach(visit);
+  return newest;
+}
+
+/**
+ * Whether the default build is missing or older than the sources it is built
+ * from (the console, its config and the generated stubs). Without sources (a
+ * production image) a present build is never stale.
+ */
+export function needsBuild(dir: string): boolean {
+  const built = statSync(join(dir, "index.html"), { throwIfNoEntry: false });
+  if (!built) return true;
+  if (resolve(dir) !== resolve(webDist) || !existsSync(join(webRoot, "src"))) return false;
+  const sources = [join(webRoot, "index.html"), join(webRoot, "src"), join(webRoot, "vite.config.ts"), join(webRoot, "..", "gen")];
+  return newestMtime(sources) > built.mtimeMs;
 }
 
 /** Options of the static route. */
 export interface StaticRouteOptions {
   /** The folder to serve (default web/dist). */
   readonly dir?: string;
-  /** Build the folder with Vite on the first request when it is missing (default true). */
+  /** Build the folder with Vite on the first request when it is missing or stale (default true). */
   readonly buildWhenMissing?: boolean;
   readonly log?: Logger;
 }
@@ -77,9 +108,12 @@ export function createStaticRoute(options: StaticRouteOptions = {}): HttpRoute {
   let ready: Promise<void> | undefined;
   const ensureBuilt = () =>
     (ready ??= (async () => {
-      if (existsSync(join(dir, "index.html"))) return;
-      if (options.buildWhenMissing === false) throw Object.assign(new Error(`the web console is not built (${dir})`), { status: 503 });
-      options.log?.info({ dir }, "building the web console (first request)");
+      if (options.buildWhenMissing === false) {
+        if (!existsSync(join(dir, "index.html"))) throw Object.assign(new Error(`the web console is not built (${dir})`), { status: 503 });
+        return;
+      }
+      if (!needsBuild(dir)) return;
+      options.log?.info({ dir }, "building the web console (first request; it was missing or older than its sources)");
       await buildWebConsole(dir);
     })().catch((err: unknown) => {
       ready = undefined; // let a later request try again

@@ -11,7 +11,11 @@
  * 3. Logins per second through the platform against bare argon2id verifies
  *    with the same parameters, at the same concurrency.
  *
- *   npm run bench:auth [-- --ms 3000 --rounds 1]
+ * Modes alternate within each round, and each cell reports its best round,
+ * so a machine shared with other work shows up as noise rather than as a
+ * ratio.
+ *
+ *   npm run bench:auth [-- --ms 2000 --rounds 2]
  */
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -25,7 +29,7 @@ import { AuthService } from "../../gen/switchyard/auth/v1/auth_pb.js";
 import { createAccessTokenVerifier } from "../../platform/auth/verifier.js";
 import { createTestDatabase, startNats } from "../../test/support/infra.js";
 
-const { values } = parseArgs({ options: { ms: { type: "string", default: "3000" }, rounds: { type: "string", default: "1" } } });
+const { values } = parseArgs({ options: { ms: { type: "string", default: "2000" }, rounds: { type: "string", default: "2" } } });
 const ms = Number(values.ms);
 const tsx = ["--import", "tsx"];
 const modes = ["nocheck", "check", "check-nocache"] as const;
@@ -135,12 +139,18 @@ try {
   const verifyMs = Math.min(ms, 2000);
   const keys = createLocalJWKSet(jwks);
   const opts = { issuer: "switchyard-auth", audience: "switchyard" };
-  const bare = await throughput(() => jwtVerify(accessToken, keys, { ...opts, algorithms: ["ES256"], typ: "at+jwt" }), 16, verifyMs);
   const uncached = createAccessTokenVerifier({ ...opts, keys, cacheSize: 0 });
-  const platformRate = await throughput(() => uncached.verify(accessToken), 16, verifyMs);
   const cached = createAccessTokenVerifier({ ...opts, keys });
-  const cachedRate = await throughput(() => cached.verify(accessToken), 16, verifyMs);
-  console.log(`\ntoken verifications per second (ES256, one process, 16 concurrent, ${verifyMs} ms each):`);
+  // Interleaved, best of three: one process, so a busy machine shows as noise, not as a ratio.
+  let bare = 0;
+  let platformRate = 0;
+  let cachedRate = 0;
+  for (let i = 0; i < 3; i++) {
+    bare = Math.max(bare, await throughput(() => jwtVerify(accessToken, keys, { ...opts, algorithms: ["ES256"], typ: "at+jwt" }), 16, verifyMs / 3));
+    platformRate = Math.max(platformRate, await throughput(() => uncached.verify(accessToken), 16, verifyMs / 3));
+    cachedRate = Math.max(cachedRate, await throughput(() => cached.verify(accessToken), 16, verifyMs / 3));
+  }
+  console.log(`\ntoken verifications per second (ES256, one process, 16 concurrent, best of 3 interleaved runs of ${Math.round(verifyMs / 3)} ms):`);
   console.log(`  bare jose jwtVerify            ${bare.toFixed(0).padStart(9)}   1.00x`);
   console.log(`  platform verifier, cache off   ${platformRate.toFixed(0).padStart(9)}   ${(platformRate / bare).toFixed(2)}x`);
   console.log(`  platform verifier, cache hit   ${cachedRate.toFixed(0).padStart(9)}   ${(cachedRate / bare).toFixed(2)}x`);
@@ -149,17 +159,19 @@ try {
   const sql = postgres(testDb.url, { max: 1, onnotice: () => {} });
   const [{ password_hash: stored }] = await sql<{ password_hash: string }[]>`select password_hash from auth.users where email = ${email}`;
   await sql.end();
-  const loginInflight = 4;
-  const rawArgon = await throughput(() => argon2Verify(stored, password), loginInflight, Math.min(ms, 2000));
   const { child, port } = await startServer("check");
-  const login = await runClient("login", port, loginInflight, { BENCH_EMAIL: email, BENCH_PASSWORD: password });
+  console.log(`\nlogins per second, argon2id m=19456 KiB t=2 p=1 (stored: ${stored.split("$")[3]}):`);
+  console.log("                                      in-flight   per s   vs bare argon2id");
+  for (const inflight of [1, 4]) {
+    const rawArgon = await throughput(() => argon2Verify(stored, password), inflight, Math.min(ms, 2000));
+    const login = await runClient("login", port, inflight, { BENCH_EMAIL: email, BENCH_PASSWORD: password });
+    console.log(`  bare argon2id verify, in-process   ${String(inflight).padStart(9)} ${rawArgon.toFixed(1).padStart(7)}   1.00x`);
+    console.log(
+      `  Login through the platform         ${String(inflight).padStart(9)} ${login.rps.toFixed(1).padStart(7)}   ${(login.rps / rawArgon).toFixed(2)}x   p50 ${login.p50.toFixed(1)} ms, p99 ${login.p99.toFixed(1)} ms, errors ${login.errors}`,
+    );
+    if (login.errors > 0) console.log(`   first error: ${login.firstError}`);
+  }
   await stopServer(child);
-  console.log(`\nlogins per second, argon2id m=19456 KiB t=2 p=1 (${stored.split("$")[3]}), ${loginInflight} in flight:`);
-  console.log(`  bare argon2id verify, in-process   ${rawArgon.toFixed(1).padStart(7)}   1.00x`);
-  console.log(
-    `  Login through the platform          ${login.rps.toFixed(1).padStart(7)}   ${(login.rps / rawArgon).toFixed(2)}x   p50 ${login.p50.toFixed(1)} ms, p99 ${login.p99.toFixed(1)} ms, errors ${login.errors}`,
-  );
-  if (login.errors > 0) console.log(`   first error: ${login.firstError}`);
 } finally {
   await nats.kill();
   await testDb.drop();

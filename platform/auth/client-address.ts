@@ -13,7 +13,12 @@ export const peerAddressKey = createContextKey<string | undefined>(undefined, { 
 export function addressOfPeer(peer: string): string | undefined {
   if (peer === "" || peer === "unknown") return undefined;
   const colon = peer.lastIndexOf(":");
-  return colon > 0 && /^\d+$/.test(peer.slice(colon + 1)) ? peer.slice(0, colon) : peer;
+  return normalize(colon > 0 && /^\d+$/.test(peer.slice(colon + 1)) ? peer.slice(0, colon) : peer);
+}
+
+/** "::ffff:1.2.3.4" (an IPv4 client of a dual-stack listener) is 1.2.3.4, as proxies write it. */
+function normalize(address: string): string {
+  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
 }
 
 /**
@@ -30,8 +35,8 @@ export function clientAddress(ctx: HandlerContext, trustedProxyHops: number): st
     if (xff !== null) {
       const hops = xff.split(",").map((s) => s.trim()).filter((s) => s !== "");
       const entry = hops[hops.length - trustedProxyHops];
-      if (entry !== undefined && entry.length <= 64) return entry;
+      if (entry !== undefined && entry.length <= 64) return normalize(entry);
     }
   }
-  return peer ?? "unknown";
+  return peer === undefined ? "unknown" : normalize(peer);
 }

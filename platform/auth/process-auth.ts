@@ -46,7 +46,12 @@ export interface ProcessAuth {
   readonly audience: string;
   /** Called by the auth module when it starts in this process. */
   provideLocal(authority: LocalAuthority): void;
-  /** The verifier the token check uses: in-process keys, else AUTH_JWKS_URL, else undefined. */
+  /**
+   * The verifier the token check uses: in-process keys, else AUTH_JWKS_URL,
+   * else undefined. Ask for it once every module has started (startProcess
+   * does), or at call time (e.g. on a WebSocket upgrade), not during a
+   * module's start: auth may not have provided its keys yet.
+   */
   verifier(): AccessTokenVerifier | undefined;
   /** The service-token source of `service` (e.g. "gateway"), for its calls to INTERNAL RPCs. */
   serviceTokens(service: string): ServiceTokenSource;

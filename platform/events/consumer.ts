@@ -26,7 +26,7 @@ import { isDatabaseUnavailable } from "../db/errors.js";
 import type { Database } from "../db/types.js";
 import { isNatsUnavailable } from "../nats/errors.js";
 import { ensureConsumer } from "../nats/streams.js";
-import { requestContextFrom, runWithRequest } from "../request-context.js";
+import { requestContextFrom, runWithRequest, type RequestContext } from "../request-context.js";
 import * as H from "./headers.js";
 import { DLQ_SUBJECT_PREFIX, EVENTS_STREAM } from "./streams.js";
 import { eventSubject } from "./subject.js";
@@ -41,6 +41,14 @@ export interface ConsumerRuntime {
 }
 
 const durablePattern = /^[A-Za-z0-9_-]{1,64}$/;
+
+interface Item<S extends DescMessage> {
+  readonly m: JsMsg;
+  readonly eventId: string;
+  readonly event: MessageShape<S>;
+  readonly meta: EventMeta;
+  readonly trace: RequestContext;
+}
 const DEFAULT_BACKOFF = [1000, 5000, 15_000, 30_000, 60_000];
 
 /**
@@ -57,6 +65,7 @@ export async function startConsumer<S extends DescMessage>(rt: ConsumerRuntime, 
   const ackWaitMs = options.ackWaitMs ?? 30_000;
   const backoff = options.backoffMs?.length ? options.backoffMs : DEFAULT_BACKOFF;
   const concurrency = Math.max(1, options.concurrency ?? 4);
+  const batchSize = Math.max(1, options.batchSize ?? 32);
   const log = rt.log.child({ consumer: durable });
 
   await ensureConsumer(jsm, EVENTS_STREAM, {
@@ -69,7 +78,7 @@ export async function startConsumer<S extends DescMessage>(rt: ConsumerRuntime, 
     max_ack_pending: 1000,
   });
   const consumer = await js.consumers.get(EVENTS_STREAM, durable);
-  const messages = await consumer.consume({ max_messages: Math.max(2, concurrency * 2) });
+  const messages = await consumer.consume({ max_messages: Math.max(2, concurrency * batchSize) });
 
   /** Last failure of each stream sequence seen here; bounded. */
   const lastFailure = new Map<number, { message: string; transient: boolean }>();
@@ -105,20 +114,21 @@ export async function startConsumer<S extends DescMessage>(rt: ConsumerRuntime, 
     log.error({ seq: m.seq, eventId, deliveries: m.info.deliveryCount, error: oneLine(error) }, "event dead-lettered");
   };
 
-  const handleOne = async (m: JsMsg) => {
+  /** Settles what needs no handler (duplicate in flight, undecodable, out of deliveries); else the work item. */
+  const prepare = async (m: JsMsg): Promise<Item<S> | undefined> => {
     const deliveries = m.info.deliveryCount;
     const eventId = m.headers?.get(H.EVENT_ID) || m.headers?.get(H.MSG_ID) || `${m.info.stream}.${m.seq}`;
     const earlier = inFlight.get(eventId);
     if (earlier !== undefined && (await earlier)) {
       m.ack(); // redelivered while its first delivery ran here, which succeeded
-      return;
+      return undefined;
     }
     let event: MessageShape<S>;
     try {
       event = fromBinary(schema, m.data);
     } catch (err) {
       await deadLetter(m, eventId, `cannot decode ${schema.typeName}: ${(err as Error).message}`);
-      return;
+      return undefined;
     }
     const previous = lastFailure.get(m.seq);
     if (deliveries > maxDeliver && !previous?.transient) {
@@ -128,7 +138,7 @@ export async function startConsumer<S extends DescMessage>(rt: ConsumerRuntime, 
         previous?.message ??
           `no acknowledgement after ${deliveries - 1} deliveries (the handler ran longer than the ack wait of ${ackWaitMs} ms, or its process stopped)`,
       );
-      return;
+      return undefined;
     }
     const occurred = Number(m.headers?.get(H.OCCURRED_AT));
     const traceparent = m.headers?.get(H.TRACEPARENT) || undefined;
@@ -140,21 +150,30 @@ export async function startConsumer<S extends DescMessage>(rt: ConsumerRuntime, 
       traceparent,
     };
     const trace = requestContextFrom((name) => (name === "traceparent" ? (traceparent ?? null) : null), undefined);
-    const attempt = runWithRequest(trace, () =>
-      db.tx(async (tx) => {
-        const fresh = await tx`
-          insert into platform.processed_events (consumer, event_id) values (${durable}, ${eventId})
-          on conflict do nothing returning 1`;
-        if (fresh.length > 0) await handle(event, meta, tx);
-      }),
+    return { m, eventId, event, meta, trace };
+  };
+
+  const track = (items: readonly Item<S>[], attempt: Promise<unknown>) => {
+    const ok = attempt.then(
+      () => true,
+      () => false,
     );
-    inFlight.set(
-      eventId,
-      attempt.then(
-        () => true,
-        () => false,
-      ),
-    );
+    for (const i of items) inFlight.set(i.eventId, ok);
+  };
+  const untrack = (items: readonly Item<S>[]) => {
+    for (const i of items) inFlight.delete(i.eventId);
+  };
+
+  /** One event in its own transaction; failures retried with backoff, then dead-lettered. */
+  const runSingle = async (item: Item<S>) => {
+    const { m, eventId, event, meta, trace } = item;
+    const attempt = db.tx(async (tx) => {
+      const fresh = await tx`
+        insert into platform.processed_events (consumer, event_id) values (${durable}, ${eventId})
+        on conflict do nothing returning 1`;
+      if (fresh.length > 0) await runWithRequest(trace, () => handle(event, meta, tx));
+    });
+    track([item], attempt);
     try {
       await attempt;
       m.ack();
@@ -164,22 +183,86 @@ export async function startConsumer<S extends DescMessage>(rt: ConsumerRuntime, 
       const message = err instanceof Error ? err.message : String(err);
       if (lastFailure.size > 10_000) lastFailure.delete(lastFailure.keys().next().value!);
       lastFailure.set(m.seq, { message, transient });
-      if (!transient && deliveries >= maxDeliver) {
+      if (!transient && meta.deliveryCount >= maxDeliver) {
         await deadLetter(m, eventId, message);
         return;
       }
-      log.warn({ seq: m.seq, eventId, deliveries, transient, err: message }, "event handler failed; will retry");
-      m.nak(backoff[Math.min(deliveries, backoff.length) - 1]);
+      log.warn({ seq: m.seq, eventId, deliveries: meta.deliveryCount, transient, err: message }, "event handler failed; will retry");
+      m.nak(backoff[Math.min(meta.deliveryCount, backoff.length) - 1]);
     } finally {
-      inFlight.delete(eventId);
+      untrack([item]);
     }
   };
 
+  /**
+   * Several events already waiting, in one transaction: one commit instead of
+   * one per event (commits are what bounds a consumer's rate). If anything
+   * in it fails, it is rolled back and each event runs alone, so one bad
+   * event costs only itself.
+   */
+  const runBatch = async (items: Item<S>[]) => {
+    const ids = [...new Set(items.map((i) => i.eventId))].sort(); // one lock order for all batches
+    const attempt = db.tx(async (tx) => {
+      const fresh = new Set(
+        (
+          await tx<{ event_id: string }[]>`
+            insert into platform.processed_events (consumer, event_id)
+            select ${durable}, unnest(${ids}::text[])
+            on conflict do nothing returning event_id`
+        ).map((r) => r.event_id),
+      );
+      for (const i of items) {
+        if (!fresh.delete(i.eventId)) continue; // handled before, or twice in this batch
+        await runWithRequest(i.trace, () => handle(i.event, i.meta, tx));
+      }
+    });
+    track(items, attempt);
+    try {
+      await attempt;
+      for (const i of items) {
+        i.m.ack();
+        lastFailure.delete(i.m.seq);
+      }
+    } catch (err) {
+      untrack(items);
+      if (isTransient(err)) {
+        for (const i of items) {
+          lastFailure.set(i.m.seq, { message: err instanceof Error ? err.message : String(err), transient: true });
+          i.m.nak(backoff[0]);
+        }
+        return;
+      }
+      for (const i of items) await runSingle(i);
+      return;
+    }
+    untrack(items);
+  };
+
+  const handleBatch = async (batch: JsMsg[]) => {
+    const items: Item<S>[] = [];
+    for (const m of batch) {
+      const item = await prepare(m);
+      if (item !== undefined) items.push(item);
+    }
+    if (items.length === 1) await runSingle(items[0]!);
+    else if (items.length > 1) await runBatch(items);
+  };
+
   const loop = (async () => {
-    for await (const m of messages) {
+    const it = messages[Symbol.asyncIterator]();
+    for (;;) {
       while (slots === 0) await new Promise<void>((resolve) => (freed = resolve));
+      const first = await it.next();
+      if (first.done) break;
+      // Take along what has already arrived, without waiting for more.
+      const batch = [first.value];
+      while (batch.length < batchSize && messages.getPending() > 0) {
+        const next = await it.next();
+        if (next.done) break;
+        batch.push(next.value);
+      }
       slots--;
-      const p = handleOne(m)
+      const p = handleBatch(batch)
         .catch((err: unknown) => log.error({ err: String(err) }, "event consumer failed"))
         .finally(() => {
           slots++;

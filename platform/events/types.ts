@@ -46,6 +46,14 @@ export interface ConsumerOptions<S extends DescMessage> {
    * handlers compare timestamps where order matters.
    */
   readonly concurrency?: number;
+  /**
+   * Events already waiting that may be handled in one transaction (default
+   * 32; 1 = a transaction per event). If any of them fails, the batch is
+   * rolled back and each event runs alone, so the handler may run twice for
+   * an event; like any redelivery, that is harmless when the handler writes
+   * only through `tx`.
+   */
+  readonly batchSize?: number;
 }
 
 /** Publishing and consuming events. */

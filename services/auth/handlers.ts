@@ -16,7 +16,7 @@ import type { Events } from "../../platform/events/types.js";
 import { register, type ServiceRegistration } from "../../platform/rpc/pipeline.js";
 import { MAX_PASSWORD_CHARS, type PasswordHasher } from "./passwords.js";
 import type { IssuedRefreshToken, RefreshTokens } from "./refresh-tokens.js";
-import type { Limit, Throttle } from "./throttle.js";
+import type { Throttle } from "./throttle.js";
 import type { TokenIssuer } from "./tokens.js";
 import { findUserByEmail, findUserById, insertUser, replacePasswordHash, toUser, updateProfile, type UserRow } from "./users.js";
 
@@ -28,7 +28,14 @@ export interface AuthHandlerDeps {
   readonly tokens: TokenIssuer;
   readonly refresh: RefreshTokens;
   readonly throttle: Throttle;
-  readonly limits: { readonly loginAccount: Limit; readonly loginAddress: Limit; readonly registerAddress: Limit };
+  /** Attempts allowed per window: sign-ins per account and per client address, registrations per address. */
+  readonly limits: {
+    readonly loginPerAccount: number;
+    readonly loginPerAddress: number;
+    readonly loginWindowMs: number;
+    readonly registerPerAddress: number;
+    readonly registerWindowMs: number;
+  };
   /** Proxies whose x-forwarded-for is believed (see platform/auth/client-address.ts). */
   readonly trustedProxyHops: number;
 }
@@ -70,7 +77,7 @@ export function createAuthHandlers(deps: AuthHandlerDeps): ServiceRegistration {
     });
   }
 
-  /** A new sign-in inside `tx`: token family, tokens, and the event. */
+  /** A new sign-in inside `tx`: a new token family and its first tokens. */
   async function signIn(tx: TransactionSql, user: UserRow): Promise<Tokens> {
     const family = await refresh.startFamily(tx, user.id);
     return tokenPair(user, family);
@@ -80,7 +87,7 @@ export function createAuthHandlers(deps: AuthHandlerDeps): ServiceRegistration {
     async register(req, ctx) {
       tooLong(req.password);
       const address = clientAddress(ctx, deps.trustedProxyHops);
-      await throttle.attempt([{ key: `register-address:${address}`, limit: limits.registerAddress }], "too many registrations from this address");
+      await throttle.attempt([{ key: `register-address:${address}`, max: limits.registerPerAddress }], limits.registerWindowMs, "too many registrations from this address");
       const passwordHash = await passwords.hash(req.password);
       return db.tx(async (tx) => {
         const user = await insertUser(tx, { id: randomUUID(), email: req.email, displayName: req.displayName, passwordHash });
@@ -106,18 +113,19 @@ export function createAuthHandlers(deps: AuthHandlerDeps): ServiceRegistration {
       const address = `login-address:${clientAddress(ctx, deps.trustedProxyHops)}`;
       await throttle.attempt(
         [
-          { key: account, limit: limits.loginAccount },
-          { key: address, limit: limits.loginAddress },
+          { key: account, max: limits.loginPerAccount },
+          { key: address, max: limits.loginPerAddress },
         ],
+        limits.loginWindowMs,
         "too many sign-in attempts for this account or from this address",
       );
       // Unknown email and wrong password take the same path: one lookup, one argon2 verification.
       const user = await findUserByEmail(db.sql, req.email);
       const ok = await passwords.verify(user?.password_hash, req.password);
       if (!ok || user === undefined) throw badCredentials();
-      await Promise.all([throttle.reset(account), throttle.forgive(address)]);
       const rehashed = passwords.needsRehash(user.password_hash) ? await passwords.hash(req.password) : undefined;
       return db.tx(async (tx) => {
+        await throttle.settle(tx, { reset: [account], forgive: [address] });
         if (rehashed !== undefined) await replacePasswordHash(tx, user.id, user.password_hash, rehashed);
         const pair = await signIn(tx, user);
         await events.publish(tx, UserLoggedInSchema, create(UserLoggedInSchema, { userId: user.id, occurTime: timestampFromDate(new Date()) }));

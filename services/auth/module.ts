@@ -4,6 +4,7 @@
  * set in memory, and mints the process's service tokens.
  */
 import { join } from "node:path";
+import { MAX_ACCESS_TOKEN_TTL_S } from "../../platform/auth/claims.js";
 import type { ServiceModule } from "../../platform/service.js";
 import { createAuthHandlers } from "./handlers.js";
 import { jwksRoute } from "./jwks-route.js";
@@ -39,7 +40,9 @@ export function createAuthModule(source: NodeJS.ProcessEnv = process.env): Servi
       const keys = createKeyStore({
         db,
         masterKey: loadMasterKey(s.AUTH_MASTER_KEY, devKeyFile, log),
-        accessTtlS: s.AUTH_ACCESS_TOKEN_TTL_S,
+        // Retired keys stay published for the longest lifetime a token may ever have had, so lowering
+        // AUTH_ACCESS_TOKEN_TTL_S never withdraws a key while tokens minted before the change are valid.
+        accessTtlS: MAX_ACCESS_TOKEN_TTL_S,
         rotationIntervalMs: s.AUTH_KEY_ROTATION_HOURS * 60 * 60_000,
         prepublishMs: PREPUBLISH_MS,
         log,
@@ -64,9 +67,11 @@ export function createAuthModule(source: NodeJS.ProcessEnv = process.env): Servi
         refresh,
         throttle,
         limits: {
-          loginAccount: { max: s.AUTH_LOGIN_MAX_PER_ACCOUNT, windowMs: s.AUTH_LOGIN_WINDOW_MS },
-          loginAddress: { max: s.AUTH_LOGIN_MAX_PER_ADDRESS, windowMs: s.AUTH_LOGIN_WINDOW_MS },
-          registerAddress: { max: s.AUTH_REGISTER_MAX_PER_ADDRESS, windowMs: s.AUTH_REGISTER_WINDOW_MS },
+          loginPerAccount: s.AUTH_LOGIN_MAX_PER_ACCOUNT,
+          loginPerAddress: s.AUTH_LOGIN_MAX_PER_ADDRESS,
+          loginWindowMs: s.AUTH_LOGIN_WINDOW_MS,
+          registerPerAddress: s.AUTH_REGISTER_MAX_PER_ADDRESS,
+          registerWindowMs: s.AUTH_REGISTER_WINDOW_MS,
         },
         trustedProxyHops: s.AUTH_TRUSTED_PROXY_HOPS,
       });

@@ -91,3 +91,20 @@ test("paths that climb out of web/dist are refused", async () => {
   }
   assert.match(await raw("/%E0%A4%A"), /^HTTP\/1\.1 400 /, "a malformed escape is a bad request");
 });
+
+test("the checkout's build counts as stale once a source is newer, and fresh after a build", async () => {
+  const { buildWebConsole, needsBuild, webDist } = await import("../../web/static.js");
+  const { statSync, utimesSync } = await import("node:fs");
+  if (needsBuild(webDist)) await buildWebConsole(webDist);
+  assert.equal(needsBuild(webDist), false);
+  const index = join(webDist, "index.html");
+  const { atime, mtime } = statSync(index);
+  utimesSync(index, atime, new Date("2000-01-01T00:00:00Z")); // older than every source
+  try {
+    assert.equal(needsBuild(webDist), true);
+  } finally {
+    utimesSync(index, atime, mtime);
+  }
+  assert.equal(needsBuild(dist), false, "a build outside web/ (e.g. an image's) is never judged by the checkout's sources");
+  assert.equal(needsBuild(join(tmp, "nowhere")), true);
+});

@@ -5,7 +5,7 @@
  * stops it when the test process exits. Nothing is mocked.
  */
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, existsSync, readdirSync, chownSync, rmSync } from "node:fs";
+import { mkdtempSync, existsSync, readdirSync, readFileSync, chownSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -193,8 +193,9 @@ export async function startOwnPostgres(): Promise<OwnPostgres> {
       const c = child;
       if (!c || c.exitCode !== null) return;
       const exited = new Promise((r) => c.once("exit", r));
-      // runuser forwards SIGINT to postgres: fast shutdown.
-      c.kill("SIGINT");
+      // runuser does not forward signals: signal the postmaster (its pid heads postmaster.pid). SIGINT = fast shutdown.
+      const pid = Number(readFileSync(join(dataDir, "postmaster.pid"), "utf8").split("\n", 1)[0]);
+      process.kill(pid, "SIGINT");
       await exited;
       while (await isListening(port)) await new Promise((r) => setTimeout(r, 50));
     },

@@ -1,0 +1,183 @@
+/**
+ * `npm run bench:events`: events per second and commit-to-handler latency
+ * through the outbox (transaction → relay → JetStream → durable consumer
+ * whose handler writes its side effect in its own transaction), beside raw
+ * JetStream publish-and-consume measured in the same run on the same
+ * nats-server, with the ratio. Checks that no side effect is lost or doubled.
+ * Also times `npm run migrate` on an empty database (and again, with
+ * nothing to apply).
+ *
+ * Environment: BENCH_EVENTS (default 3000 per mode), BENCH_INFLIGHT
+ * (producers in flight, default 64), BENCH_CONCURRENCY (handlers in flight,
+ * default 32). Uses a private nats-server and a fresh database.
+ */
+import { create } from "@bufbuild/protobuf";
+import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { UserLoggedInSchema } from "../../gen/switchyard/events/v1/events_pb.js";
+import { createDatabase } from "../../platform/db/database.js";
+import { migrate } from "../../platform/db/migrate.js";
+import { createEventBus } from "../../platform/events/events.js";
+import { createLogger } from "../../platform/log.js";
+import { connectNats } from "../../platform/nats/connection.js";
+import { createTestDatabase, startNats } from "../../test/support/infra.js";
+
+const N = Number(process.env.BENCH_EVENTS ?? 3000);
+const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 64);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
+const log = createLogger("silent");
+const run = promisify(execFile);
+
+interface Result {
+  readonly perSecond: number;
+  readonly p50: number;
+  readonly p99: number;
+  readonly lost: number;
+  readonly duplicated: number;
+}
+
+function quantile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+/** Runs `count` producers `INFLIGHT` at a time. */
+async function produce(count: number, one: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: INFLIGHT }, async () => {
+      while (next < count) await one(next++);
+    }),
+  );
+}
+
+function summarise(start: number, end: number, latencies: number[], lost: number, duplicated: number): Result {
+  latencies.sort((a, b) => a - b);
+  return { perSecond: (latencies.length / (end - start)) * 1000, p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99), lost, duplicated };
+}
+
+async function timeMigrate(url: string): Promise<{ emptyMs: number; emptyScriptMs: number; noopMs: number }> {
+  const once = async () => {
+    const t = performance.now();
+    const { stdout } = await run("npm", ["run", "-s", "migrate"], { env: { ...process.env, DATABASE_URL: url } });
+    return { wall: performance.now() - t, script: Number(/\((\d+) ms\)/.exec(stdout)?.[1]) };
+  };
+  const empty = await once();
+  const noop = await once();
+  return { emptyMs: empty.wall, emptyScriptMs: empty.script, noopMs: noop.wall };
+}
+
+async function rawJetStream(url: string, count: number): Promise<Result> {
+  const nc = await connectNats(url, log);
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  await jsm.streams.add({ name: "BENCH_RAW", subjects: ["bench.raw"] });
+  await jsm.consumers.add("BENCH_RAW", { durable_name: "raw", ack_policy: AckPolicy.Explicit, max_ack_pending: 10_000 });
+  const sentAt = new Map<number, number>();
+  const latencies: number[] = [];
+  const seen = new Set<number>();
+  let duplicated = 0;
+  let done!: () => void;
+  const finished = new Promise<void>((r) => (done = r));
+  const messages = await (await js.consumers.get("BENCH_RAW", "raw")).consume({ max_messages: CONCURRENCY * 2 });
+  void (async () => {
+    for await (const m of messages) {
+      const i = Number(m.string());
+      if (seen.has(i)) duplicated++;
+      else {
+        seen.add(i);
+        latencies.push(performance.now() - sentAt.get(i)!);
+      }
+      m.ack();
+      if (seen.size === count) done();
+    }
+  })();
+  const start = performance.now();
+  await produce(count, async (i) => {
+    sentAt.set(i, performance.now());
+    await js.publish("bench.raw", String(i), { msgID: `raw-${i}` });
+  });
+  await finished;
+  const end = performance.now();
+  await messages.close();
+  await jsm.streams.delete("BENCH_RAW");
+  await nc.close();
+  return summarise(start, end, latencies, count - seen.size, duplicated);
+}
+
+async function outbox(url: string, natsUrl: string, count: number): Promise<Result> {
+  const db = createDatabase(url, { max: 32 });
+  await migrate(db.sql, []);
+  await db.sql`create table if not exists public.bench_effects (event_id text not null, user_id text not null)`;
+  await db.sql`truncate public.bench_effects`;
+  const nc = await connectNats(natsUrl, log);
+  const bus = await createEventBus({ db, nc, log });
+  const committedAt = new Map<string, number>();
+  const latencies: number[] = [];
+  const handled = new Set<string>();
+  let done!: () => void;
+  const finished = new Promise<void>((r) => (done = r));
+  const stop = await bus.consume({
+    schema: UserLoggedInSchema,
+    durable: "bench",
+    concurrency: CONCURRENCY,
+    handle: async (event, meta, tx) => {
+      await tx`insert into public.bench_effects (event_id, user_id) values (${meta.eventId}, ${event.userId})`;
+      const t = committedAt.get(event.userId);
+      if (t !== undefined && !handled.has(event.userId)) latencies.push(performance.now() - t);
+      handled.add(event.userId);
+      if (handled.size === count) setImmediate(done);
+    },
+  });
+  const start = performance.now();
+  await produce(count, async (i) => {
+    await db.tx((tx) => bus.publish(tx, UserLoggedInSchema, create(UserLoggedInSchema, { userId: `u${i}` })));
+    committedAt.set(`u${i}`, performance.now());
+  });
+  await finished;
+  const end = performance.now();
+  await stop();
+  // The handler's transaction commits just after `handled` fills; wait for the last ones.
+  let effects = 0;
+  let distinct = 0;
+  for (let tries = 0; tries < 100; tries++) {
+    const [r] = await db.sql<{ effects: number; distinct: number }[]>`
+      select count(*)::int as effects, count(distinct user_id)::int as distinct from public.bench_effects`;
+    ({ effects, distinct } = r!);
+    if (distinct === count) break;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  await bus.stop();
+  await nc.close();
+  await db.close();
+  return summarise(start, end, latencies, count - distinct, effects - distinct);
+}
+
+const nats = await startNats();
+const migrateDb = await createTestDatabase("sy_bench_migrate");
+const eventsDb = await createTestDatabase("sy_bench_events");
+try {
+  const m = await timeMigrate(migrateDb.url);
+  // Warm both paths (JIT, connections, prepared statements) before measuring.
+  await rawJetStream(nats.url, 300);
+  await outbox(eventsDb.url, nats.url, 300);
+  const raw = await rawJetStream(nats.url, N);
+  const box = await outbox(eventsDb.url, nats.url, N);
+  const fmt = (r: Result) =>
+    `${r.perSecond.toFixed(0).padStart(6)} events/s   p50 ${r.p50.toFixed(1).padStart(6)} ms   p99 ${r.p99.toFixed(1).padStart(6)} ms   lost ${r.lost}   duplicated ${r.duplicated}`;
+  process.stdout.write(
+    [
+      `bench:events  ${N} events per mode, ${INFLIGHT} producers in flight, ${CONCURRENCY} handlers in flight`,
+      `  raw JetStream publish → consume (baseline)  ${fmt(raw)}`,
+      `  outbox commit → relay → consumer tx         ${fmt(box)}`,
+      `  outbox / raw: throughput ${(box.perSecond / raw.perSecond).toFixed(2)}x (goal ≥ 0.50), p50 latency ${(box.p50 / raw.p50).toFixed(1)}x, p99 latency ${(box.p99 / raw.p99).toFixed(1)}x`,
+      `  npm run migrate on an empty database: ${m.emptyMs.toFixed(0)} ms wall (${m.emptyScriptMs} ms inside the script); with nothing to apply: ${m.noopMs.toFixed(0)} ms wall`,
+      "",
+    ].join("\n"),
+  );
+  if (box.lost !== 0 || box.duplicated !== 0 || raw.lost !== 0) process.exitCode = 1;
+} finally {
+  await migrateDb.drop();
+  await eventsDb.drop();
+  await nats.kill();
+}

@@ -1,0 +1,179 @@
+/**
+ * bench/toolcall: the cross-instance tool-call round trip (caller process →
+ * bus → process holding the WebSocket → device process → back), every piece
+ * in its own process, at 1 and 64 calls in flight, for:
+ *
+ * - the floor: NATS request/reply + a ws echo (relay.ts), same topology;
+ * - Switchyard: the gateway's caller code → JetStream → a gateway process
+ *   (SERVICES=gateway) → the device;
+ * - the origin design: Redis pub/sub + the user-to-instance hash;
+ * - for reference, CallTool over gRPC through a second gateway process.
+ *
+ * Then the memory of idle device sockets: 10k connections (hello sent) on one
+ * gateway, heap and RSS before and after (after a forced GC).
+ *
+ *   npm run bench:toolcall [-- --calls1 2000 --calls64 20000 --sockets 10000]
+ */
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { parseArgs } from "node:util";
+import { dropPrefix } from "../../test/gateway/support.js";
+import { freePort, natsUrl } from "../../test/support/infra.js";
+
+const { values } = parseArgs({
+  options: { calls1: { type: "string", default: "2000" }, calls64: { type: "string", default: "20000" }, sockets: { type: "string", default: "10000" } },
+});
+const started = Date.now();
+const children: ChildProcess[] = [];
+process.once("exit", () => children.forEach((c) => c.kill("SIGKILL")));
+
+// A signing key the gateways trust through AUTH_JWKS_URL.
+const kid = `bench${randomBytes(3).toString("hex")}`;
+const { publicKey, privateKey } = await generateKeyPair("ES256", { extractable: true });
+const jwks = { keys: [{ ...(await exportJWK(publicKey)), kid, alg: "ES256", use: "sig" }] };
+const jwksServer = http.createServer((_req, res) => res.end(JSON.stringify(jwks)));
+await new Promise<void>((r) => jwksServer.listen(0, "127.0.0.1", r));
+const jwksUrl = `http://127.0.0.1:${(jwksServer.address() as AddressInfo).port}/.well-known/jwks.json`;
+const mint = (sub: string, roles: string[] = []) => {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ tier: "pro", roles }).setProtectedHeader({ alg: "ES256", kid, typ: "at+jwt" }).setIssuer("switchyard-auth").setAudience("switchyard").setSubject(sub).setIssuedAt(now).setExpirationTime(now + 900).sign(privateKey);
+};
+
+const nats = await natsUrl();
+const prefix = `bench${randomBytes(3).toString("hex")}`;
+const gatewayEnv = {
+  NATS_URL: nats,
+  AUTH_JWKS_URL: jwksUrl,
+  GATEWAY_NATS_PREFIX: prefix,
+  GATEWAY_MAX_PENDING_CALLS_PER_USER: "1024",
+  LOG_LEVEL: "warn",
+  SERVICES: "gateway",
+  HOST: "127.0.0.1",
+};
+
+function start(args: string[], env: Record<string, string> = {}, ready: RegExp = /./): Promise<{ child: ChildProcess; match: RegExpExecArray; stderr: () => string }> {
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  children.push(child);
+  let out = "";
+  let err = "";
+  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  return new Promise((resolve, reject) => {
+    child.stdout!.on("data", (d: Buffer) => {
+      out += d.toString();
+      const m = ready.exec(out);
+      if (m) resolve({ child, match: m, stderr: () => err });
+    });
+    child.once("exit", (code) => reject(new Error(`${args.join(" ")} exited with ${code}:\n${out}\n${err}`)));
+  });
+}
+
+async function startGateway(extraArgs: string[] = [], script = "platform/main.ts") {
+  const port = await freePort();
+  const child = spawn(process.execPath, [...extraArgs, "--import", "tsx", script], {
+    env: { ...process.env, ...gatewayEnv, PORT: String(port) },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  children.push(child);
+  let err = "";
+  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  for (let i = 0; ; i++) {
+    if (await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false)) break;
+    if (child.exitCode !== null || i > 300) throw new Error(`gateway did not start:\n${err}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { child, port, stderr: () => err };
+}
+
+const tsx = ["--import", "tsx"];
+const user = "bench-user";
+const [holder, front, floorRelay, redisRelay] = await Promise.all([
+  startGateway(),
+  startGateway(),
+  start([...tsx, "bench/toolcall/relay.ts", "nats", nats], {}, /port (\d+)/),
+  start([...tsx, "bench/toolcall/relay.ts", "redis", nats], {}, /port (\d+)/),
+]);
+const device = await start([...tsx, "bench/toolcall/device.ts", String(holder.port), await mint(user), floorRelay.match[1]!, redisRelay.match[1]!], {}, /ready/);
+
+interface Row {
+  inflight: number;
+  n: number;
+  p50: number;
+  p99: number;
+  cps: number;
+}
+const results = new Map<string, Row[]>();
+{
+  const config = { natsUrl: nats, prefix, userId: user, rpcPort: front.port, serviceToken: await mint("bench-agent", ["service"]), calls1: Number(values.calls1), calls64: Number(values.calls64) };
+  const caller = spawn(process.execPath, [...tsx, "bench/toolcall/caller.ts", JSON.stringify(config)], { stdio: ["ignore", "pipe", "inherit"] });
+  children.push(caller);
+  let out = "";
+  caller.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  const code = await new Promise<number | null>((r) => caller.once("exit", r));
+  if (code !== 0) throw new Error(`caller failed (${code}):\n${out}`);
+  for (const line of out.trim().split("\n")) {
+    const r = JSON.parse(line) as { name: string; rows: Row[] };
+    results.set(r.name, r.rows);
+  }
+}
+for (const c of [device.child, floorRelay.child, redisRelay.child, front.child, holder.child]) c.kill("SIGKILL");
+
+// Memory of idle sockets on a fresh gateway.
+const sockets = Number(values.sockets);
+const probe = await startGateway(["--expose-gc"], "bench/toolcall/gateway-probe.ts");
+const readMem = async () => {
+  const before = probe.stderr().length;
+  probe.child.kill("SIGUSR2");
+  for (let i = 0; i < 100; i++) {
+    const m = /MEM (\{.*\})/.exec(probe.stderr().slice(before));
+    if (m) return JSON.parse(m[1]!) as NodeJS.MemoryUsage;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error("the gateway did not report its memory");
+};
+const base = await readMem();
+const privateJwk = JSON.stringify(await exportJWK(privateKey));
+const t0 = Date.now();
+const holderOfSockets = await start([...tsx, "bench/toolcall/sockets.ts", String(probe.port), String(sockets), privateJwk, kid], {}, /ready (\d+)/);
+const openMs = Date.now() - t0;
+await new Promise((r) => setTimeout(r, 1000)); // let the last presence writes and timers settle
+const loaded = await readMem();
+holderOfSockets.child.kill("SIGKILL");
+probe.child.kill("SIGKILL");
+await dropPrefix(nats, prefix);
+jwksServer.close();
+
+// Report.
+const f = (n: number, d = 3) => n.toFixed(d);
+const floor = results.get("floor")!;
+const labels: Record<string, string> = {
+  floor: "floor: NATS req/reply + ws echo",
+  switchyard: "Switchyard: JetStream + gateway",
+  origin: "origin: Redis pub/sub + hash",
+  rpc: "CallTool RPC via gateway A",
+};
+console.log(`\nbench/toolcall: caller process → bus → process holding the device's WebSocket → device process → back`);
+console.log(`(${values.calls1} calls at 1 in flight, ${values.calls64} at 64; nats-server ${nats}, redis 127.0.0.1:6379, one 2-core machine)\n`);
+console.log(`${"design".padEnd(34)} in-flight   calls/s   p50 ms   p99 ms   p50/floor  calls/s/floor`);
+for (const inflight of [1, 64]) {
+  const fl = floor.find((r) => r.inflight === inflight)!;
+  for (const [name, rows] of results) {
+    const r = rows.find((x) => x.inflight === inflight)!;
+    console.log(
+      `${labels[name]!.padEnd(34)} ${String(inflight).padStart(9)} ${f(r.cps, 0).padStart(9)} ${f(r.p50).padStart(8)} ${f(r.p99).padStart(8)} ${f(r.p50 / fl.p50, 2).padStart(10)}x ${f(r.cps / fl.cps, 2).padStart(13)}x`,
+    );
+  }
+}
+const ours1 = results.get("switchyard")!.find((r) => r.inflight === 1)!;
+const ours64 = results.get("switchyard")!.find((r) => r.inflight === 64)!;
+const fl1 = floor.find((r) => r.inflight === 1)!;
+console.log(`\ngoal: p50 at 1 in flight <= 1.5x floor: ${f(ours1.p50 / fl1.p50, 2)}x ${ours1.p50 <= 1.5 * fl1.p50 ? "(met)" : "(NOT met)"}`);
+console.log(`goal: >= 8000 calls/s at 64 in flight: ${f(ours64.cps, 0)} ${ours64.cps >= 8000 ? "(met)" : "(NOT met)"}`);
+const mib = (b: number) => f(b / 2 ** 20, 1);
+console.log(`\nmemory: ${sockets} idle device sockets (hello done) on one gateway, opened in ${f(openMs / 1000, 1)} s`);
+console.log(`  heap used ${mib(base.heapUsed)} → ${mib(loaded.heapUsed)} MiB: ${f((loaded.heapUsed - base.heapUsed) / sockets / 1024, 1)} KiB per socket`);
+console.log(`  rss       ${mib(base.rss)} → ${mib(loaded.rss)} MiB: ${f((loaded.rss - base.rss) / sockets / 1024, 1)} KiB per socket (kernel socket buffers not included)`);
+console.log(`\nwhole run: ${f((Date.now() - started) / 1000, 1)} s`);
+process.exit(0);

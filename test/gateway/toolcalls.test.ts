@@ -1,0 +1,264 @@
+/**
+ * Cross-instance tool calls with a real nats-server and three gateway
+ * processes (SERVICES=gateway): a call made on A runs on a device held by B;
+ * with several devices, retries and reconnects it runs once; a device or a
+ * gateway that goes away mid-call fails the call at once with UNAVAILABLE;
+ * "no device" is UNAVAILABLE without waiting; wait_for_device delivers before
+ * the deadline and never after; per-user backpressure answers
+ * RESOURCE_EXHAUSTED; results count only from the connection the call went to.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { DeviceFrameSchema } from "../../gen/switchyard/device/v1/device_frame_pb.js";
+import { natsUrl } from "../support/infra.js";
+import {
+  connectDevice,
+  dropPrefix,
+  eventually,
+  newPrefix,
+  newUser,
+  rpcClients,
+  startGateway,
+  startTestKeys,
+  type GatewayProcess,
+  type TestDevice,
+  type TestKeys,
+} from "./support.js";
+
+const HEARTBEAT_MS = 1000;
+const CAP = 4;
+
+async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
+  try {
+    await p;
+  } catch (err) {
+    const e = ConnectError.from(err);
+    return { code: e.code, message: e.rawMessage };
+  }
+  assert.fail("expected the call to fail");
+}
+
+describe("tool calls across gateway instances", () => {
+  let keys: TestKeys;
+  let nats: string;
+  const prefix = newPrefix();
+  let a: GatewayProcess, b: GatewayProcess, c: GatewayProcess;
+  let agent: ReturnType<typeof rpcClients>;
+  let agentOnB: ReturnType<typeof rpcClients>;
+  const devices: TestDevice[] = [];
+  const device = async (...args: Parameters<typeof connectDevice>) => {
+    const d = await connectDevice(...args);
+    devices.push(d);
+    return d;
+  };
+
+  before(async () => {
+    keys = await startTestKeys();
+    nats = await natsUrl();
+    const env = {
+      NATS_URL: nats,
+      AUTH_JWKS_URL: keys.jwksUrl,
+      GATEWAY_NATS_PREFIX: prefix,
+      GATEWAY_HEARTBEAT_MS: String(HEARTBEAT_MS),
+      GATEWAY_MAX_PENDING_CALLS_PER_USER: String(CAP),
+    };
+    [a, b, c] = await Promise.all([startGateway(env), startGateway(env), startGateway(env)]);
+    const serviceToken = await keys.mint("agent-runner", { roles: ["service"] });
+    agent = rpcClients(a.baseUrl, serviceToken);
+    agentOnB = rpcClients(b.baseUrl, serviceToken);
+  });
+
+  after(async () => {
+    for (const d of devices) d.ws.terminate();
+    await Promise.all([a, b, c].map((g) => g?.kill("SIGKILL")));
+    await dropPrefix(nats, prefix);
+    await keys.close();
+  });
+
+  test("a call made on A reaches the device held by B and returns its result", async () => {
+    const user = newUser();
+    const d = await device(b.port, { token: await keys.mint(user), onCall: (call) => ({ echoed: call.arguments ?? {}, tool: call.tool }) });
+    const res = await agent.devices.callTool({ userId: user, tool: "echo", arguments: { text: "hi", n: 2 }, callId: "call-one" });
+    assert.equal(res.callId, "call-one");
+    assert.equal(res.outcome.case, "result");
+    assert.deepEqual(res.outcome.value, { echoed: { text: "hi", n: 2 }, tool: "echo" });
+    assert.equal(d.calls.length, 1);
+    assert.ok(d.calls[0]!.deadline, "the deadline travels with the call");
+
+    const list = await agent.devices.listDevices({ userId: user });
+    assert.equal(list.devices.length, 1);
+    assert.equal(list.devices[0]!.gatewayInstance, b.instanceId, "ListDevices says where the device is");
+  });
+
+  test("the user's own token may call only their own devices", async () => {
+    const user = newUser();
+    const token = await keys.mint(user);
+    await device(b.port, { token, onCall: () => ({ ok: true }) });
+    const own = rpcClients(a.baseUrl, token);
+    const res = await own.devices.callTool({ tool: "echo" });
+    assert.deepEqual(res.outcome.value, { ok: true });
+    const other = await codeOf(own.devices.callTool({ userId: newUser(), tool: "echo" }));
+    assert.equal(other.code, Code.PermissionDenied);
+    const needsUser = await codeOf(agent.devices.callTool({ tool: "echo" }));
+    assert.equal(needsUser.code, Code.InvalidArgument, "a service must name the user");
+  });
+
+  test("with two devices of one user on two instances each call runs exactly once, retries included", async () => {
+    const user = newUser();
+    const token = await keys.mint(user);
+    const onCall = (call: { callId: string }) => ({ ran: call.callId });
+    const d1 = await device(a.port, { token, deviceId: "laptop", onCall });
+    const d2 = await device(b.port, { token, deviceId: "phone", onCall });
+    for (let i = 0; i < 10; i++) {
+      const via = i % 2 === 0 ? agent : agentOnB;
+      const res = await via.devices.callTool({ userId: user, tool: "echo", callId: `once-${i}` });
+      assert.deepEqual(res.outcome.value, { ran: `once-${i}` });
+    }
+    // The same call_id on two instances at once: one runs, both get its outcome.
+    const [r1, r2] = await Promise.all([
+      agent.devices.callTool({ userId: user, tool: "echo", callId: "twice", arguments: { k: 1 } }),
+      agentOnB.devices.callTool({ userId: user, tool: "echo", callId: "twice", arguments: { k: 1 } }),
+    ]);
+    assert.deepEqual(r1.outcome.value, { ran: "twice" });
+    assert.deepEqual(r2.outcome.value, { ran: "twice" });
+    assert.equal(r1.deviceId, r2.deviceId);
+    // A retry after it finished returns the recorded outcome without running it again.
+    const r3 = await agentOnB.devices.callTool({ userId: user, tool: "echo", callId: "twice", arguments: { k: 1 } });
+    assert.deepEqual(r3.outcome.value, { ran: "twice" });
+    // The same call_id with other arguments is refused.
+    const clash = await codeOf(agent.devices.callTool({ userId: user, tool: "echo", callId: "twice", arguments: { k: 2 } }));
+    assert.equal(clash.code, Code.AlreadyExists);
+
+    const ran = [...d1.calls, ...d2.calls].map((c) => c.callId).sort();
+    assert.deepEqual(ran, [...Array.from({ length: 10 }, (_, i) => `once-${i}`), "twice"].sort(), "every call ran on exactly one device, once");
+    // The most recently connected device offering the tool is chosen.
+    assert.equal(d2.calls.length, 11);
+  });
+
+  test("no device online: UNAVAILABLE at once; devices without the tool: FAILED_PRECONDITION", async () => {
+    const user = newUser();
+    const none = await codeOf(agent.devices.callTool({ userId: user, tool: "echo", timeout: { seconds: 60n } }));
+    assert.equal(none.code, Code.Unavailable);
+    assert.match(none.message, /no device of the user is connected/);
+    await device(b.port, { token: await keys.mint(user), tools: ["other.tool"] });
+    const noTool = await codeOf(agent.devices.callTool({ userId: user, tool: "echo" }));
+    assert.equal(noTool.code, Code.FailedPrecondition);
+    const named = await codeOf(agent.devices.callTool({ userId: user, deviceId: "absent", tool: "other.tool" }));
+    assert.equal(named.code, Code.Unavailable);
+  });
+
+  test("wait_for_device: delivered when the device connects before the deadline", async () => {
+    const user = newUser();
+    const pending = agent.devices.callTool({ userId: user, tool: "echo", waitForDevice: true, timeout: { seconds: 20n }, callId: "waited" });
+    // Let the call reach the gateway and start waiting (there is no event to await for that).
+    await new Promise((r) => setTimeout(r, 300));
+    const d = await device(b.port, { token: await keys.mint(user), onCall: () => ({ late: false }) });
+    const res = await pending;
+    assert.deepEqual(res.outcome.value, { late: false });
+    assert.deepEqual(d.calls.map((c) => c.callId), ["waited"]);
+  });
+
+  test("wait_for_device: a call whose deadline passed is never delivered", async () => {
+    const user = newUser();
+    const expired = await codeOf(agent.devices.callTool({ userId: user, tool: "echo", waitForDevice: true, timeout: { nanos: 400_000_000 }, callId: "expired" }));
+    assert.equal(expired.code, Code.Unavailable);
+    assert.match(expired.message, /before the deadline/);
+    const d = await device(b.port, { token: await keys.mint(user), onCall: () => ({ ok: 1 }) });
+    await agent.devices.callTool({ userId: user, tool: "echo", callId: "after" }); // a sync point: later traffic arrived
+    assert.deepEqual(d.calls.map((c) => c.callId), ["after"]);
+  });
+
+  test("a device socket destroyed mid-call fails the call at once with UNAVAILABLE, and a retry does not run it", async () => {
+    const user = newUser();
+    const token = await keys.mint(user);
+    const d = await device(b.port, { token, deviceId: "flaky", onCall: () => undefined });
+    const pending = codeOf(agent.devices.callTool({ userId: user, tool: "echo", callId: "cut", timeout: { seconds: 120n } }, { timeoutMs: 120_000 }));
+    await d.waitFor((f) => f.frame.case === "toolCall", 10_000, "the tool call");
+    (d.ws as unknown as { _socket: { destroy(): void } })._socket.destroy();
+    const failed = await pending;
+    assert.equal(failed.code, Code.Unavailable, "not a timeout: the gateway saw the disconnect");
+    assert.match(failed.message, /disconnected/);
+
+    const again = await device(a.port, { token, deviceId: "flaky", onCall: () => ({ ran: true }) });
+    const retry = await codeOf(agent.devices.callTool({ userId: user, tool: "echo", callId: "cut" }));
+    assert.equal(retry.code, Code.Unavailable, "the recorded outcome, not a second run");
+    await agent.devices.callTool({ userId: user, tool: "echo", callId: "fresh" });
+    assert.deepEqual(again.calls.map((c) => c.callId), ["fresh"]);
+  });
+
+  test("per-user backpressure: too many waiting calls answer RESOURCE_EXHAUSTED and none is dropped", async () => {
+    const user = newUser();
+    const d = await device(b.port, { token: await keys.mint(user), onCall: () => undefined });
+    const held = Array.from({ length: CAP }, (_, i) => agent.devices.callTool({ userId: user, tool: "echo", callId: `held-${i}` }));
+    await eventually(() => d.calls.length === CAP, 10_000, "the held calls to reach the device");
+    const over = await codeOf(agent.devices.callTool({ userId: user, tool: "echo", callId: "one-too-many" }));
+    assert.equal(over.code, Code.ResourceExhausted);
+    for (const call of d.calls) d.answer(call.callId, { done: call.callId });
+    const results = await Promise.all(held);
+    assert.deepEqual(results.map((r) => r.outcome.value), Array.from({ length: CAP }, (_, i) => ({ done: `held-${i}` })));
+    // The refused call was not recorded: a retry with its call_id runs.
+    const later = agent.devices.callTool({ userId: user, tool: "echo", callId: "one-too-many" });
+    await eventually(() => d.calls.some((x) => x.callId === "one-too-many"), 10_000, "the retried call to reach the device");
+    d.answer("one-too-many", { done: "retried" });
+    assert.deepEqual((await later).outcome.value, { done: "retried" });
+  });
+
+  test("results count only from the connection the call was sent to", async () => {
+    const user = newUser();
+    const token = await keys.mint(user);
+    const holder = await device(b.port, { token, deviceId: "holder", onCall: () => undefined });
+    const pending = agent.devices.callTool({ userId: user, tool: "echo", callId: "mine", deviceId: "holder" });
+    await holder.waitFor((f) => f.frame.case === "toolCall", 10_000, "the tool call");
+    const sameUser = await device(a.port, { token, deviceId: "intruder" });
+    const stranger = await device(b.port, { token: await keys.mint(newUser()), deviceId: "stranger" });
+    for (const [d, callId] of [[sameUser, "mine"], [stranger, "mine"], [sameUser, "never-sent"]] as const) {
+      d.answer(callId, { forged: true });
+      const err = await d.waitFor((f) => f.frame.case === "error" && f.frame.value.callId === callId, 10_000, "a NOT_FOUND error");
+      assert.equal(err.frame.case === "error" && err.frame.value.code, Code.NotFound);
+      assert.equal(err.frame.case === "error" && err.frame.value.fatal, false);
+    }
+    holder.answer("mine", { genuine: true });
+    const res = await pending;
+    assert.deepEqual(res.outcome.value, { genuine: true });
+    // A second answer from the right connection is refused too (once per call).
+    holder.answer("mine", { again: true });
+    await holder.waitFor((f) => f.frame.case === "error" && f.frame.value.callId === "mine", 10_000, "a NOT_FOUND error");
+  });
+
+  test("a tool error from the device is an outcome, not an RPC error", async () => {
+    const user = newUser();
+    const d = await device(b.port, { token: await keys.mint(user), onCall: () => undefined });
+    const pending = agent.devices.callTool({ userId: user, tool: "echo", callId: "fails" });
+    await d.waitFor((f) => f.frame.case === "toolCall", 10_000, "the tool call");
+    d.send(create(DeviceFrameSchema, { frame: { case: "toolResult", value: { callId: "fails", outcome: { case: "error", value: { code: 3, message: "user said no" } } } } }));
+    const res = await pending;
+    assert.equal(res.outcome.case, "error");
+    assert.equal(res.outcome.value?.message, "user said no");
+  });
+
+  test("gateway C killed with SIGKILL mid-call: UNAVAILABLE within a few seconds, presence follows, and the call never runs twice", async () => {
+    const user = newUser();
+    const token = await keys.mint(user);
+    const d = await device(c.port, { token, deviceId: "desk", onCall: () => undefined });
+    const pending = codeOf(agent.devices.callTool({ userId: user, tool: "echo", callId: "orphan", timeout: { seconds: 120n } }, { timeoutMs: 120_000 }));
+    await d.waitFor((f) => f.frame.case === "toolCall", 10_000, "the tool call");
+    await c.kill("SIGKILL");
+    const failed = await pending;
+    assert.equal(failed.code, Code.Unavailable, "the caller learns from the missing heartbeats, not from a timeout");
+    assert.match(failed.message, /stopped/);
+
+    // Presence drops the dead instance's device within one heartbeat interval (bounded wait).
+    await eventually(async () => (await agent.devices.listDevices({ userId: user })).devices.length === 0, 3 * HEARTBEAT_MS, "the device to leave presence");
+
+    // The device reconnects to A; the caller retries the same call id: not executed again.
+    const back = await device(a.port, { token, deviceId: "desk", onCall: () => ({ ran: true }) });
+    const retry = await codeOf(agent.devices.callTool({ userId: user, tool: "echo", callId: "orphan" }));
+    assert.equal(retry.code, Code.Unavailable);
+    await agentOnB.devices.callTool({ userId: user, tool: "echo", callId: "after-kill" });
+    assert.deepEqual(back.calls.map((x) => x.callId), ["after-kill"]);
+    const list = await agent.devices.listDevices({ userId: user });
+    assert.deepEqual(list.devices.map((x) => [x.deviceId, x.gatewayInstance]), [["desk", a.instanceId]]);
+  });
+});
