@@ -70,6 +70,14 @@ export interface PlatformServer {
 
 const preface = Buffer.from("PRI * HTTP/2.0");
 
+/**
+ * Largest HTTP/1.1 request header block. Node's default (16 KiB) would answer
+ * an oversized credential with a bare 431; at 64 KiB, as HTTP/2 allows by
+ * default, it reaches the token check and gets a clear UNAUTHENTICATED on
+ * every protocol path. Envoy's own limit (60 KiB) is lower at the edge.
+ */
+export const MAX_HEADER_BYTES = 64 * 1024;
+
 /** Builds the server: composes every method once, then serves them on one port. */
 export function createPlatformServer(options: PlatformServerOptions): PlatformServer {
   const { log, metrics } = options;
@@ -137,7 +145,7 @@ export function createPlatformServer(options: PlatformServerOptions): PlatformSe
   const findRoute = createRouteTable([...builtinRoutes, ...(options.routes ?? [])]);
   const upgrades = new Map((options.upgrades ?? []).map((u) => [u.path, u]));
 
-  const http1 = http.createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, (req, res) => {
+  const http1 = http.createServer({ requestTimeout: 0, keepAliveTimeout: 65_000, maxHeaderSize: MAX_HEADER_BYTES }, (req, res) => {
     if (shutdownSignal.aborted) res.setHeader("connection", "close");
     if (options.cors?.(req, res)) return;
     if (connectPath(req, res)) return;

@@ -1,65 +1,87 @@
 /**
  * The load client of bench/auth, in its own process: a grpc-js client (the
- * fastest Node gRPC client, so the server is what is measured) calling one
- * AuthService method at a fixed number of calls in flight for a fixed time.
- * Prints one JSON line: {rps, p50, p99, errors} (latencies in ms).
+ * fastest Node gRPC client, so the servers are what is measured) calling one
+ * AuthService method at a fixed number of calls in flight.
  *
- *   tsx bench/auth/client.ts getme <port> <inflight> <ms>     (ACCESS_TOKEN in the environment)
- *   tsx bench/auth/client.ts login <port> <inflight> <ms>     (BENCH_EMAIL, BENCH_PASSWORD)
+ * With several servers it takes turns: `slices` rounds of `sliceMs` on each
+ * server in order, so every server is measured across the same stretch of
+ * time and a machine that gets busier or quieter affects all of them alike.
+ * Prints one JSON line per server: {port, rps, p50, p99, errors, firstError}.
+ *
+ *   tsx bench/auth/client.ts getme <port,port,...> <inflight> <sliceMs> <slices>   (ACCESS_TOKEN set)
+ *   tsx bench/auth/client.ts login <port,port,...> <inflight> <sliceMs> <slices>   (BENCH_EMAIL, BENCH_PASSWORD set)
+ *
+ * Port 0 in a login run is the baseline: argon2id verifies of BENCH_HASH in
+ * this process, taking their turns like a server.
  */
 import { create, fromBinary, toBinary, type DescMessage } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
+import { verify as argon2Verify } from "@node-rs/argon2";
 import { GetMeRequestSchema, GetMeResponseSchema, LoginRequestSchema, LoginResponseSchema } from "../../gen/switchyard/auth/v1/auth_pb.js";
 
-const [what, portArg, inflightArg, msArg] = process.argv.slice(2);
+const [what, portsArg, inflightArg, sliceArg, slicesArg] = process.argv.slice(2);
+const ports = portsArg!.split(",").map(Number);
 const inflight = Number(inflightArg);
-const measureMs = Number(msArg);
-const warmupMs = what === "login" ? 300 : 500;
-const client = new grpc.Client(`127.0.0.1:${portArg}`, grpc.credentials.createInsecure());
-
-function unary(path: string, input: DescMessage, output: DescMessage, request: unknown, md: grpc.Metadata): () => Promise<void> {
-  const ser = (v: unknown) => Buffer.from(toBinary(input, v as never));
-  const de = (b: Buffer) => fromBinary(output, b);
-  return () => new Promise((resolve, reject) => client.makeUnaryRequest(path, ser, de, request, md, (err) => (err ? reject(err) : resolve())));
-}
+const sliceMs = Number(sliceArg);
+const slices = Number(slicesArg);
 
 const md = new grpc.Metadata();
-let call: () => Promise<void>;
+let path: string;
+let input: DescMessage;
+let output: DescMessage;
+let request: unknown;
 if (what === "getme") {
   md.set("authorization", `Bearer ${process.env.ACCESS_TOKEN}`);
-  call = unary("/switchyard.auth.v1.AuthService/GetMe", GetMeRequestSchema, GetMeResponseSchema, create(GetMeRequestSchema), md);
+  [path, input, output, request] = ["/switchyard.auth.v1.AuthService/GetMe", GetMeRequestSchema, GetMeResponseSchema, create(GetMeRequestSchema)];
 } else {
   const req = create(LoginRequestSchema, { email: process.env.BENCH_EMAIL!, password: process.env.BENCH_PASSWORD! });
-  call = unary("/switchyard.auth.v1.AuthService/Login", LoginRequestSchema, LoginResponseSchema, req, md);
+  [path, input, output, request] = ["/switchyard.auth.v1.AuthService/Login", LoginRequestSchema, LoginResponseSchema, req];
+}
+const ser = (v: unknown) => Buffer.from(toBinary(input, v as never));
+const de = (b: Buffer) => fromBinary(output, b);
+
+interface Tally {
+  latencies: number[];
+  measuredMs: number;
+  errors: number;
+  firstError: string;
 }
 
-const latencies: number[] = [];
-let errors = 0;
-let firstError = "";
-let measuring = false;
-let stop = false;
-async function worker(): Promise<void> {
-  while (!stop) {
-    const t0 = performance.now();
-    try {
-      await call();
-      if (measuring) latencies.push(performance.now() - t0);
-    } catch (err) {
-      errors++;
-      firstError ||= String(err);
-    }
-  }
+/** Runs `inflight` loops of `one` for `ms`; completions inside the window are counted. */
+async function slice(one: () => Promise<unknown>, tally: Tally | undefined, ms: number): Promise<void> {
+  const start = performance.now();
+  const end = start + ms;
+  await Promise.all(
+    Array.from({ length: inflight }, async () => {
+      while (performance.now() < end) {
+        const t0 = performance.now();
+        try {
+          await one();
+          if (tally && performance.now() <= end) tally.latencies.push(performance.now() - t0);
+        } catch (err) {
+          if (tally) {
+            tally.errors++;
+            tally.firstError ||= String(err);
+          }
+        }
+      }
+    }),
+  );
+  if (tally) tally.measuredMs += ms;
 }
-const workers = Array.from({ length: inflight }, worker);
-await new Promise((r) => setTimeout(r, warmupMs));
-measuring = true;
-const start = performance.now();
-await new Promise((r) => setTimeout(r, measureMs));
-measuring = false;
-const elapsed = performance.now() - start;
-stop = true;
-await Promise.all(workers);
-latencies.sort((a, b) => a - b);
-const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((latencies.length * p) / 100))] ?? NaN;
-process.stdout.write(JSON.stringify({ rps: (latencies.length * 1000) / elapsed, p50: pct(50), p99: pct(99), errors, firstError }) + "\n");
+
+const clients = ports.map((p): (() => Promise<unknown>) => {
+  if (p === 0) return () => argon2Verify(process.env.BENCH_HASH!, process.env.BENCH_PASSWORD!);
+  const client = new grpc.Client(`127.0.0.1:${p}`, grpc.credentials.createInsecure());
+  return () => new Promise<void>((resolve, reject) => client.makeUnaryRequest(path, ser, de, request, md, (err) => (err ? reject(err) : resolve())));
+});
+const tallies: Tally[] = ports.map(() => ({ latencies: [], measuredMs: 0, errors: 0, firstError: "" }));
+for (const c of clients) await slice(c, undefined, what === "login" ? 300 : 500); // warm-up
+for (let s = 0; s < slices; s++) for (const [i, c] of clients.entries()) await slice(c, tallies[i], sliceMs);
+for (const [i, t] of tallies.entries()) {
+  t.latencies.sort((a, b) => a - b);
+  const pct = (p: number) => t.latencies[Math.min(t.latencies.length - 1, Math.floor((t.latencies.length * p) / 100))] ?? NaN;
+  const rps = (t.latencies.length * 1000) / t.measuredMs;
+  process.stdout.write(JSON.stringify({ port: ports[i], rps, p50: pct(50), p99: pct(99), errors: t.errors, firstError: t.firstError }) + "\n");
+}
 process.exit(0);

@@ -41,11 +41,11 @@ function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
-/** Runs `count` producers `INFLIGHT` at a time. */
-async function produce(count: number, one: (i: number) => Promise<void>): Promise<void> {
+/** Runs `count` producers `inflight` at a time. */
+async function produce(count: number, one: (i: number) => Promise<void>, inflight = INFLIGHT): Promise<void> {
   let next = 0;
   await Promise.all(
-    Array.from({ length: INFLIGHT }, async () => {
+    Array.from({ length: inflight }, async () => {
       while (next < count) await one(next++);
     }),
   );
@@ -67,7 +67,7 @@ async function timeMigrate(url: string): Promise<{ emptyMs: number; emptyScriptM
   return { emptyMs: empty.wall, emptyScriptMs: empty.script, noopMs: noop.wall };
 }
 
-async function rawJetStream(url: string, count: number): Promise<Result> {
+async function rawJetStream(url: string, count: number, inflight = INFLIGHT): Promise<Result> {
   const nc = await connectNats(url, log);
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);
@@ -96,7 +96,7 @@ async function rawJetStream(url: string, count: number): Promise<Result> {
   await produce(count, async (i) => {
     sentAt.set(i, performance.now());
     await js.publish("bench.raw", String(i), { msgID: `raw-${i}` });
-  });
+  }, inflight);
   await finished;
   const end = performance.now();
   await messages.close();
@@ -105,7 +105,7 @@ async function rawJetStream(url: string, count: number): Promise<Result> {
   return summarise(start, end, latencies, count - seen.size, duplicated);
 }
 
-async function outbox(url: string, natsUrl: string, count: number): Promise<Result> {
+async function outbox(url: string, natsUrl: string, count: number, inflight = INFLIGHT): Promise<Result> {
   const db = createDatabase(url, { max: 32 });
   await migrate(db.sql, []);
   await db.sql`create table if not exists public.bench_effects (event_id text not null, user_id text not null)`;
@@ -133,7 +133,7 @@ async function outbox(url: string, natsUrl: string, count: number): Promise<Resu
   await produce(count, async (i) => {
     await db.tx((tx) => bus.publish(tx, UserLoggedInSchema, create(UserLoggedInSchema, { userId: `u${i}` })));
     committedAt.set(`u${i}`, performance.now());
-  });
+  }, inflight);
   await finished;
   const end = performance.now();
   await stop();
@@ -153,6 +153,19 @@ async function outbox(url: string, natsUrl: string, count: number): Promise<Resu
   return summarise(start, end, latencies, count - distinct, effects - distinct);
 }
 
+/** The same producers committing bare transactions (BEGIN, one INSERT, COMMIT): the database's own ceiling. */
+async function postgresCeiling(url: string, count: number): Promise<number> {
+  const db = createDatabase(url, { max: 32 });
+  await db.sql`create table if not exists public.bench_bare (id bigint generated always as identity, v text)`;
+  const start = performance.now();
+  await produce(count, async (i) => {
+    await db.tx((tx) => tx`insert into public.bench_bare (v) values (${`u${i}`})`);
+  });
+  const perSecond = (count / (performance.now() - start)) * 1000;
+  await db.close();
+  return perSecond;
+}
+
 const nats = await startNats();
 const migrateDb = await createTestDatabase("sy_bench_migrate");
 const eventsDb = await createTestDatabase("sy_bench_events");
@@ -163,6 +176,9 @@ try {
   await outbox(eventsDb.url, nats.url, 300);
   const raw = await rawJetStream(nats.url, N);
   const box = await outbox(eventsDb.url, nats.url, N);
+  const ceiling = await postgresCeiling(eventsDb.url, N);
+  const rawOne = await rawJetStream(nats.url, 300, 1);
+  const boxOne = await outbox(eventsDb.url, nats.url, 300, 1);
   const fmt = (r: Result) =>
     `${r.perSecond.toFixed(0).padStart(6)} events/s   p50 ${r.p50.toFixed(1).padStart(6)} ms   p99 ${r.p99.toFixed(1).padStart(6)} ms   lost ${r.lost}   duplicated ${r.duplicated}`;
   process.stdout.write(
@@ -171,6 +187,11 @@ try {
       `  raw JetStream publish → consume (baseline)  ${fmt(raw)}`,
       `  outbox commit → relay → consumer tx         ${fmt(box)}`,
       `  outbox / raw: throughput ${(box.perSecond / raw.perSecond).toFixed(2)}x (goal ≥ 0.50), p50 latency ${(box.p50 / raw.p50).toFixed(1)}x, p99 latency ${(box.p99 / raw.p99).toFixed(1)}x`,
+      `  reference: bare PostgreSQL transactions (BEGIN, INSERT, COMMIT), same producers: ${ceiling.toFixed(0)} tx/s; outbox / that: ${(box.perSecond / ceiling).toFixed(2)}x`,
+      `  one at a time (latency without queueing, 300 events):`,
+      `    raw JetStream                             ${fmt(rawOne)}`,
+      `    outbox                                    ${fmt(boxOne)}`,
+      `    outbox / raw p50 latency ${(boxOne.p50 / rawOne.p50).toFixed(1)}x, p99 ${(boxOne.p99 / rawOne.p99).toFixed(1)}x`,
       `  npm run migrate on an empty database: ${m.emptyMs.toFixed(0)} ms wall (${m.emptyScriptMs} ms inside the script); with nothing to apply: ${m.noopMs.toFixed(0)} ms wall`,
       "",
     ].join("\n"),

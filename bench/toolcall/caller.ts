@@ -20,6 +20,7 @@ import { jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { Redis } from "ioredis";
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { DeviceService } from "../../gen/switchyard/device/v1/device_pb.js";
 import { createGatewayBeats } from "../../gateway/beats.js";
 import { createToolCaller } from "../../gateway/calls.js";
@@ -37,6 +38,10 @@ interface Config {
   serviceToken: string;
   calls1: number;
   calls64: number;
+  /** Designs to run (all when empty). */
+  only: string[];
+  /** Processes whose CPU time per call is reported (name → pid). */
+  pids: Record<string, number>;
 }
 const cfg = JSON.parse(process.argv[2]!) as Config;
 const args = { text: "hello from the agent", n: 1 };
@@ -45,11 +50,23 @@ const rawPayload = Buffer.from(JSON.stringify({ tool: "echo", arguments: args })
 
 type Call = () => Promise<unknown>;
 
-/** Runs `n` calls with `inflight` workers; latencies in ms and calls per second. */
+/** CPU time (user + system) of a process so far, in ms; 0 when unreadable. */
+function cpuMs(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(f[11]) + Number(f[12])) * 10; // clock ticks of 10 ms
+  } catch {
+    return 0;
+  }
+}
+
+/** Runs `n` calls with `inflight` workers; latencies in ms, calls per second, CPU µs per call of each process. */
 async function measure(call: Call, inflight: number, n: number) {
   for (let i = 0; i < Math.min(500, n / 4); i++) await call(); // warm up
   const lat: number[] = [];
   let left = n;
+  const pids = { caller: process.pid, ...cfg.pids };
+  const cpu0 = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMs(pid)]));
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: inflight }, async () => {
@@ -61,11 +78,13 @@ async function measure(call: Call, inflight: number, n: number) {
     }),
   );
   const wall = performance.now() - t0;
+  const cpuUsPerCall = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, ((cpuMs(pid) - cpu0[k]!) * 1000) / n]));
   lat.sort((a, b) => a - b);
-  return { inflight, n, p50: lat[Math.floor(lat.length * 0.5)]!, p99: lat[Math.floor(lat.length * 0.99)]!, cps: (n / wall) * 1000 };
+  return { inflight, n, p50: lat[Math.floor(lat.length * 0.5)]!, p99: lat[Math.floor(lat.length * 0.99)]!, cps: (n / wall) * 1000, cpuUsPerCall };
 }
 
 async function run(name: string, call: Call) {
+  if (cfg.only.length > 0 && !cfg.only.includes(name)) return;
   const rows = [await measure(call, 1, cfg.calls1), await measure(call, 64, cfg.calls64)];
   process.stdout.write(`${JSON.stringify({ name, rows })}\n`);
 }

@@ -15,7 +15,7 @@
  *   npm run bench:toolcall [-- --calls1 2000 --calls64 20000 --sockets 10000]
  */
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
-import { spawn, type ChildProcess } from "node:child_process";
+import { execSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -24,7 +24,7 @@ import { dropPrefix } from "../../test/gateway/support.js";
 import { freePort, natsUrl } from "../../test/support/infra.js";
 
 const { values } = parseArgs({
-  options: { calls1: { type: "string", default: "2000" }, calls64: { type: "string", default: "20000" }, sockets: { type: "string", default: "10000" } },
+  options: { calls1: { type: "string", default: "2000" }, calls64: { type: "string", default: "20000" }, sockets: { type: "string", default: "10000" }, only: { type: "string", default: "" } },
 });
 const started = Date.now();
 const children: ChildProcess[] = [];
@@ -103,10 +103,14 @@ interface Row {
   p50: number;
   p99: number;
   cps: number;
+  cpuUsPerCall: Record<string, number>;
 }
 const results = new Map<string, Row[]>();
 {
-  const config = { natsUrl: nats, prefix, userId: user, rpcPort: front.port, serviceToken: await mint("bench-agent", ["service"]), calls1: Number(values.calls1), calls64: Number(values.calls64) };
+  const natsPort = new URL(nats).port || "4222";
+  const natsPid = Number(/:(\d+)\s.*pid=(\d+)/.exec(execSync("ss -ltnpH").toString().split("\n").find((l) => l.includes(`:${natsPort} `) && l.includes("nats-server")) ?? "")?.[2] ?? 0);
+  const pids = { "nats-server": natsPid, holder: holder.child.pid!, device: device.child.pid!, "relay-nats": floorRelay.child.pid!, "relay-redis": redisRelay.child.pid!, "gateway A": front.child.pid!, redis: Number(execSync("pgrep -x redis-server || true").toString().trim().split("\n")[0] || 0) };
+  const config = { pids, natsUrl: nats, prefix, userId: user, rpcPort: front.port, serviceToken: await mint("bench-agent", ["service"]), calls1: Number(values.calls1), calls64: Number(values.calls64), only: values.only ? values.only.split(",") : [] };
   const caller = spawn(process.execPath, [...tsx, "bench/toolcall/caller.ts", JSON.stringify(config)], { stdio: ["ignore", "pipe", "inherit"] });
   children.push(caller);
   let out = "";
@@ -147,7 +151,7 @@ jwksServer.close();
 
 // Report.
 const f = (n: number, d = 3) => n.toFixed(d);
-const floor = results.get("floor")!;
+const floor = results.get("floor") ?? [{ inflight: 1, n: 0, p50: NaN, p99: NaN, cps: NaN }, { inflight: 64, n: 0, p50: NaN, p99: NaN, cps: NaN }];
 const labels: Record<string, string> = {
   floor: "floor: NATS req/reply + ws echo",
   switchyard: "Switchyard: JetStream + gateway",
@@ -166,8 +170,15 @@ for (const inflight of [1, 64]) {
     );
   }
 }
-const ours1 = results.get("switchyard")!.find((r) => r.inflight === 1)!;
-const ours64 = results.get("switchyard")!.find((r) => r.inflight === 64)!;
+console.log(`\nCPU time per call at 64 in flight, µs (user+system, by process):`);
+for (const [name, rows] of results) {
+  const r = rows.find((x) => x.inflight === 64)!;
+  const parts = Object.entries(r.cpuUsPerCall).filter(([, v]) => v > 0.5).map(([k, v]) => `${k} ${f(v, 0)}`);
+  console.log(`  ${labels[name]!.padEnd(34)} ${parts.join(", ")}`);
+}
+const ours = results.get("switchyard") ?? floor;
+const ours1 = ours.find((r) => r.inflight === 1)!;
+const ours64 = ours.find((r) => r.inflight === 64)!;
 const fl1 = floor.find((r) => r.inflight === 1)!;
 console.log(`\ngoal: p50 at 1 in flight <= 1.5x floor: ${f(ours1.p50 / fl1.p50, 2)}x ${ours1.p50 <= 1.5 * fl1.p50 ? "(met)" : "(NOT met)"}`);
 console.log(`goal: >= 8000 calls/s at 64 in flight: ${f(ours64.cps, 0)} ${ours64.cps >= 8000 ? "(met)" : "(NOT met)"}`);

@@ -2,6 +2,10 @@
  * A durable JetStream consumer running one event type's handler.
  *
  * - Explicit acks, acknowledged only after the handler's transaction commits.
+ * - Events that have already arrived together are handled in one
+ *   transaction (up to `batchSize`): commits, not handlers, bound a
+ *   consumer's rate. If anything in a batch fails it is rolled back and each
+ *   event runs in a transaction of its own.
  * - Idempotent by event id: the transaction first inserts (consumer, event id)
  *   into platform.processed_events; a redelivered event finds it and is
  *   acknowledged without running the handler. A redelivery that arrives while

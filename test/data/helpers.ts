@@ -7,13 +7,13 @@ import { once } from "node:events";
 import { readPlatformSettings, type PlatformSettings } from "../../platform/settings.js";
 
 /** Polls `check` until it returns a truthy value; fails naming `what` after `ms`. */
-export async function waitFor<T>(what: string, check: () => T | Promise<T>, ms = 20_000): Promise<T> {
+export async function waitFor<T>(what: string, check: () => T | Promise<T>, ms = 20_000): Promise<Exclude<T, undefined | null | false | 0 | "">> {
   const until = Date.now() + ms;
   let last: unknown;
   for (;;) {
     try {
       const v = await check();
-      if (v) return v;
+      if (v) return v as Exclude<T, undefined | null | false | 0 | "">;
     } catch (err) {
       last = err;
     }

@@ -65,7 +65,7 @@ describe("on a real nats-server", () => {
   test("a subscription built from a hostile id hears only its own subject", async () => {
     const heard: string[] = [];
     for (const id of ["*", ">", "bob.>"]) {
-      nc.subscribe(`devices.${encodeSubjectToken(id)}.calls`, { callback: (_e, m) => heard.push(`${id} <- ${m.subject}`) });
+      nc.subscribe(`devices.${encodeSubjectToken(id)}.calls`, { callback: (_e, m) => void heard.push(`${id} <- ${m.subject}`) });
     }
     // Raw use of the same ids would have subscribed to everyone's calls.
     const own = nc.subscribe(`devices.${encodeSubjectToken("*")}.calls`, { max: 1 });

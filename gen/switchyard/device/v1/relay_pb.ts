@@ -5,18 +5,16 @@
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Device, ToolError } from "./device_pb.js";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Device } from "./device_pb.js";
 import { file_switchyard_device_v1_device } from "./device_pb.js";
-import type { ToolCall } from "./device_frame_pb.js";
-import { file_switchyard_device_v1_device_frame } from "./device_frame_pb.js";
-import type { JsonObject, Message } from "@bufbuild/protobuf";
+import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file switchyard/device/v1/relay.proto.
  */
 export const file_switchyard_device_v1_relay: GenFile = /*@__PURE__*/
-  fileDesc("CiBzd2l0Y2h5YXJkL2RldmljZS92MS9yZWxheS5wcm90bxIUc3dpdGNoeWFyZC5kZXZpY2UudjEirAEKD1JlbGF5ZWRUb29sQ2FsbBIPCgd1c2VyX2lkGAEgASgJEhsKE3JlcXVlc3RlZF9kZXZpY2VfaWQYAiABKAkSEQoJZGV2aWNlX2lkGAMgASgJEhIKCnNlc3Npb25faWQYBCABKAkSFgoOcmVwbHlfaW5zdGFuY2UYBSABKAkSLAoEY2FsbBgGIAEoCzIeLnN3aXRjaHlhcmQuZGV2aWNlLnYxLlRvb2xDYWxsIi0KDFJlbGF5RmFpbHVyZRIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAki5wEKDlJlbGF5ZWRPdXRjb21lEg8KB2NhbGxfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIRCglkZXZpY2VfaWQYAyABKAkSKQoGcmVzdWx0GAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEgAEjAKBWVycm9yGAUgASgLMh8uc3dpdGNoeWFyZC5kZXZpY2UudjEuVG9vbEVycm9ySAASNQoHZmFpbHVyZRgGIAEoCzIiLnN3aXRjaHlhcmQuZGV2aWNlLnYxLlJlbGF5RmFpbHVyZUgAQgkKB291dGNvbWUiUQoNUHJlc2VuY2VFbnRyeRIsCgZkZXZpY2UYASABKAsyHC5zd2l0Y2h5YXJkLmRldmljZS52MS5EZXZpY2USEgoKc2Vzc2lvbl9pZBgCIAEoCSJGCg5QcmVzZW5jZVJlY29yZBI0CgdlbnRyaWVzGAEgAygLMiMuc3dpdGNoeWFyZC5kZXZpY2UudjEuUHJlc2VuY2VFbnRyeSJ5CgtHYXRld2F5QmVhdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghpbnRlcnZhbBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKCAQoOR2F0ZXdheUNvbnRyb2wSMQoEa2ljaxgBIAEoCzIhLnN3aXRjaHlhcmQuZGV2aWNlLnYxLktpY2tTZXNzaW9uSAASMgoGY2FuY2VsGAIgASgLMiAuc3dpdGNoeWFyZC5kZXZpY2UudjEuQ2FuY2VsQ2FsbEgAQgkKB2NvbW1hbmQiQQoKQ2FuY2VsQ2FsbBIPCgdjYWxsX2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSDgoGcmVhc29uGAMgASgJIjEKC0tpY2tTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSDgoGcmVhc29uGAIgASgJIqkBChJEZXZpY2VUaWNrZXRSZWNvcmQSDwoHdXNlcl9pZBgBIAEoCRINCgVyb2xlcxgCIAMoCRIMCgR0aWVyGAMgASgFEjQKEGF1dGhfZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcGIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_switchyard_device_v1_device, file_switchyard_device_v1_device_frame]);
+  fileDesc("CiBzd2l0Y2h5YXJkL2RldmljZS92MS9yZWxheS5wcm90bxIUc3dpdGNoeWFyZC5kZXZpY2UudjEitwEKD1JlbGF5ZWRUb29sQ2FsbBIPCgd1c2VyX2lkGAEgASgJEhsKE3JlcXVlc3RlZF9kZXZpY2VfaWQYAiABKAkSEQoJZGV2aWNlX2lkGAMgASgJEhIKCnNlc3Npb25faWQYBCABKAkSFgoOcmVwbHlfaW5zdGFuY2UYBSABKAkSDwoHY2FsbF9pZBgGIAEoCRITCgtkZWFkbGluZV9tcxgHIAEoAxIRCgl0b29sX2NhbGwYCCABKAwiLQoMUmVsYXlGYWlsdXJlEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCSKhAQoOUmVsYXllZE91dGNvbWUSDwoHY2FsbF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhEKCWRldmljZV9pZBgDIAEoCRIVCgt0b29sX3Jlc3VsdBgEIAEoDEgAEjUKB2ZhaWx1cmUYBiABKAsyIi5zd2l0Y2h5YXJkLmRldmljZS52MS5SZWxheUZhaWx1cmVIAEIJCgdvdXRjb21lIlEKDVByZXNlbmNlRW50cnkSLAoGZGV2aWNlGAEgASgLMhwuc3dpdGNoeWFyZC5kZXZpY2UudjEuRGV2aWNlEhIKCnNlc3Npb25faWQYAiABKAkiRgoOUHJlc2VuY2VSZWNvcmQSNAoHZW50cmllcxgBIAMoCzIjLnN3aXRjaHlhcmQuZGV2aWNlLnYxLlByZXNlbmNlRW50cnkieQoLR2F0ZXdheUJlYXQSEwoLaW5zdGFuY2VfaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoIaW50ZXJ2YWwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iggEKDkdhdGV3YXlDb250cm9sEjEKBGtpY2sYASABKAsyIS5zd2l0Y2h5YXJkLmRldmljZS52MS5LaWNrU2Vzc2lvbkgAEjIKBmNhbmNlbBgCIAEoCzIgLnN3aXRjaHlhcmQuZGV2aWNlLnYxLkNhbmNlbENhbGxIAEIJCgdjb21tYW5kIkEKCkNhbmNlbENhbGwSDwoHY2FsbF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEg4KBnJlYXNvbhgDIAEoCSIxCgtLaWNrU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSKpAQoSRGV2aWNlVGlja2V0UmVjb3JkEg8KB3VzZXJfaWQYASABKAkSDQoFcm9sZXMYAiADKAkSDAoEdGllchgDIAEoBRI0ChBhdXRoX2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_switchyard_device_v1_device]);
 
 /**
  * A tool call on its way from the caller's instance to the instance holding
@@ -63,11 +61,26 @@ export type RelayedToolCall = Message<"switchyard.device.v1.RelayedToolCall"> & 
   replyInstance: string;
 
   /**
-   * The call as the device receives it (id, tool, arguments, deadline).
+   * The call's id (also inside tool_call).
    *
-   * @generated from field: switchyard.device.v1.ToolCall call = 6;
+   * @generated from field: string call_id = 6;
    */
-  call?: ToolCall | undefined;
+  callId: string;
+
+  /**
+   * The call's deadline in epoch milliseconds (also inside tool_call).
+   *
+   * @generated from field: int64 deadline_ms = 7;
+   */
+  deadlineMs: bigint;
+
+  /**
+   * The ToolCall as the device receives it, already encoded: the holder
+   * frames it without decoding the arguments.
+   *
+   * @generated from field: bytes tool_call = 8;
+   */
+  toolCall: Uint8Array;
 };
 
 /**
@@ -106,9 +119,11 @@ export const RelayFailureSchema: GenMessage<RelayFailure> = /*@__PURE__*/
   messageDesc(file_switchyard_device_v1_relay, 1);
 
 /**
- * The one recorded outcome of a relayed call (stream SY_TOOLRESULTS, subject
- * `sy.toolres.<call_id>.<reply instance>`, written once: the first writer
- * wins through an expected last subject sequence of 0).
+ * The outcome of a relayed call. Sent on the core subject
+ * `sy.results.<call_id>.<reply instance>` (the caller's instance listens on
+ * `sy.results.*.<instance>`) and recorded once in stream SY_TOOLRESULTS on
+ * `sy.toolres.<call_id>.<reply instance>` (the first writer wins through an
+ * expected last subject sequence of 0), where retries find it.
  *
  * @generated from message switchyard.device.v1.RelayedOutcome
  */
@@ -142,20 +157,12 @@ export type RelayedOutcome = Message<"switchyard.device.v1.RelayedOutcome"> & {
    */
   outcome: {
     /**
-     * The tool's result.
+     * The ToolResult as the device sent it, still encoded.
      *
-     * @generated from field: google.protobuf.Struct result = 4;
+     * @generated from field: bytes tool_result = 4;
      */
-    value: JsonObject;
-    case: "result";
-  } | {
-    /**
-     * The tool's failure.
-     *
-     * @generated from field: switchyard.device.v1.ToolError error = 5;
-     */
-    value: ToolError;
-    case: "error";
+    value: Uint8Array;
+    case: "toolResult";
   } | {
     /**
      * No outcome from the device.
