@@ -5,6 +5,7 @@
 FROM node:20-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
+COPY scripts/patches ./scripts/patches
 RUN npm ci --no-audit --no-fund
 
 # build: type-check and build the web console.
@@ -16,6 +17,7 @@ RUN npx tsc --noEmit -p tsconfig.json && npm run web:build
 FROM node:20-bookworm-slim AS prod-deps
 WORKDIR /app
 COPY package.json package-lock.json ./
+COPY scripts/patches ./scripts/patches
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
 # runtime: sources, generated stubs, migrations and the built console.

@@ -100,7 +100,10 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
         url = "nats://127.0.0.1:4222";
       }
       const nc = await connectNats(url, log, { name: `switchyard-${settings.INSTANCE_ID}` });
-      closers.push(() => nc.drain().catch(() => nc.close()));
+      // drain() waits for the server; while NATS is down that could be forever.
+      closers.push(async () => {
+        await Promise.race([nc.drain(), new Promise((_, reject) => setTimeout(reject, 3000).unref())]).catch(() => nc.close());
+      });
       nats = nc;
     }
     let events: EventBus | undefined;

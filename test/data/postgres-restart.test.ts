@@ -3,6 +3,10 @@
  * not ready meanwhile, RPCs that store answer UNAVAILABLE within their
  * deadline (not DEADLINE_EXCEEDED, not INTERNAL), RPCs that need only NATS
  * keep working, and the pool recovers without restarting the process.
+ * Traffic keeps flowing while the server goes away, so connections die
+ * mid-transaction: every failure must be UNAVAILABLE and the process must not
+ * fall over (`postgres` 3.4.9 crashes there unless the postinstall guard for
+ * porsager/postgres#1208 is applied).
  */
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -34,6 +38,22 @@ test("PostgreSQL restarted: not ready and UNAVAILABLE within the deadline meanwh
   assert.equal((await client.unaryCall({ text: "before" }, { timeoutMs: 5000 })).text, "before");
   assert.equal((await readyz(proc.port)).status, 200);
 
+  let running = true;
+  const codes = new Map<string, number>();
+  const traffic = Array.from({ length: 16 }, async (_, k) => {
+    for (let i = 0; running; i++) {
+      try {
+        await client.unaryCall({ text: `load ${k}.${i}` }, { timeoutMs: 3000 });
+        codes.set("ok", (codes.get("ok") ?? 0) + 1);
+      } catch (err) {
+        const code = err instanceof ConnectError ? Code[err.code] : String(err);
+        codes.set(code, (codes.get(code) ?? 0) + 1);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  });
+  await waitFor("some traffic before the stop", () => (codes.get("ok") ?? 0) >= 50);
+
   await pg.stop();
   const down = await waitFor("/readyz to report PostgreSQL down", async () => {
     const r = await readyz(proc.port);
@@ -51,5 +71,8 @@ test("PostgreSQL restarted: not ready and UNAVAILABLE within the deadline meanwh
 
   await pg.start();
   await waitFor("/readyz to report ready again", async () => (await readyz(proc.port)).status === 200);
+  running = false;
+  await Promise.all(traffic);
+  assert.deepEqual([...codes.keys()].filter((c) => c !== "ok" && c !== "Unavailable"), [], `only UNAVAILABLE failures: ${JSON.stringify([...codes])}`);
   await waitFor("a storing RPC to succeed again", () => client.unaryCall({ text: "after" }, { timeoutMs: 5000 }).then((r) => r.text === "after"));
 });
