@@ -5,33 +5,27 @@
  * device online" is known at once. The call is published once to JetStream
  * (`sy.tools.<user>.<holder>`, Nats-Msg-Id = call id, so a retry on any
  * instance is a duplicate and joins the first call instead of running it
- * again); RePublish hands it to the holder instance. Its one outcome is
- * written by whoever decides it first (the holder: the device's result, a
- * disconnect; this instance: the deadline, the holder's death) to the result
- * stream, whose RePublish reaches this instance's one result subject, where a
- * map of pending calls settles them. No subscription and no consumer per call.
+ * again); the stream's RePublish hands it to the holder instance, so nothing
+ * reaches a device that the stream did not accept. The outcome comes back on
+ * this instance's one result subject (`sy.results.*.<instance>`), where a map
+ * of pending calls settles it; whoever decides it (the holder: the device's
+ * result, a disconnect; this instance: the deadline, the holder's death) also
+ * records it once in the result stream, where retries find it. No
+ * subscription, timer or consumer per call.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
-import type { JsonObject } from "@bufbuild/protobuf";
-import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
-import type { NatsConnection, Subscription } from "@nats-io/nats-core";
-import {
-  GatewayControlSchema,
-  RelayedOutcomeSchema,
-  RelayedToolCallSchema,
-  type PresenceEntry,
-  type PresenceRecord,
-  type RelayedOutcome,
-  type RelayedToolCall,
-} from "../gen/switchyard/device/v1/relay_pb.js";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import type { JetStreamManager } from "@nats-io/jetstream";
+import { headers, type NatsConnection, type Subscription } from "@nats-io/nats-core";
+import { GatewayControlSchema, type PresenceEntry, type PresenceRecord } from "../gen/switchyard/device/v1/relay_pb.js";
 import type { Logger } from "../platform/log.js";
 import { isNatsConnected } from "../platform/nats/connection.js";
 import type { GatewayBeats } from "./beats.js";
+import { createDeadlineWheel, type DeadlineHandle } from "./deadlines.js";
 import type { PresenceCache } from "./presence-cache.js";
-import { structBytes } from "./codec.js";
 import type { GatewayNames } from "./subjects.js";
+import { decodeOutcome, decodeRelayedCall, encodeOutcome, encodeRelayedCall, encodeToolCall, sendOutcome, type Outcome, type RelayedCall } from "./wire.js";
 
 /** One call as the caller asks for it (already validated). */
 export interface CallRequest {
@@ -40,8 +34,7 @@ export interface CallRequest {
   /** Empty: any device offering the tool. */
   readonly requestedDeviceId: string;
   readonly tool: string;
-  readonly arguments: JsonObject | undefined;
-  /** The protobuf encoding of `arguments` (for size checks and retry comparison). */
+  /** The arguments encoded as a google.protobuf.Struct. */
   readonly argsBytes: Uint8Array;
   /** Epoch ms after which the call must not be delivered. */
   readonly deadline: number;
@@ -51,11 +44,11 @@ export interface CallRequest {
 /** The caller's side of tool calls. */
 export interface ToolCaller {
   /**
-   * Runs a call; resolves with the recorded outcome (result or tool error),
+   * Runs a call; resolves with its outcome (the device's encoded ToolResult),
    * rejects with ConnectError for RPC-level failures (see device.proto).
    * `signal` aborting (the RPC was cancelled) gives the call up.
    */
-  call(req: CallRequest, signal?: AbortSignal): Promise<RelayedOutcome>;
+  call(req: CallRequest, signal?: AbortSignal): Promise<Outcome>;
   /** Calls now waiting or in flight from this instance. */
   readonly pendingCount: number;
   /** Fails every pending call UNAVAILABLE (shutdown) and stops listening. */
@@ -65,7 +58,6 @@ export interface ToolCaller {
 /** What the caller needs. */
 export interface CallerOptions {
   readonly nc: NatsConnection;
-  readonly js: JetStreamClient;
   readonly jsm: JetStreamManager;
   readonly names: GatewayNames;
   readonly instanceId: string;
@@ -77,18 +69,18 @@ export interface CallerOptions {
 
 interface Pending {
   readonly req: CallRequest;
-  /** Set once the call is handed to the bus as its owner (this instance records failures). */
+  /** Handed to the bus as its owner: this instance records the failures it decides. */
   published: boolean;
-  /** Set when an earlier call with this id exists: this one waits for its outcome. */
+  /** An earlier call with this id exists: this one waits for its outcome. */
   joined: boolean;
   sessionId: string;
   instance: string;
   settled: boolean;
-  readonly stop: AbortController;
+  deadline: DeadlineHandle | undefined;
   readonly cleanup: (() => void)[];
-  resolve(o: RelayedOutcome): void;
+  resolve(o: Outcome): void;
   reject(e: ConnectError): void;
-  readonly promise: Promise<RelayedOutcome>;
+  readonly promise: Promise<Outcome>;
 }
 
 /** How long after a first call's deadline a joining retry waits for its recorded outcome. */
@@ -99,29 +91,28 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
   const { names, instanceId } = o;
   const pending = new Map<string, Pending>();
   const perUser = new Map<string, number>();
+  const wheel = createDeadlineWheel(25);
 
-  const settle = (p: Pending, outcome: RelayedOutcome | ConnectError) => {
+  const settle = (p: Pending, outcome: Outcome | ConnectError) => {
     if (p.settled) return;
     p.settled = true;
-    p.stop.abort();
+    if (p.deadline !== undefined) wheel.cancel(p.deadline);
     for (const fn of p.cleanup) fn();
     if (pending.get(p.req.callId) === p) pending.delete(p.req.callId);
     const n = (perUser.get(p.req.userId) ?? 1) - 1;
     if (n <= 0) perUser.delete(p.req.userId);
     else perUser.set(p.req.userId, n);
     if (outcome instanceof ConnectError) return p.reject(outcome);
-    if (outcome.outcome.case === "failure") return p.reject(new ConnectError(outcome.outcome.value.message, outcome.outcome.value.code as Code));
+    if (outcome.failure !== undefined) return p.reject(new ConnectError(outcome.failure.message, outcome.failure.code as Code));
     p.resolve(outcome);
   };
 
-  /** Records a failure this instance decided (first writer wins), then settles. */
+  /** Settles with a failure this instance decided, recording it if the call was handed out (first writer wins). */
   const fail = (p: Pending, code: Code, message: string) => {
     if (p.settled) return;
     if (p.published) {
-      const outcome = create(RelayedOutcomeSchema, { callId: p.req.callId, outcome: { case: "failure", value: { code, message } } });
-      o.js
-        .publish(names.result(p.req.callId, instanceId), toBinary(RelayedOutcomeSchema, outcome), { expect: { lastSubjectSequence: 0 }, timeout: 2_000 })
-        .catch(() => {}); // already recorded by the holder, or the bus is down: nothing more to do
+      const outcome = encodeOutcome({ callId: p.req.callId, sessionId: "", deviceId: "", failure: { code, message } });
+      sendOutcome(o.nc, names.resultDelivered(p.req.callId, instanceId), names.result(p.req.callId, instanceId), outcome);
     }
     settle(p, new ConnectError(message, code));
   };
@@ -135,23 +126,50 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
     }
   };
 
-  const results: Subscription = o.nc.subscribe(names.resultsOf(instanceId), {
-    callback: (err, msg) => {
-      if (err) return;
-      let outcome: RelayedOutcome;
-      try {
-        outcome = fromBinary(RelayedOutcomeSchema, msg.data);
-      } catch {
-        return o.log.warn({ subject: msg.subject }, "undecodable tool-call outcome");
-      }
-      const p = pending.get(outcome.callId);
-      if (p === undefined || !p.published) return; // late, or a failure this instance recorded itself
-      if (outcome.sessionId !== "" && outcome.sessionId !== p.sessionId) {
-        return o.log.warn({ callId: outcome.callId }, "tool-call outcome from a connection the call was not sent to; ignored");
-      }
-      settle(p, outcome);
-    },
-  });
+  const callIdOf = (subject: string) => {
+    const end = subject.lastIndexOf(".");
+    return subject.slice(subject.lastIndexOf(".", end - 1) + 1, end);
+  };
+
+  const subs: Subscription[] = [
+    // Outcomes: the holder sends them here directly (and records them).
+    o.nc.subscribe(names.resultsOf(instanceId), {
+      callback: (err, msg) => {
+        if (err) return;
+        const p = pending.get(callIdOf(msg.subject));
+        if (p === undefined || !p.published) return; // late, a duplicate, or a failure this instance recorded itself
+        let outcome: Outcome;
+        try {
+          outcome = decodeOutcome(msg.data);
+        } catch {
+          return o.log.warn({ subject: msg.subject }, "undecodable tool-call outcome");
+        }
+        if (outcome.sessionId !== "" && outcome.sessionId !== p.sessionId) {
+          return o.log.warn({ callId: outcome.callId }, "tool-call outcome from a connection the call was not sent to; ignored");
+        }
+        settle(p, outcome);
+      },
+    }),
+    // JetStream's acks of our publications: duplicates join the first call; refusals fail at once.
+    o.nc.subscribe(names.acksOf(instanceId), {
+      callback: (err, msg) => {
+        if (err) return;
+        const callId = msg.subject.slice(msg.subject.lastIndexOf(".") + 1);
+        const p = pending.get(callId);
+        if (p === undefined || !p.published) return;
+        let ack: { seq?: number; duplicate?: boolean; error?: { description?: string } } = {};
+        try {
+          ack = msg.data.length === 0 ? { error: { description: "JetStream is not available" } } : JSON.parse(msg.string());
+        } catch {
+          ack = { error: { description: "malformed acknowledgement" } };
+        }
+        if (ack.error !== undefined) {
+          // Not stored, so never delivered: not recorded either, a retry may run it.
+          settle(p, new ConnectError(`the message bus refused the call (${ack.error.description ?? "error"}); retry`, Code.Unavailable));
+        } else if (ack.duplicate) void join(p, ack.seq ?? 0);
+      },
+    }),
+  ];
 
   o.beats.onDead((instance) => {
     for (const p of [...pending.values()]) {
@@ -173,36 +191,32 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
         break;
       }
       if (!req.waitForDevice) throw choice.error;
-      await o.cache.changed(req.userId, p.stop.signal);
+      await new Promise<void>((resolve) => p.cleanup.push(o.cache.onChange(req.userId, resolve)));
       if (p.settled) return;
     }
     p.sessionId = entry.sessionId;
     p.instance = entry.device!.gatewayInstance;
-    const relayed = create(RelayedToolCallSchema, {
+    const relayed = encodeRelayedCall({
       userId: req.userId,
       requestedDeviceId: req.requestedDeviceId,
       deviceId: entry.device!.deviceId,
       sessionId: entry.sessionId,
       replyInstance: instanceId,
-      call: { callId: req.callId, tool: req.tool, arguments: req.arguments, deadline: timestampFromMs(req.deadline) },
+      callId: req.callId,
+      deadlineMs: req.deadline,
+      toolCall: encodeToolCall(req.callId, req.tool, req.argsBytes, req.deadline),
     });
+    const h = headers();
+    h.set("Nats-Msg-Id", req.callId);
     p.published = true;
-    const timeout = Math.min(5_000, Math.max(100, req.deadline - Date.now()));
-    o.js.publish(names.call(req.userId, p.instance), toBinary(RelayedToolCallSchema, relayed), { msgID: req.callId, timeout }).then(
-      (ack) => {
-        if (ack.duplicate) join(p, ack.seq);
-      },
-      (err: unknown) => {
-        // Not recorded: the bus may or may not have taken it; the holder
-        // records the device's outcome if it did, and a retry joins that.
-        settle(p, new ConnectError(`could not hand the call to the message bus (${(err as Error).message}); retry`, Code.Unavailable));
-      },
-    );
+    // A plain publish with a reply subject: JetStream acks to our one ack
+    // subscription, with no request state (inbox, timer, error) per call.
+    o.nc.publish(names.call(req.userId, p.instance), relayed, { headers: h, reply: names.ack(instanceId, req.callId) });
   }
 
   /** A call with this id was published before (by any instance): wait for its one outcome. */
   async function join(p: Pending, seq: number): Promise<void> {
-    p.published = false; // this instance is not the owner: it records nothing
+    p.published = false; // not the owner: it records nothing
     p.joined = true;
     if (pending.get(p.req.callId) === p) pending.delete(p.req.callId);
     const first = await o.jsm.direct.getMessage(names.callStream, { seq }).catch(() => null);
@@ -210,9 +224,9 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
     if (first === null) {
       return settle(p, new ConnectError("call_id was used within the last 10 minutes and its record is gone; use a new call_id", Code.AlreadyExists));
     }
-    let rc: RelayedToolCall;
+    let rc: RelayedCall;
     try {
-      rc = fromBinary(RelayedToolCallSchema, first.data);
+      rc = decodeRelayedCall(first.data);
     } catch {
       return settle(p, new ConnectError("call_id was used by another kind of call", Code.AlreadyExists));
     }
@@ -222,18 +236,21 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
     const sub = o.nc.subscribe(names.resultDelivered(p.req.callId, rc.replyInstance), {
       max: 1,
       callback: (err, msg) => {
-        if (!err) settle(p, fromBinary(RelayedOutcomeSchema, msg.data));
+        if (!err) settle(p, decodeOutcome(msg.data));
       },
     });
     p.cleanup.push(() => sub.unsubscribe());
-    const recorded = await o.jsm.direct.getMessage(names.resultStream, { last_by_subj: names.result(p.req.callId, rc.replyInstance) }).catch(() => null);
-    if (recorded !== null) return settle(p, fromBinary(RelayedOutcomeSchema, recorded.data));
-    const firstDeadline = rc.call?.deadline ? timestampMs(rc.call.deadline) : 0;
-    const unknown = () =>
+    const recorded = () => o.jsm.direct.getMessage(names.resultStream, { last_by_subj: names.result(p.req.callId, rc.replyInstance) }).catch(() => null);
+    const now = await recorded();
+    if (now !== null) return settle(p, decodeOutcome(now.data));
+    const giveUp = async () => {
+      const last = await recorded();
+      if (last !== null) return settle(p, decodeOutcome(last.data));
       settle(p, new ConnectError("the first call with this call_id ended without a recorded outcome; it may have run", Code.Unavailable));
-    const wait = firstDeadline + joinGraceMs - Date.now();
-    if (wait <= 0) return unknown();
-    const t = setTimeout(unknown, wait);
+    };
+    const wait = rc.deadlineMs + joinGraceMs - Date.now();
+    if (wait <= 0) return giveUp();
+    const t = setTimeout(() => void giveUp(), wait);
     p.cleanup.push(() => clearTimeout(t));
   }
 
@@ -254,12 +271,13 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
         );
       }
       perUser.set(req.userId, count + 1);
-      let resolve!: (v: RelayedOutcome) => void;
+      let resolve!: (v: Outcome) => void;
       let reject!: (e: ConnectError) => void;
-      const promise = new Promise<RelayedOutcome>((res, rej) => ((resolve = res), (reject = rej)));
-      const p: Pending = { req, published: false, joined: false, sessionId: "", instance: "", settled: false, stop: new AbortController(), cleanup: [], resolve, reject, promise };
+      const promise = new Promise<Outcome>((res, rej) => ((resolve = res), (reject = rej)));
+      const p: Pending = { req, published: false, joined: false, sessionId: "", instance: "", settled: false, deadline: undefined, cleanup: [], resolve, reject, promise };
       pending.set(req.callId, p);
-      const onDeadline = () => {
+      p.deadline = wheel.add(req.deadline, () => {
+        p.deadline = undefined;
         if (p.published) {
           sendCancel(p, "the deadline passed");
           fail(p, Code.DeadlineExceeded, "the call's deadline passed before the device answered; it may have run");
@@ -268,15 +286,14 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
         } else if (req.waitForDevice) {
           settle(p, new ConnectError("no eligible device of the user connected before the deadline", Code.Unavailable));
         } else settle(p, new ConnectError("the call's deadline passed", Code.DeadlineExceeded));
-      };
-      const timer = setTimeout(onDeadline, Math.max(0, req.deadline - Date.now()));
-      p.cleanup.push(() => clearTimeout(timer));
+      });
       if (signal !== undefined) {
         const onAbort = () => {
-          if (p.published) sendCancel(p, "the caller gave up");
           const reason = signal.reason instanceof ConnectError ? signal.reason : new ConnectError("the call was cancelled", Code.Canceled);
-          if (p.published) fail(p, reason.code, reason.rawMessage);
-          else settle(p, reason);
+          if (p.published) {
+            sendCancel(p, "the caller gave up");
+            fail(p, reason.code, reason.rawMessage);
+          } else settle(p, reason);
         };
         if (signal.aborted) onAbort();
         else {
@@ -293,7 +310,8 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
       return pending.size;
     },
     stop() {
-      results.unsubscribe();
+      for (const s of subs) s.unsubscribe();
+      wheel.stop();
       for (const p of [...pending.values()]) settle(p, new ConnectError("the gateway is shutting down; retry", Code.Unavailable));
     },
   };
@@ -301,33 +319,36 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
 
 /** Picks the device: the named one, else the most recently connected live one offering the tool. */
 function choose(record: PresenceRecord, req: CallRequest, beats: GatewayBeats): { entry?: PresenceEntry; error: ConnectError } {
-  let candidates = record.entries.filter((e) => e.device !== undefined && beats.isAlive(e.device.gatewayInstance));
-  if (req.requestedDeviceId !== "") candidates = candidates.filter((e) => e.device!.deviceId === req.requestedDeviceId);
-  if (candidates.length === 0) {
-    const what = req.requestedDeviceId === "" ? "no device of the user is connected" : `device ${req.requestedDeviceId} is not connected`;
-    return { error: new ConnectError(what, Code.Unavailable) };
-  }
   let best: PresenceEntry | undefined;
   let bestTime = -1;
-  for (const e of candidates) {
-    if (!e.device!.tools.some((t) => t.name === req.tool)) continue;
-    const t = e.device!.connectTime ? timestampMs(e.device!.connectTime) : 0;
+  let connected = 0;
+  for (const e of record.entries) {
+    const d = e.device;
+    if (d === undefined || !beats.isAlive(d.gatewayInstance)) continue;
+    if (req.requestedDeviceId !== "" && d.deviceId !== req.requestedDeviceId) continue;
+    connected++;
+    if (!d.tools.some((t) => t.name === req.tool)) continue;
+    const t = d.connectTime ? timestampMs(d.connectTime) : 0;
     if (t > bestTime) {
       best = e;
       bestTime = t;
     }
   }
-  if (best === undefined) {
-    return { error: new ConnectError(`no connected device of the user offers the tool "${req.tool}"`, Code.FailedPrecondition) };
+  if (best !== undefined) return { entry: best, error: undefined as never };
+  if (connected === 0) {
+    const what = req.requestedDeviceId === "" ? "no device of the user is connected" : `device ${req.requestedDeviceId} is not connected`;
+    return { error: new ConnectError(what, Code.Unavailable) };
   }
-  return { entry: best, error: undefined as never };
+  return { error: new ConnectError(`no connected device of the user offers the tool "${req.tool}"`, Code.FailedPrecondition) };
 }
 
 function sameRequest(a: CallRequest, b: CallRequest): boolean {
   return a.userId === b.userId && a.requestedDeviceId === b.requestedDeviceId && a.tool === b.tool && Buffer.compare(a.argsBytes, b.argsBytes) === 0;
 }
 
-function sameRelayed(rc: RelayedToolCall, req: CallRequest): boolean {
-  const args = structBytes(rc.call?.arguments);
-  return rc.userId === req.userId && rc.requestedDeviceId === req.requestedDeviceId && rc.call?.tool === req.tool && Buffer.compare(args, req.argsBytes) === 0;
+function sameRelayed(rc: RelayedCall, req: CallRequest): boolean {
+  if (rc.userId !== req.userId || rc.requestedDeviceId !== req.requestedDeviceId) return false;
+  // The first call's ToolCall bytes, re-encoded from its parts for comparison.
+  const expected = encodeToolCall(req.callId, req.tool, req.argsBytes, rc.deadlineMs);
+  return Buffer.compare(rc.toolCall, expected) === 0;
 }

@@ -2,11 +2,12 @@
  * DeviceService: CallTool (through calls.ts), ListDevices (a fresh read of
  * presence, dead instances filtered out) and IssueDeviceTicket.
  */
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary } from "@bufbuild/protobuf";
 import { durationMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { randomBytes } from "node:crypto";
 import { DeviceSchema, DeviceService, type Device } from "../gen/switchyard/device/v1/device_pb.js";
+import { ToolResultSchema } from "../gen/switchyard/device/v1/device_frame_pb.js";
 import { register, type ServiceRegistration } from "../platform/rpc/pipeline.js";
 import { actingUser, isService, principalOf } from "./auth.js";
 import type { GatewayBeats } from "./beats.js";
@@ -58,10 +59,13 @@ export function deviceService(d: DeviceServiceDeps): ServiceRegistration {
       const deadline = Date.now() + Math.min(timeout, rpcLeft ?? timeout);
       const callId = req.callId || randomBytes(16).toString("base64url");
       const o = await d.caller.call(
-        { callId, userId, requestedDeviceId: req.deviceId, tool: req.tool, arguments: req.arguments, argsBytes, deadline, waitForDevice: req.waitForDevice },
+        { callId, userId, requestedDeviceId: req.deviceId, tool: req.tool, argsBytes, deadline, waitForDevice: req.waitForDevice },
         ctx.signal,
       );
-      const outcome = o.outcome.case === "result" ? o.outcome : o.outcome.case === "error" ? o.outcome : { case: undefined };
+      if (o.toolResult === undefined) throw new ConnectError("the call ended without an outcome", Code.Internal);
+      // The device's ToolResult, decoded once, here.
+      const r = fromBinary(ToolResultSchema, o.toolResult);
+      const outcome = r.outcome.case === "result" || r.outcome.case === "error" ? r.outcome : { case: undefined };
       return { callId, deviceId: o.deviceId, outcome };
     },
 

@@ -3,34 +3,28 @@
  * to and from them. Calls for this instance arrive on one core subject (the
  * RePublish of the call stream); each names the connection it is for, and
  * only that connection receives it, and only before its deadline. Outcomes
- * go to the result stream with "expected last subject sequence 0", so each
- * call has one recorded outcome whoever decides it. A connection that closes
- * fails its calls in flight at once.
+ * go straight to the caller's result subject and are recorded in the result
+ * stream with "expected last subject sequence 0", so each call has one
+ * recorded outcome whoever decides it. A connection that closes fails its
+ * calls in flight at once.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { durationFromMs, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
-import type { JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import type { WebSocket } from "ws";
-import { DeviceFrameSchema, WelcomeSchema, type Hello, type ToolResult } from "../gen/switchyard/device/v1/device_frame_pb.js";
-import {
-  GatewayControlSchema,
-  PresenceEntrySchema,
-  RelayFailureSchema,
-  RelayedOutcomeSchema,
-  RelayedToolCallSchema,
-  type RelayedOutcome,
-  type RelayedToolCall,
-} from "../gen/switchyard/device/v1/relay_pb.js";
+import { DeviceFrameSchema, WelcomeSchema, type Hello } from "../gen/switchyard/device/v1/device_frame_pb.js";
+import { GatewayControlSchema, PresenceEntrySchema } from "../gen/switchyard/device/v1/relay_pb.js";
 import type { Principal } from "../platform/auth/principal.js";
 import type { Logger } from "../platform/log.js";
 import type { VerifyAccessToken } from "./auth.js";
 import type { FrameProtocol } from "./codec.js";
+import { createDeadlineWheel } from "./deadlines.js";
 import type { Notifications } from "./notifications.js";
 import type { PresenceStore } from "./presence.js";
-import { DeviceSession, type Inflight, type SessionHost } from "./session.js";
+import { DeviceSession, type SessionHost } from "./session.js";
 import type { GatewayNames } from "./subjects.js";
+import { decodeRelayedCall, encodeOutcome, sendOutcome, toolCallFrame, type Outcome, type RelayedCall } from "./wire.js";
 
 /** Limits of the hub. */
 export interface HubLimits {
@@ -45,7 +39,6 @@ export interface HubLimits {
 /** What the hub needs. */
 export interface HubOptions {
   readonly nc: NatsConnection;
-  readonly js: JetStreamClient;
   readonly names: GatewayNames;
   readonly instanceId: string;
   readonly presence: PresenceStore;
@@ -82,48 +75,40 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
     else inflightPerUser.set(userId, n);
   };
 
-  /** Records the call's outcome (first writer wins; a later one is dropped). */
-  const record = (rc: RelayedToolCall, outcome: Omit<RelayedOutcome, "$typeName" | "callId">) => {
-    const callId = rc.call!.callId;
-    const msg = create(RelayedOutcomeSchema, { ...outcome, callId });
-    o.js
-      .publish(names.result(callId, rc.replyInstance), toBinary(RelayedOutcomeSchema, msg), { expect: { lastSubjectSequence: 0 }, timeout: 5_000 })
-      .catch((err: unknown) => {
-        if (!/wrong last sequence/i.test((err as Error).message)) log.warn({ callId, err: String(err) }, "recording a tool-call outcome failed");
-      });
-  };
-  const failCall = (rc: RelayedToolCall, code: Code, message: string) =>
-    record(rc, { sessionId: rc.sessionId, deviceId: rc.deviceId, outcome: { case: "failure", value: create(RelayFailureSchema, { code, message }) } });
+  const wheel = createDeadlineWheel(25);
 
-  const deliver = (s: DeviceSession, rc: RelayedToolCall) => {
-    const call = rc.call!;
-    const left = timestampMs(call.deadline!) - Date.now();
-    if (left <= 0) return bump(s.userId, -1); // never delivered after its deadline; the caller reports it
-    const timer = setTimeout(() => {
-      if (s.inflight.get(call.callId)?.rc !== rc) return;
-      s.inflight.delete(call.callId);
+  /** Sends the call's outcome to its caller and records it (first writer wins). */
+  const finish = (rc: RelayedCall, outcome: Omit<Outcome, "callId">) => {
+    sendOutcome(o.nc, names.resultDelivered(rc.callId, rc.replyInstance), names.result(rc.callId, rc.replyInstance), encodeOutcome({ ...outcome, callId: rc.callId }));
+  };
+  const failCall = (rc: RelayedCall, code: Code, message: string) => finish(rc, { sessionId: rc.sessionId, deviceId: rc.deviceId, failure: { code, message } });
+
+  const deliver = (s: DeviceSession, rc: RelayedCall) => {
+    const deadline = rc.deadlineMs;
+    if (deadline <= Date.now()) return bump(s.userId, -1); // never delivered after its deadline; the caller reports it
+    const handle = wheel.add(deadline, () => {
+      if (s.inflight.get(rc.callId)?.rc !== rc) return;
+      s.inflight.delete(rc.callId);
       bump(s.userId, -1);
-      s.send(create(DeviceFrameSchema, { frame: { case: "cancelToolCall", value: { callId: call.callId, reason: "the deadline passed" } } }));
-    }, left);
-    s.inflight.set(call.callId, { rc, timer });
-    s.send(create(DeviceFrameSchema, { frame: { case: "toolCall", value: call } }));
+      s.send(create(DeviceFrameSchema, { frame: { case: "cancelToolCall", value: { callId: rc.callId, reason: "the deadline passed" } } }));
+    });
+    s.inflight.set(rc.callId, { rc, deadline: handle });
+    s.sendFrameBytes(toolCallFrame(rc.toolCall));
   };
 
   const onCall = (data: Uint8Array) => {
-    let rc: RelayedToolCall;
+    let rc: RelayedCall;
     try {
-      rc = fromBinary(RelayedToolCallSchema, data);
+      rc = decodeRelayedCall(data);
     } catch {
       return log.warn("undecodable relayed tool call");
     }
-    const call = rc.call;
-    if (call === undefined || call.deadline === undefined) return;
-    if (Date.now() >= timestampMs(call.deadline)) return; // the caller gave up already: never deliver
+    if (Date.now() >= rc.deadlineMs) return; // the caller gave up already: never deliver
     const s = sessions.get(rc.sessionId);
     if (s === undefined || s.closed || s.userId !== rc.userId) {
       return failCall(rc, Code.Unavailable, "the device is no longer connected; the call was not delivered");
     }
-    if (s.inflight.has(call.callId) || s.early.some((e) => e.call!.callId === call.callId)) return;
+    if (s.inflight.has(rc.callId) || s.early.some((e) => e.callId === rc.callId)) return;
     if ((inflightPerUser.get(rc.userId) ?? 0) >= limits.maxInflightPerUser) {
       return failCall(rc, Code.ResourceExhausted, `too many calls in flight on the user's devices (${limits.maxInflightPerUser}); retry later`);
     }
@@ -143,14 +128,14 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
     else if (c.case === "cancel") {
       const s = sessions.get(c.value.sessionId);
       if (s === undefined) return;
-      const i = s.early.findIndex((e) => e.call!.callId === c.value.callId);
+      const i = s.early.findIndex((e) => e.callId === c.value.callId);
       if (i >= 0) {
         s.early.splice(i, 1);
         bump(s.userId, -1);
       }
       const inflight = s.inflight.get(c.value.callId);
       if (inflight !== undefined) {
-        clearTimeout(inflight.timer);
+        wheel.cancel(inflight.deadline);
         s.inflight.delete(c.value.callId);
         bump(s.userId, -1);
         s.send(create(DeviceFrameSchema, { frame: { case: "cancelToolCall", value: { callId: c.value.callId, reason: c.value.reason } } }));
@@ -220,13 +205,12 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
       await attachment.start();
     },
 
-    toolResult(s, inflight, r: ToolResult) {
+    toolResult(s, inflight, toolResult) {
       const rc = inflight.rc;
-      clearTimeout(inflight.timer);
-      s.inflight.delete(rc.call!.callId);
+      wheel.cancel(inflight.deadline);
+      s.inflight.delete(rc.callId);
       bump(s.userId, -1);
-      const outcome = r.outcome.case === "result" ? ({ case: "result", value: r.outcome.value } as const) : ({ case: "error", value: r.outcome.value! } as const);
-      record(rc, { sessionId: s.id, deviceId: rc.deviceId, outcome });
+      finish(rc, { sessionId: s.id, deviceId: rc.deviceId, toolResult });
     },
 
     closed(s) {
@@ -238,8 +222,8 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
         bump(s.userId, -1);
         failCall(rc, Code.Unavailable, "the device disconnected before the call was delivered");
       }
-      for (const { rc, timer } of s.inflight.values()) {
-        clearTimeout(timer);
+      for (const { rc, deadline } of s.inflight.values()) {
+        wheel.cancel(deadline);
         bump(s.userId, -1);
         failCall(rc, Code.Unavailable, "the device disconnected while the call was in flight; it may have run");
       }
@@ -274,6 +258,7 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
     },
     async stop() {
       clearInterval(sweepTimer);
+      wheel.stop();
       for (const sub of subs) sub.unsubscribe();
       for (const s of [...sessions.values()]) s.fatal(Code.Unavailable, "the gateway is shutting down: reconnect");
       await Promise.allSettled([...removals]);

@@ -5,6 +5,7 @@
  * share one view. See gateway/README.md for the design.
  */
 import { jetstream } from "@nats-io/jetstream";
+import { Gauge } from "prom-client";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ServiceModule } from "../platform/service.js";
 import type { VerifyAccessToken } from "./auth.js";
@@ -48,7 +49,6 @@ export const gateway: ServiceModule = {
     const notifications = createNotifications(nc, js, store.jsm, names, log);
     const hub = createDeviceHub({
       nc,
-      js,
       names,
       instanceId: ctx.instanceId,
       presence,
@@ -66,7 +66,6 @@ export const gateway: ServiceModule = {
     });
     const caller = createToolCaller({
       nc,
-      js,
       jsm: store.jsm,
       names,
       instanceId: ctx.instanceId,
@@ -76,6 +75,22 @@ export const gateway: ServiceModule = {
       log,
     });
     const tickets = createTickets(store.tickets);
+    new Gauge({
+      name: "gateway_device_connections",
+      help: "Device WebSockets open on this instance",
+      registers: [ctx.metrics.registry],
+      collect() {
+        this.set(hub.size);
+      },
+    });
+    new Gauge({
+      name: "gateway_tool_calls_pending",
+      help: "Tool calls made from this instance that wait for a device or its outcome",
+      registers: [ctx.metrics.registry],
+      collect() {
+        this.set(caller.pendingCount);
+      },
+    });
 
     void (async () => {
       for await (const s of nc.status()) {

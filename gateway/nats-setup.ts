@@ -51,8 +51,7 @@ export async function ensureGatewayStore(nc: NatsConnection, n: GatewayNames, op
     max_age: CALL_RETENTION_MS * 1e6,
     max_bytes: 1024 ** 3,
     discard: "old" as never,
-    allow_direct: true,
-    republish: { src: `${p}.toolres.>`, dest: `${p}.results.>` },
+    allow_direct: true, // retries read a call's outcome with a direct get
   });
   await ensureStream(jsm, {
     name: n.notifyStream,

@@ -27,8 +27,8 @@ interface Cached {
 export interface PresenceCache {
   /** The user's presence record (all entries; filter liveness yourself). */
   get(userId: string): PresenceRecord | Promise<PresenceRecord>;
-  /** Resolves at the next change of the user's record, or when `signal` aborts. */
-  changed(userId: string, signal: AbortSignal): Promise<void>;
+  /** Calls `fn` once at the next change of the user's record (or when it is dropped from the cache); returns a cancel function. */
+  onChange(userId: string, fn: () => void): () => void;
   /** Forgets everything (after a reconnect: changes may have been missed). */
   clear(): void;
 }
@@ -98,18 +98,14 @@ export function createPresenceCache(nc: NatsConnection, kv: KV, names: GatewayNa
       const cc = c;
       return c.ready.then(() => cc.record);
     },
-    changed(userId, signal) {
+    onChange(userId, fn) {
       const c = users.get(userId);
-      if (c === undefined || signal.aborted) return Promise.resolve();
-      return new Promise((resolve) => {
-        const done = () => {
-          signal.removeEventListener("abort", done);
-          c.waiters.delete(done);
-          resolve();
-        };
-        c.waiters.add(done);
-        signal.addEventListener("abort", done, { once: true });
-      });
+      if (c === undefined) {
+        queueMicrotask(fn);
+        return () => {};
+      }
+      c.waiters.add(fn);
+      return () => c.waiters.delete(fn);
     },
     clear() {
       for (const userId of [...users.keys()]) drop(userId);

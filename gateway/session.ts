@@ -4,7 +4,7 @@
  * bounded send queue. What a frame means for presence, calls and
  * notifications is the hub's business (hub.ts).
  */
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { randomBytes } from "node:crypto";
@@ -18,17 +18,18 @@ import {
   type ToolResult,
   type Welcome,
 } from "../gen/switchyard/device/v1/device_frame_pb.js";
-import type { RelayedToolCall } from "../gen/switchyard/device/v1/relay_pb.js";
 import type { Principal } from "../platform/auth/principal.js";
 import type { Logger } from "../platform/log.js";
 import { findViolation } from "../platform/middleware/validate.js";
 import type { VerifyAccessToken } from "./auth.js";
-import { decodeFrame, encodeFrame, type FrameProtocol } from "./codec.js";
+import { decodeFrame, encodeFrame, PROTO_PROTOCOL, type FrameProtocol } from "./codec.js";
+import type { DeadlineHandle } from "./deadlines.js";
+import { peekToolResult, type RelayedCall } from "./wire.js";
 
 /** A call delivered to this connection and not yet answered. */
 export interface Inflight {
-  readonly rc: RelayedToolCall;
-  readonly timer: NodeJS.Timeout;
+  readonly rc: RelayedCall;
+  readonly deadline: DeadlineHandle;
 }
 
 /** What a session asks of the hub. */
@@ -39,8 +40,8 @@ export interface SessionHost {
   readonly maxSendBufferBytes: number;
   /** Registers the device (presence, notifications) and sends welcome; fatal errors close the session. */
   hello(s: DeviceSession, hello: Hello): Promise<void>;
-  /** A tool_result for a call this session has in flight. */
-  toolResult(s: DeviceSession, inflight: Inflight, result: ToolResult): void;
+  /** A tool_result (its encoding) for a call this session has in flight. */
+  toolResult(s: DeviceSession, inflight: Inflight, toolResult: Uint8Array): void;
   /** The socket closed (for whatever reason); runs once. */
   closed(s: DeviceSession): void;
 }
@@ -62,7 +63,7 @@ export class DeviceSession {
   welcome: Welcome | undefined;
   readonly inflight = new Map<string, Inflight>();
   /** Calls that arrived between presence registration and welcome. */
-  readonly early: RelayedToolCall[] = [];
+  readonly early: RelayedCall[] = [];
   private tokens: number;
   private refilledAt = Date.now();
   private authTimer: NodeJS.Timeout | undefined;
@@ -91,7 +92,16 @@ export class DeviceSession {
   /** Sends a frame; a device whose send queue is over the bound is disconnected (false). */
   send(frame: DeviceFrame): boolean {
     if (this.closed) return false;
-    const data = encodeFrame(this.protocol, frame);
+    return this.sendEncoded(encodeFrame(this.protocol, frame));
+  }
+
+  /** Sends an already encoded binary DeviceFrame (decoded first for a JSON connection). */
+  sendFrameBytes(frame: Uint8Array): boolean {
+    if (this.closed) return false;
+    return this.sendEncoded(this.protocol === PROTO_PROTOCOL ? frame : encodeFrame(this.protocol, fromBinary(DeviceFrameSchema, frame)));
+  }
+
+  private sendEncoded(data: Uint8Array | string): boolean {
     if (this.ws.bufferedAmount + (typeof data === "string" ? data.length : data.byteLength) > this.host.maxSendBufferBytes) {
       this.host.log.warn({ session: this.id, queued: this.ws.bufferedAmount }, "device too slow: send queue full; disconnecting");
       this.terminate();
@@ -165,6 +175,17 @@ export class DeviceSession {
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (this.closed) return;
     this.lastSeen = Date.now();
+    if (isBinary && this.protocol === PROTO_PROTOCOL && this.helloReceived) {
+      // The hot path: a result for a call in flight, relayed as the device encoded it.
+      let peeked;
+      try {
+        peeked = peekToolResult(data);
+      } catch {
+        /* malformed: the full decode below says so */
+      }
+      const inflight = peeked?.kind === "result" ? this.inflight.get(peeked.callId) : undefined;
+      if (inflight !== undefined) return this.host.toolResult(this, inflight, peeked!.toolResult);
+    }
     let frame: DeviceFrame;
     try {
       frame = decodeFrame(this.protocol, data, isBinary);
@@ -216,7 +237,7 @@ export class DeviceSession {
     const inflight = this.inflight.get(r.callId);
     if (inflight === undefined) return this.error(Code.NotFound, "no pending call with this call_id on this connection", r.callId);
     if (r.outcome.case === undefined) return this.error(Code.InvalidArgument, "tool_result: exactly one of result or error must be set", r.callId);
-    this.host.toolResult(this, inflight, r);
+    this.host.toolResult(this, inflight, toBinary(ToolResultSchema, r));
   }
 
   private async onReauthenticate(token: string): Promise<void> {

@@ -32,6 +32,10 @@ export interface GatewayNames {
   resultDelivered(callId: string, replyInstance: string): string;
   /** Core subject an instance receives all its calls' outcomes on. */
   resultsOf(instance: string): string;
+  /** Reply subject of the JetStream ack of a call's publication. */
+  ack(instance: string, callId: string): string;
+  /** Core subject an instance receives all its publication acks on. */
+  acksOf(instance: string): string;
   /** Stream subject of a user's notifications. */
   notify(user: string): string;
   /** Core subject (RePublish) of a user's stored notifications. */
@@ -62,6 +66,8 @@ export function gatewayNames(p: string): GatewayNames {
     result: (callId, inst) => `${p}.toolres.${safe(callId, "call id")}.${safe(inst, "instance id")}`,
     resultDelivered: (callId, inst) => `${p}.results.${safe(callId, "call id")}.${safe(inst, "instance id")}`,
     resultsOf: (instance) => `${p}.results.*.${safe(instance, "instance id")}`,
+    ack: (instance, callId) => `${p}.ack.${safe(instance, "instance id")}.${safe(callId, "call id")}`,
+    acksOf: (instance) => `${p}.ack.${safe(instance, "instance id")}.*`,
     notify: (user) => `${p}.notify.${userToken(user)}`,
     notified: (user) => `${p}.notified.${userToken(user)}`,
     presence: (user) => `${p}.presence.${userToken(user)}`,

@@ -87,16 +87,6 @@ async function startGateway(extraArgs: string[] = [], script = "platform/main.ts
   return { child, port, stderr: () => err };
 }
 
-const tsx = ["--import", "tsx"];
-const user = "bench-user";
-const [holder, front, floorRelay, redisRelay] = await Promise.all([
-  startGateway(),
-  startGateway(),
-  start([...tsx, "bench/toolcall/relay.ts", "nats", nats], {}, /port (\d+)/),
-  start([...tsx, "bench/toolcall/relay.ts", "redis", nats], {}, /port (\d+)/),
-]);
-const device = await start([...tsx, "bench/toolcall/device.ts", String(holder.port), await mint(user), floorRelay.match[1]!, redisRelay.match[1]!], {}, /ready/);
-
 interface Row {
   inflight: number;
   n: number;
@@ -106,48 +96,70 @@ interface Row {
   cpuUsPerCall: Record<string, number>;
 }
 const results = new Map<string, Row[]>();
-{
-  const natsPort = new URL(nats).port || "4222";
-  const natsPid = Number(/:(\d+)\s.*pid=(\d+)/.exec(execSync("ss -ltnpH").toString().split("\n").find((l) => l.includes(`:${natsPort} `) && l.includes("nats-server")) ?? "")?.[2] ?? 0);
-  const pids = { "nats-server": natsPid, holder: holder.child.pid!, device: device.child.pid!, "relay-nats": floorRelay.child.pid!, "relay-redis": redisRelay.child.pid!, "gateway A": front.child.pid!, redis: Number(execSync("pgrep -x redis-server || true").toString().trim().split("\n")[0] || 0) };
-  const config = { pids, natsUrl: nats, prefix, userId: user, rpcPort: front.port, serviceToken: await mint("bench-agent", ["service"]), calls1: Number(values.calls1), calls64: Number(values.calls64), only: values.only ? values.only.split(",") : [] };
-  const caller = spawn(process.execPath, [...tsx, "bench/toolcall/caller.ts", JSON.stringify(config)], { stdio: ["ignore", "pipe", "inherit"] });
-  children.push(caller);
-  let out = "";
-  caller.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-  const code = await new Promise<number | null>((r) => caller.once("exit", r));
-  if (code !== 0) throw new Error(`caller failed (${code}):\n${out}`);
-  for (const line of out.trim().split("\n")) {
-    const r = JSON.parse(line) as { name: string; rows: Row[] };
-    results.set(r.name, r.rows);
-  }
-}
-for (const c of [device.child, floorRelay.child, redisRelay.child, front.child, holder.child]) c.kill("SIGKILL");
-
-// Memory of idle sockets on a fresh gateway.
+let offline: { cached: number; fresh: number } | undefined;
+let base: NodeJS.MemoryUsage;
+let loaded: NodeJS.MemoryUsage;
+let openMs: number;
 const sockets = Number(values.sockets);
-const probe = await startGateway(["--expose-gc"], "bench/toolcall/gateway-probe.ts");
-const readMem = async () => {
-  const before = probe.stderr().length;
-  probe.child.kill("SIGUSR2");
-  for (let i = 0; i < 100; i++) {
-    const m = /MEM (\{.*\})/.exec(probe.stderr().slice(before));
-    if (m) return JSON.parse(m[1]!) as NodeJS.MemoryUsage;
-    await new Promise((r) => setTimeout(r, 50));
+try {
+  const tsx = ["--import", "tsx"];
+  const user = "bench-user";
+  const [holder, front, floorRelay, redisRelay] = await Promise.all([
+    startGateway(),
+    startGateway(),
+    start([...tsx, "bench/toolcall/relay.ts", "nats", nats], {}, /port (\d+)/),
+    start([...tsx, "bench/toolcall/relay.ts", "redis", nats], {}, /port (\d+)/),
+  ]);
+  const device = await start([...tsx, "bench/toolcall/device.ts", String(holder.port), floorRelay.match[1]!, redisRelay.match[1]!], { BENCH_DEVICE_TOKEN: await mint(user) }, /ready/);
+
+  {
+    const natsPort = new URL(nats).port || "4222";
+    const natsPid = Number(/:(\d+)\s.*pid=(\d+)/.exec(execSync("ss -ltnpH").toString().split("\n").find((l) => l.includes(`:${natsPort} `) && l.includes("nats-server")) ?? "")?.[2] ?? 0);
+    const pids = { "nats-server": natsPid, holder: holder.child.pid!, device: device.child.pid!, "relay-nats": floorRelay.child.pid!, "relay-redis": redisRelay.child.pid!, "gateway A": front.child.pid!, redis: Number(execSync("pgrep -x redis-server || true").toString().trim().split("\n")[0] || 0) };
+    const config = { pids, natsUrl: nats, prefix, userId: user, rpcPort: front.port, calls1: Number(values.calls1), calls64: Number(values.calls64), only: values.only ? values.only.split(",") : [] };
+    const caller = spawn(process.execPath, [...tsx, "bench/toolcall/caller.ts", JSON.stringify(config)], {
+      env: { ...process.env, BENCH_SERVICE_TOKEN: await mint("bench-agent", ["service"]) },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    children.push(caller);
+    let out = "";
+    caller.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+    const code = await new Promise<number | null>((r) => caller.once("exit", r));
+    if (code !== 0) throw new Error(`caller failed (${code}):\n${out}`);
+    for (const line of out.trim().split("\n")) {
+      const r = JSON.parse(line) as { name: string; rows: Row[]; cachedP50?: number; freshP50?: number };
+      if (r.name === "offline") offline = { cached: r.cachedP50!, fresh: r.freshP50! };
+      else results.set(r.name, r.rows);
+    }
   }
-  throw new Error("the gateway did not report its memory");
-};
-const base = await readMem();
-const privateJwk = JSON.stringify(await exportJWK(privateKey));
-const t0 = Date.now();
-const holderOfSockets = await start([...tsx, "bench/toolcall/sockets.ts", String(probe.port), String(sockets), privateJwk, kid], {}, /ready (\d+)/);
-const openMs = Date.now() - t0;
-await new Promise((r) => setTimeout(r, 1000)); // let the last presence writes and timers settle
-const loaded = await readMem();
-holderOfSockets.child.kill("SIGKILL");
-probe.child.kill("SIGKILL");
-await dropPrefix(nats, prefix);
-jwksServer.close();
+  for (const c of [device.child, floorRelay.child, redisRelay.child, front.child, holder.child]) c.kill("SIGKILL");
+
+  // Memory of idle sockets on a fresh gateway.
+  const probe = await startGateway(["--expose-gc"], "bench/toolcall/gateway-probe.ts");
+  const readMem = async () => {
+    const before = probe.stderr().length;
+    probe.child.kill("SIGUSR2");
+    for (let i = 0; i < 100; i++) {
+      const m = /MEM (\{.*\})/.exec(probe.stderr().slice(before));
+      if (m) return JSON.parse(m[1]!) as NodeJS.MemoryUsage;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error("the gateway did not report its memory");
+  };
+  base = await readMem();
+  const privateJwk = JSON.stringify(await exportJWK(privateKey));
+  const t0 = Date.now();
+  const holderOfSockets = await start([...tsx, "bench/toolcall/sockets.ts", String(probe.port), String(sockets), kid], { BENCH_PRIVATE_JWK: privateJwk }, /ready (\d+)/);
+  openMs = Date.now() - t0;
+  await new Promise((r) => setTimeout(r, 1000)); // let the last presence writes and timers settle
+  loaded = await readMem();
+  holderOfSockets.child.kill("SIGKILL");
+  probe.child.kill("SIGKILL");
+} finally {
+  for (const c of children) c.kill("SIGKILL");
+  await dropPrefix(nats, prefix).catch(() => undefined);
+  jwksServer.close();
+}
 
 // Report.
 const f = (n: number, d = 3) => n.toFixed(d);
@@ -170,11 +182,14 @@ for (const inflight of [1, 64]) {
     );
   }
 }
-console.log(`\nCPU time per call at 64 in flight, µs (user+system, by process):`);
-for (const [name, rows] of results) {
-  const r = rows.find((x) => x.inflight === 64)!;
-  const parts = Object.entries(r.cpuUsPerCall).filter(([, v]) => v > 0.5).map(([k, v]) => `${k} ${f(v, 0)}`);
-  console.log(`  ${labels[name]!.padEnd(34)} ${parts.join(", ")}`);
+console.log(`\nCPU time per call, µs (user+system, by process; 10 ms clock ticks, so rough at small counts):`);
+for (const inflight of [1, 64]) {
+  for (const [name, rows] of results) {
+    const r = rows.find((x) => x.inflight === inflight)!;
+    const parts = Object.entries(r.cpuUsPerCall).filter(([, v]) => v > 0.5).map(([k, v]) => `${k} ${f(v, 0)}`);
+    const sum = Object.values(r.cpuUsPerCall).reduce((a, b) => a + b, 0);
+    console.log(`  ${labels[name]!.padEnd(34)} ${String(inflight).padStart(2)}: total ${f(sum, 0)}: ${parts.join(", ")}`);
+  }
 }
 const ours = results.get("switchyard") ?? floor;
 const ours1 = ours.find((r) => r.inflight === 1)!;
@@ -182,6 +197,9 @@ const ours64 = ours.find((r) => r.inflight === 64)!;
 const fl1 = floor.find((r) => r.inflight === 1)!;
 console.log(`\ngoal: p50 at 1 in flight <= 1.5x floor: ${f(ours1.p50 / fl1.p50, 2)}x ${ours1.p50 <= 1.5 * fl1.p50 ? "(met)" : "(NOT met)"}`);
 console.log(`goal: >= 8000 calls/s at 64 in flight: ${f(ours64.cps, 0)} ${ours64.cps >= 8000 ? "(met)" : "(NOT met)"}`);
+if (offline) {
+  console.log(`"no device online" answered after p50 ${f(offline.cached)} ms (user's presence cached), ${f(offline.fresh)} ms (first call for the user: one KV read)`);
+}
 const mib = (b: number) => f(b / 2 ** 20, 1);
 console.log(`\nmemory: ${sockets} idle device sockets (hello done) on one gateway, opened in ${f(openMs / 1000, 1)} s`);
 console.log(`  heap used ${mib(base.heapUsed)} → ${mib(loaded.heapUsed)} MiB: ${f((loaded.heapUsed - base.heapUsed) / sockets / 1024, 1)} KiB per socket`);

@@ -2,15 +2,15 @@
  * Opens N idle device connections (one user each, hello sent, welcome
  * awaited) to a gateway and holds them; prints "ready N" when all are open.
  *
- *   node --import tsx bench/toolcall/sockets.ts <port> <n> <private JWK json> <kid>
+ *   BENCH_PRIVATE_JWK=<private JWK json> node --import tsx bench/toolcall/sockets.ts <port> <n> <kid>
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { importJWK, SignJWT } from "jose";
 import { WebSocket } from "ws";
 import { DeviceFrameSchema } from "../../gen/switchyard/device/v1/device_frame_pb.js";
 
-const [port, n, jwk, kid] = process.argv.slice(2) as [string, string, string, string];
-const key = await importJWK(JSON.parse(jwk), "ES256");
+const [port, n, kid] = process.argv.slice(2) as [string, string, string];
+const key = await importJWK(JSON.parse(process.env.BENCH_PRIVATE_JWK!), "ES256");
 const now = Math.floor(Date.now() / 1000);
 const sockets: WebSocket[] = [];
 

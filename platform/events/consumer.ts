@@ -261,7 +261,9 @@ export async function startConsumer<S extends DescMessage>(rt: ConsumerRuntime, 
       // Take along what has already arrived, without waiting for more.
       const batch = [first.value];
       while (batch.length < batchSize && messages.getPending() > 0) {
+        const DIAGp = messages.getPending(); const DIAGt = setTimeout(() => console.error(`DIAG blocked in batch fill: batch=${batch.length} getPending=${DIAGp} seqs=${batch.map((m) => m.seq).join(",")}`), 1000);
         const next = await it.next();
+        clearTimeout(DIAGt);
         if (next.done) break;
         batch.push(next.value);
       }

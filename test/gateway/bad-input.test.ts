@@ -66,6 +66,7 @@ describe("gateway bad input", () => {
   let a: GatewayProcess, b: GatewayProcess;
   let agent: ReturnType<typeof rpcClients>;
   const open: TestDevice[] = [];
+  const tickets: string[] = [];
   const device = async (...args: Parameters<typeof connectDevice>) => {
     const d = await connectDevice(...args);
     open.push(d);
@@ -85,6 +86,7 @@ describe("gateway bad input", () => {
       GATEWAY_MAX_FRAMES_PER_SECOND: String(FPS),
       GATEWAY_MAX_SEND_BUFFER_BYTES: String(64 * 1024),
       GATEWAY_ALLOWED_ORIGINS: ORIGIN,
+      LOG_LEVEL: "debug", // the most the gateways say, for the secrets check at the end
     };
     [a, b] = await Promise.all([startGateway(env), startGateway(env)]);
     agent = rpcClients(a.baseUrl, await keys.mint("agent-runner", { roles: ["service"] }));
@@ -126,21 +128,34 @@ describe("gateway bad input", () => {
       const user = newUser();
       const userToken = await keys.mint(user);
       const { ticket, expireTime } = await rpcClients(a.baseUrl, userToken).devices.issueDeviceTicket({});
+      tickets.push(ticket);
       assert.ok(Number(expireTime!.seconds) * 1000 <= Date.now() + 31_000);
       const d = await device(b.port, { ticket }); // issued on A, redeemed on B
       assert.equal(d.frames[0]!.frame.case, "welcome");
       assert.equal((await refusal(connectDevice(a.port, { ticket }))).status, 401, "a ticket opens one connection");
 
       const second = (await rpcClients(a.baseUrl, userToken).devices.issueDeviceTicket({})).ticket;
+      tickets.push(second);
       const otherToken = await keys.mint(newUser());
       assert.equal((await refusal(connectDevice(a.port, { ticket: second, token: otherToken }))).status, 401, "ticket and token of different users");
       assert.equal((await refusal(connectDevice(a.port, { ticket: "x".repeat(43) }))).status, 401);
       assert.equal(await rpcCode(agent.devices.issueDeviceTicket({})), Code.PermissionDenied);
     });
 
+    test("a ticket expires with the token that issued it", async () => {
+      const short = await keys.mint(newUser(), { ttlS: 2 });
+      const { ticket, expireTime } = await rpcClients(a.baseUrl, short).devices.issueDeviceTicket({});
+      tickets.push(ticket);
+      const expiresAt = Number(expireTime!.seconds) * 1000 + Math.floor(expireTime!.nanos / 1e6);
+      assert.ok(expiresAt <= Date.now() + 2_000);
+      await new Promise((r) => setTimeout(r, Math.max(0, expiresAt - Date.now()) + 50)); // a known instant, not a guess
+      assert.equal((await refusal(connectDevice(b.port, { ticket }))).status, 401);
+    });
+
     test("another user's token in reauthenticate closes the connection UNAUTHENTICATED", async () => {
       const user = newUser();
       const { ticket } = await rpcClients(a.baseUrl, await keys.mint(user)).devices.issueDeviceTicket({});
+      tickets.push(ticket);
       const d = await device(a.port, { ticket });
       d.send(create(DeviceFrameSchema, { frame: { case: "reauthenticate", value: { accessToken: await keys.mint(newUser()) } } }));
       const e = await errorFrame(d, true);
@@ -280,6 +295,16 @@ describe("gateway bad input", () => {
       await agent.devices.callTool({ userId: other, tool: "echo" });
       assert.equal(fine.calls.length, 1, "the gateway still serves others");
     });
+  });
+
+  test("no access token or ticket reaches the gateways' logs (at debug level)", () => {
+    for (const g of [a, b]) {
+      const out = g.output();
+      assert.ok(out.length > 0, "the gateways logged something");
+      assert.ok(!out.includes("eyJ"), "no JWT in the logs");
+      for (const t of tickets) assert.ok(!out.includes(t), "no ticket in the logs");
+      assert.ok(!/authorization/i.test(out) || !/Bearer /.test(out), "no Authorization header in the logs");
+    }
   });
 
   test("the JSON subprotocol carries the same frames as text", async () => {

@@ -103,6 +103,15 @@ describe("tool calls across gateway instances", () => {
     assert.equal(other.code, Code.PermissionDenied);
     const needsUser = await codeOf(agent.devices.callTool({ tool: "echo" }));
     assert.equal(needsUser.code, Code.InvalidArgument, "a service must name the user");
+    for (const [what, bad] of [
+      ["negative timeout", { tool: "echo", timeout: { seconds: -1n } }],
+      ["timeout over 300 s", { tool: "echo", timeout: { seconds: 301n } }],
+      ["bad tool name", { tool: "Not A Tool" }],
+      ["bad call id", { tool: "echo", callId: "a.b" }],
+      ["arguments over 256 KiB", { tool: "echo", arguments: { blob: "x".repeat(300 * 1024) } }],
+    ] as const) {
+      assert.equal((await codeOf(own.devices.callTool(bad))).code, Code.InvalidArgument, what);
+    }
   });
 
   test("with two devices of one user on two instances each call runs exactly once, retries included", async () => {
@@ -135,6 +144,15 @@ describe("tool calls across gateway instances", () => {
     assert.deepEqual(ran, [...Array.from({ length: 10 }, (_, i) => `once-${i}`), "twice"].sort(), "every call ran on exactly one device, once");
     // The most recently connected device offering the tool is chosen.
     assert.equal(d2.calls.length, 11);
+
+    // ListDevices pages by device_id.
+    const page1 = await agent.devices.listDevices({ userId: user, pageSize: 1 });
+    assert.deepEqual(page1.devices.map((x) => [x.deviceId, x.gatewayInstance]), [["laptop", a.instanceId]]);
+    const page2 = await agent.devices.listDevices({ userId: user, pageSize: 1, pageToken: page1.nextPageToken });
+    assert.deepEqual(page2.devices.map((x) => [x.deviceId, x.gatewayInstance]), [["phone", b.instanceId]]);
+    assert.equal(page2.nextPageToken, "");
+    const foreign = await codeOf(agent.devices.listDevices({ userId: newUser(), pageToken: page1.nextPageToken }));
+    assert.equal(foreign.code, Code.InvalidArgument);
   });
 
   test("no device online: UNAVAILABLE at once; devices without the tool: FAILED_PRECONDITION", async () => {
@@ -236,6 +254,29 @@ describe("tool calls across gateway instances", () => {
     const res = await pending;
     assert.equal(res.outcome.case, "error");
     assert.equal(res.outcome.value?.message, "user said no");
+  });
+
+  test("a gateway stopped with SIGTERM tells its devices to reconnect, fails its calls at once and leaves presence", async () => {
+    const d = await startGateway({
+      NATS_URL: nats,
+      AUTH_JWKS_URL: keys.jwksUrl,
+      GATEWAY_NATS_PREFIX: prefix,
+      GATEWAY_HEARTBEAT_MS: String(HEARTBEAT_MS),
+    });
+    try {
+      const user = newUser();
+      const dev = await connectDevice(d.port, { token: await keys.mint(user), onCall: () => undefined });
+      const pending = codeOf(agent.devices.callTool({ userId: user, tool: "echo", timeout: { seconds: 120n } }, { timeoutMs: 120_000 }));
+      await dev.waitFor((f) => f.frame.case === "toolCall", 10_000, "the tool call");
+      d.child.kill("SIGTERM");
+      const bye = await dev.waitFor((f) => f.frame.case === "error" && f.frame.value.fatal, 10_000, "the goodbye");
+      assert.equal(bye.frame.case === "error" && bye.frame.value.code, Code.Unavailable);
+      assert.equal(await dev.closed, 4000 + Code.Unavailable);
+      assert.equal((await pending).code, Code.Unavailable);
+      await eventually(async () => (await agent.devices.listDevices({ userId: user })).devices.length === 0, 5_000, "the device to leave presence");
+    } finally {
+      await d.kill("SIGKILL");
+    }
   });
 
   test("gateway C killed with SIGKILL mid-call: UNAVAILABLE within a few seconds, presence follows, and the call never runs twice", async () => {

@@ -1,0 +1,62 @@
+/**
+ * The hand-written hot-path codecs write and read the same bytes as the
+ * generated protobuf-es code, so every instance (and any other client of
+ * relay.proto) agrees on them.
+ */
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { DeviceFrameSchema, ToolCallSchema, ToolResultSchema } from "../gen/switchyard/device/v1/device_frame_pb.js";
+import { RelayedOutcomeSchema, RelayedToolCallSchema } from "../gen/switchyard/device/v1/relay_pb.js";
+import { structBytes } from "./codec.js";
+import { decodeOutcome, decodeRelayedCall, encodeOutcome, encodeRelayedCall, encodeToolCall, peekToolResult, toolCallFrame } from "./wire.js";
+
+const args = { path: "/tmp/é", list: [1, "two", { three: true }], nested: { n: null } };
+
+test("a ToolCall encoded by hand decodes with protobuf-es, and frames as a DeviceFrame of any size", () => {
+  for (const pad of [0, 200, 20_000]) {
+    const a = { ...args, pad: "x".repeat(pad) };
+    const bytes = encodeToolCall("call-1", "filesystem.read_file", structBytes(a), 1_800_000_000_123);
+    const call = fromBinary(ToolCallSchema, bytes);
+    assert.equal(call.callId, "call-1");
+    assert.equal(call.tool, "filesystem.read_file");
+    assert.deepEqual(call.arguments, a);
+    assert.equal(timestampMs(call.deadline!), 1_800_000_000_123);
+    const frame = fromBinary(DeviceFrameSchema, toolCallFrame(bytes));
+    assert.equal(frame.frame.case, "toolCall");
+    assert.deepEqual(frame.frame.value, call);
+  }
+});
+
+test("RelayedToolCall: hand codec and protobuf-es agree both ways", () => {
+  const fields = { userId: "u ✓", requestedDeviceId: "", deviceId: "d1", sessionId: "s1", replyInstance: "gw-a", callId: "c1", deadlineMs: 1_800_000_000_000, toolCall: Uint8Array.from([1, 2, 3]) };
+  const viaEs = fromBinary(RelayedToolCallSchema, encodeRelayedCall(fields));
+  assert.deepEqual({ ...viaEs, $typeName: undefined, deadlineMs: Number(viaEs.deadlineMs), toolCall: Uint8Array.from(viaEs.toolCall) }, { ...fields, $typeName: undefined });
+  const back = decodeRelayedCall(toBinary(RelayedToolCallSchema, create(RelayedToolCallSchema, { ...fields, deadlineMs: BigInt(fields.deadlineMs) })));
+  assert.deepEqual(back, fields);
+});
+
+test("RelayedOutcome: results and failures agree both ways", () => {
+  const result = { callId: "c1", sessionId: "s1", deviceId: "d1", toolResult: Uint8Array.from([9, 8]) };
+  assert.deepEqual(decodeOutcome(toBinary(RelayedOutcomeSchema, fromBinary(RelayedOutcomeSchema, encodeOutcome(result)))), { ...result, failure: undefined });
+  const failure = { callId: "c2", sessionId: "", deviceId: "", failure: { code: 14, message: "gone" } };
+  const es = fromBinary(RelayedOutcomeSchema, encodeOutcome(failure));
+  assert.equal(es.outcome.case, "failure");
+  assert.equal(es.outcome.value?.code, 14);
+  assert.deepEqual(decodeOutcome(toBinary(RelayedOutcomeSchema, es)), { ...failure, toolResult: undefined });
+});
+
+test("peekToolResult finds the call id and outcome of a tool_result frame only", () => {
+  const ok = create(DeviceFrameSchema, { frame: { case: "toolResult", value: { callId: "c9", outcome: { case: "result", value: args } } } });
+  const peeked = peekToolResult(toBinary(DeviceFrameSchema, ok))!;
+  assert.equal(peeked.callId, "c9");
+  assert.equal(peeked.kind, "result");
+  assert.deepEqual(fromBinary(ToolResultSchema, peeked.toolResult).outcome.value, args);
+  const err = create(DeviceFrameSchema, { frame: { case: "toolResult", value: { callId: "c9", outcome: { case: "error", value: { message: "no" } } } } });
+  assert.equal(peekToolResult(toBinary(DeviceFrameSchema, err))!.kind, "error");
+  const none = create(DeviceFrameSchema, { frame: { case: "toolResult", value: { callId: "c9" } } });
+  assert.equal(peekToolResult(toBinary(DeviceFrameSchema, none))!.kind, undefined);
+  assert.equal(peekToolResult(toBinary(DeviceFrameSchema, create(DeviceFrameSchema, { frame: { case: "ping", value: {} } }))), undefined);
+  assert.throws(() => peekToolResult(Uint8Array.from([0x22, 0x05, 0x0a])));
+});
