@@ -252,21 +252,37 @@ export async function startConsumer<S extends DescMessage>(rt: ConsumerRuntime, 
     else if (items.length > 1) await runBatch(items);
   };
 
+  // Messages are moved off the iterator as they arrive, so a batch can take
+  // exactly what has arrived. Asking the iterator (`getPending()`) is not
+  // safe: it also counts the client's queued pull requests, and then
+  // `next()` blocks holding a half-built batch until more events come (the
+  // tail of a burst waited for the ack wait's redelivery).
+  const arrived: JsMsg[] = [];
+  let ended = false;
+  let failure: unknown;
+  let wakeLoop: (() => void) | undefined;
+  const signal = () => {
+    wakeLoop?.();
+    wakeLoop = undefined;
+  };
+  const pump = (async () => {
+    for await (const m of messages) {
+      arrived.push(m);
+      signal();
+    }
+  })()
+    .catch((err: unknown) => (failure = err))
+    .finally(() => {
+      ended = true;
+      signal();
+    });
+
   const loop = (async () => {
-    const it = messages[Symbol.asyncIterator]();
     for (;;) {
       while (slots === 0) await new Promise<void>((resolve) => (freed = resolve));
-      const first = await it.next();
-      if (first.done) break;
-      // Take along what has already arrived, without waiting for more.
-      const batch = [first.value];
-      while (batch.length < batchSize && messages.getPending() > 0) {
-        const DIAGp = messages.getPending(); const DIAGt = setTimeout(() => console.error(`DIAG blocked in batch fill: batch=${batch.length} getPending=${DIAGp} seqs=${batch.map((m) => m.seq).join(",")}`), 1000);
-        const next = await it.next();
-        clearTimeout(DIAGt);
-        if (next.done) break;
-        batch.push(next.value);
-      }
+      while (arrived.length === 0 && !ended) await new Promise<void>((resolve) => (wakeLoop = resolve));
+      if (arrived.length === 0) break;
+      const batch = arrived.splice(0, batchSize);
       slots--;
       const p = handleBatch(batch)
         .catch((err: unknown) => log.error({ err: String(err) }, "event consumer failed"))
@@ -278,6 +294,8 @@ export async function startConsumer<S extends DescMessage>(rt: ConsumerRuntime, 
         });
       running.add(p);
     }
+    await pump;
+    if (failure !== undefined) throw failure;
   })().catch((err: unknown) => log.error({ err: String(err) }, "event consumer stopped"));
 
   let stopping: Promise<void> | undefined;
