@@ -34,7 +34,15 @@ export function createServiceClient<S extends DescService>(service: S, transport
   const bounded: Record<string, unknown> = {};
   for (const method of service.methods) {
     const call = client[method.localName]!;
-    bounded[method.localName] = (req: unknown, opts: CallOptions = {}) => call(req, withDeadline(opts));
+    const streaming = method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming";
+    bounded[method.localName] = (req: unknown, opts: CallOptions = {}) => {
+      try {
+        return call(req, withDeadline(opts));
+      } catch (err) {
+        // Fail the way the method would: a rejected promise, or a stream that throws.
+        return streaming ? failedStream(err) : Promise.reject(err);
+      }
+    };
   }
   return bounded as Client<S>;
 }
@@ -45,4 +53,8 @@ function withDeadline(opts: CallOptions): CallOptions {
   const remaining = deadline - Date.now();
   if (remaining <= 0) throw new ConnectError("the request's deadline passed before this call started", Code.DeadlineExceeded);
   return { ...opts, timeoutMs: opts.timeoutMs === undefined ? remaining : Math.min(opts.timeoutMs, remaining) };
+}
+
+async function* failedStream(err: unknown): AsyncIterable<never> {
+  throw err;
 }

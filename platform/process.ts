@@ -29,20 +29,22 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
   const auth = createProcessAuth(settings);
   const deps = await startDependencies(modules, settings, log);
   const parts: ServiceParts[] = [];
-  for (const m of modules) {
-    const ctx = { instanceId: settings.INSTANCE_ID, port: settings.PORT, log: log.child({ service: m.name }), metrics, shutdownSignal: shutdown.signal, auth };
-    parts.push(await m.start(deps.provide(ctx, m)));
-  }
-  const services = parts.flatMap((p) => p.services);
   let tokenCheck;
   try {
+    for (const m of modules) {
+      const ctx = { instanceId: settings.INSTANCE_ID, port: settings.PORT, log: log.child({ service: m.name }), metrics, shutdownSignal: shutdown.signal, auth };
+      parts.push(await m.start(deps.provide(ctx, m)));
+    }
     // Every process checks tokens; a process serving non-public RPCs without keys stops here.
-    tokenCheck = createTokenCheck(services.map((s) => s.service), auth.verifier());
+    tokenCheck = createTokenCheck(parts.flatMap((p) => p.services.map((s) => s.service)), auth.verifier());
   } catch (err) {
+    // A failed start stops what did start, so an in-process caller (a test) is left with no pool or connection open.
+    shutdown.abort();
     for (const p of [...parts].reverse()) await p.stop?.();
     await deps.close();
     throw err;
   }
+  const services = parts.flatMap((p) => p.services);
   const server = createPlatformServer({
     services,
     routes: parts.flatMap((p) => p.routes ?? []),

@@ -22,7 +22,11 @@ export const platformVars = {
   LOG_LEVEL: env("pino log level", oneOf("trace", "debug", "info", "warn", "error", "fatal", "silent"), "info"),
   READ_MAX_BYTES: env("largest request message accepted, in bytes", int(1024, 256 * 1024 * 1024), 4 * 1024 * 1024),
   WRITE_MAX_BYTES: env("largest response message sent, in bytes", int(1024, 256 * 1024 * 1024), 16 * 1024 * 1024),
-  SHUTDOWN_GRACE_MS: env("how long unary calls may run on after SIGTERM", int(0, 30_000), 25_000),
+  SHUTDOWN_GRACE_MS: env(
+    "how long unary calls may run on after SIGTERM; at most 20 s, so that with module stops the process exits within 30 s",
+    int(0, 20_000),
+    20_000,
+  ),
   ALLOWED_ORIGINS: corsVars.ALLOWED_ORIGINS,
   INSTANCE_ID: env(
     "this instance's id (presence, result subjects); letters, digits, _ and -",

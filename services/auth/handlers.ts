@@ -17,8 +17,8 @@ import { register, type ServiceRegistration } from "../../platform/rpc/pipeline.
 import { MAX_PASSWORD_CHARS, type PasswordHasher } from "./passwords.js";
 import type { IssuedRefreshToken, RefreshTokens } from "./refresh-tokens.js";
 import type { Throttle } from "./throttle.js";
-import type { TokenIssuer } from "./tokens.js";
-import { findUserByEmail, findUserById, insertUser, replacePasswordHash, toUser, updateProfile, type UserRow } from "./users.js";
+import type { IssuedToken, TokenIssuer } from "./tokens.js";
+import { findUserByEmail, findUserById, foldEmail, insertUser, replacePasswordHash, toUser, updateProfile, type UserRow } from "./users.js";
 
 /** What the handlers are built from. */
 export interface AuthHandlerDeps {
@@ -57,17 +57,22 @@ function caller(ctx: HandlerContext): Principal {
   return p;
 }
 
-/** Throttle key of an email: hashed, so no address is stored for emails that have no account. */
-function accountKey(email: string): string {
-  return `login-account:${createHash("sha256").update(email.toLowerCase()).digest("base64url")}`;
+/**
+ * Throttle key of an email as folded by `foldEmail` (the fold that finds the account, so every
+ * spelling of one account shares one budget); hashed, so no address is stored for emails that
+ * have no account.
+ */
+function accountKey(foldedEmail: string): string {
+  return `login-account:${createHash("sha256").update(foldedEmail).digest("base64url")}`;
 }
 
 /** Creates the AuthService registration. */
 export function createAuthHandlers(deps: AuthHandlerDeps): ServiceRegistration {
   const { db, events, passwords, tokens, refresh, throttle, limits } = deps;
 
-  async function tokenPair(user: UserRow, next: IssuedRefreshToken): Promise<Tokens> {
-    const access = await tokens.issueUser({ id: user.id, tier: user.tier, roles: user.roles });
+  const mintAccess = (user: UserRow) => tokens.issueUser({ id: user.id, tier: user.tier, roles: user.roles });
+
+  function pairOf(access: IssuedToken, next: IssuedRefreshToken): Tokens {
     return create(TokensSchema, {
       accessToken: access.token,
       accessTokenExpireTime: timestampFromDate(access.expiresAt),
@@ -80,7 +85,7 @@ export function createAuthHandlers(deps: AuthHandlerDeps): ServiceRegistration {
   /** A new sign-in inside `tx`: a new token family and its first tokens. */
   async function signIn(tx: TransactionSql, user: UserRow): Promise<Tokens> {
     const family = await refresh.startFamily(tx, user.id);
-    return tokenPair(user, family);
+    return pairOf(await mintAccess(user), family);
   }
 
   return register(AuthService, {
@@ -109,7 +114,7 @@ export function createAuthHandlers(deps: AuthHandlerDeps): ServiceRegistration {
 
     async login(req, ctx) {
       tooLong(req.password);
-      const account = accountKey(req.email);
+      const account = accountKey(await foldEmail(db.sql, req.email));
       const address = `login-address:${clientAddress(ctx, deps.trustedProxyHops)}`;
       await throttle.attempt(
         [
@@ -134,12 +139,14 @@ export function createAuthHandlers(deps: AuthHandlerDeps): ServiceRegistration {
     },
 
     async refresh(req) {
-      const { next, result: user } = await refresh.rotate(req.refreshToken, async (tx, userId) => {
+      // The access token is minted inside the rotation's transaction: if that fails, the refresh
+      // token stays unspent and a retry works, instead of being taken for reuse and revoking the family.
+      const { next, result: access } = await refresh.rotate(req.refreshToken, async (tx, userId) => {
         const row = await findUserById(tx, userId);
         if (row === undefined) throw new ConnectError("the refresh token's user no longer exists", Code.Unauthenticated);
-        return row;
+        return mintAccess(row);
       });
-      return { tokens: await tokenPair(user, next) };
+      return { tokens: pairOf(access, next) };
     },
 
     async logout(req, ctx) {

@@ -2,8 +2,10 @@
  * Refresh tokens over gRPC against a real PostgreSQL: rotation on every use,
  * reuse revoking the whole family (newest included), exactly one winner among
  * concurrent refreshes of one token, Logout revoking the family (idempotent,
- * owner only), tokens stored only hashed, and the per-address login throttle
- * ignoring x-forwarded-for when no proxy is trusted (the default).
+ * owner only), tokens stored only hashed, a refresh that fails before its
+ * answer leaving the token unspent, and the login throttle: one per-account
+ * budget whatever the email's spelling, and the per-address one ignoring
+ * x-forwarded-for when no proxy is trusted (the default).
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { decodeJwt } from "jose";
@@ -11,8 +13,20 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import postgres from "postgres";
-import { hashRefreshToken } from "./refresh-tokens.js";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { randomUUID } from "node:crypto";
+import type { AuthService } from "../../gen/switchyard/auth/v1/auth_pb.js";
+import { createDatabase } from "../../platform/db/database.js";
+import { migrate } from "../../platform/db/migrate.js";
+import type { Database } from "../../platform/db/types.js";
+import { createLogger } from "../../platform/log.js";
+import { createTestDatabase } from "../../test/support/infra.js";
+import { createAuthHandlers } from "./handlers.js";
+import { createKeyStore } from "./key-store.js";
+import { createRefreshTokens, hashRefreshToken } from "./refresh-tokens.js";
 import { startAuth, type AuthUnderTest } from "./testing.js";
+import { createTokenIssuer, type TokenIssuer } from "./tokens.js";
+import { insertUser } from "./users.js";
 
 const PASSWORD = "correct horse battery staple";
 const email = () => `r${randomBytes(5).toString("hex")}@example.com`;
@@ -117,6 +131,21 @@ describe("refresh tokens", () => {
     assert.equal(await codeOf(a.client.refresh({ refreshToken: r.tokens!.accessToken })), Code.Unauthenticated, "an access token is no refresh token");
   });
 
+  test("the per-account login throttle counts every spelling that signs in to the account", async () => {
+    // PostgreSQL's lower() (which finds the account) maps "İ" (U+0130) to "i"; JavaScript's
+    // toLowerCase() maps it to "i" + U+0307. A throttle keyed on the JavaScript form gave each
+    // spelling its own budget of guesses for one account.
+    const victim = `vi${randomBytes(4).toString("hex")}@example.com`;
+    const variant = victim.replace("i", "\u0130");
+    await a.client.register({ email: victim, password: PASSWORD });
+    for (let k = 0; k < 10; k++) {
+      assert.equal(await codeOf(a.client.login({ email: victim, password: `wrong guess ${k}` })), Code.Unauthenticated);
+    }
+    assert.equal(await codeOf(a.client.login({ email: victim, password: PASSWORD })), Code.ResourceExhausted);
+    assert.equal(await codeOf(a.client.login({ email: variant, password: "wrong guess 10" })), Code.ResourceExhausted, "another spelling kept guessing");
+    assert.equal(await codeOf(a.client.login({ email: variant, password: PASSWORD })), Code.ResourceExhausted, "another spelling signed in");
+  });
+
   test("without a trusted proxy, x-forwarded-for does not split the per-address login throttle", async () => {
     // Runs last: it uses up this process's per-address budget (40 attempts per window).
     const [row] = await sql<{ hits: number }[]>`select coalesce(max(hits), 0)::int as hits from auth.throttle where key like 'login-address:%'`;
@@ -127,5 +156,48 @@ describe("refresh tokens", () => {
       else assert.equal(code, Code.Unauthenticated);
     }
     assert.ok(blocked, "claiming another address in x-forwarded-for escaped the per-address throttle");
+  });
+});
+
+describe("refresh: a failure before the answer leaves the token unspent", () => {
+  let testDb: Awaited<ReturnType<typeof createTestDatabase>>;
+  let db: Database;
+  before(async () => {
+    testDb = await createTestDatabase("sy_auth_refresh");
+    db = createDatabase(testDb.url, { max: 2 });
+    await migrate(db.sql, [{ service: "auth", dir: new URL("./migrations/", import.meta.url) }]);
+  });
+  after(async () => {
+    await db.close();
+    await testDb.drop();
+  });
+
+  test("when the access token cannot be minted, the same refresh token works on retry (no spent token, no revoked family)", async () => {
+    const log = createLogger("silent");
+    const keys = createKeyStore({ db, masterKey: randomBytes(32), accessTtlS: 900, rotationIntervalMs: 7 * 24 * 3600_000, prepublishMs: 3600_000, log });
+    await keys.maintain();
+    const issuer = createTokenIssuer({ keys, issuer: "test", audience: "test", accessTtlS: 900 });
+    let failNext = true;
+    // The one stand-in here: the signer fails once, as an HSM or a key reload could; the database is real.
+    const tokens: TokenIssuer = {
+      ...issuer,
+      issueUser: (u) => {
+        if (!failNext) return issuer.issueUser(u);
+        failNext = false;
+        return Promise.reject(new Error("signer unavailable"));
+      },
+    };
+    const refresh = createRefreshTokens(db, 24 * 3600_000);
+    const unused = {} as never; // Refresh reads neither events, passwords nor the throttle
+    const { impl } = createAuthHandlers({ db, events: unused, passwords: unused, tokens, refresh, throttle: unused, limits: unused, trustedProxyHops: 0 });
+    const handlers = impl as Pick<ServiceImpl<typeof AuthService>, "refresh">;
+    const first = await db.tx(async (tx) => {
+      const user = await insertUser(tx, { id: randomUUID(), email: email(), displayName: "", passwordHash: "x" });
+      return refresh.startFamily(tx, user.id);
+    });
+    const call = () => handlers.refresh({ refreshToken: first.token } as never, undefined as never) as Promise<{ tokens?: { refreshToken: string } }>;
+    await assert.rejects(call(), /signer unavailable/);
+    const retried = await call();
+    assert.ok(retried.tokens?.refreshToken.startsWith("syrt_"), "the retry was refused: the failed refresh spent the token");
   });
 });

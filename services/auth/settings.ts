@@ -9,6 +9,7 @@ import { OWASP_ARGON2 } from "./passwords.js";
 
 const minute = 60_000;
 
+/** The auth service's variables, each with its description, parser and default (read at start by `readAuthSettings`). */
 export const authVars = {
   AUTH_MASTER_KEY: env(
     "32 random bytes, base64 (openssl rand -base64 32): encrypts the private signing keys; " +

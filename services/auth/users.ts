@@ -58,6 +58,16 @@ export async function insertUser(tx: TransactionSql, u: { id: string; email: str
   return row!;
 }
 
+/**
+ * `email` folded as the unique index and `findUserByEmail` compare it: PostgreSQL's lower(),
+ * which does not always agree with JavaScript's toLowerCase() (it folds "\u0130" to "i",
+ * JavaScript to "i" + U+0307).
+ */
+export async function foldEmail(sql: Sql | TransactionSql, email: string): Promise<string> {
+  const [row] = await sql<{ folded: string }[]>`select lower(${email}::text) as folded`;
+  return row!.folded;
+}
+
 /** The user with this email (case-insensitively), if any. */
 export async function findUserByEmail(sql: Sql | TransactionSql, email: string): Promise<UserRow | undefined> {
   const [row] = await sql<UserRow[]>`select * from auth.users where lower(email) = lower(${email})`;
