@@ -24,6 +24,12 @@ export interface GatewayBeats {
   lastBeat(instance: string): number | undefined;
   /** Calls `fn` when a live instance goes stale or says goodbye (not while we ourselves are cut off). */
   onDead(fn: (instance: string) => void): void;
+  /**
+   * Calls `fn` when this instance's beat is stored again after a gap long
+   * enough for others to have judged it dead (a stall or a NATS outage):
+   * they may have dropped its presence entries meanwhile.
+   */
+  onResumed(fn: () => void): void;
   /** The NATS connection came back: beats resume, judging waits one interval. */
   reconnected(): void;
   /** The NATS connection dropped: stop judging others until it is back. */
@@ -52,6 +58,9 @@ export interface BeatOptions {
 export function createGatewayBeats(o: BeatOptions): GatewayBeats {
   const known = new Map<string, Known>();
   const deadListeners: ((instance: string) => void)[] = [];
+  const resumedListeners: (() => void)[] = [];
+  /** Time inside our last stored beat: others judge us by it. */
+  let lastStoredBeat = 0;
   let sub: Subscription | undefined;
   let beatTimer: NodeJS.Timeout | undefined;
   let checkTimer: NodeJS.Timeout | undefined;
@@ -79,12 +88,16 @@ export function createGatewayBeats(o: BeatOptions): GatewayBeats {
     }
   };
   const beat = async () => {
+    const time = Date.now();
     const value = create(GatewayBeatSchema, {
       instanceId: o.instanceId,
-      time: timestampFromMs(Date.now()),
+      time: timestampFromMs(time),
       interval: durationFromMs(o.intervalMs),
     });
     await o.kv.put(o.instanceId, toBinary(GatewayBeatSchema, value));
+    const resumed = lastStoredBeat !== 0 && Date.now() - lastStoredBeat > o.intervalMs;
+    lastStoredBeat = Math.max(lastStoredBeat, time);
+    if (resumed) for (const fn of resumedListeners) fn();
   };
   const check = () => {
     const now = Date.now();
@@ -140,6 +153,9 @@ export function createGatewayBeats(o: BeatOptions): GatewayBeats {
     lastBeat: (instance) => known.get(instance)?.time || undefined,
     onDead(fn) {
       deadListeners.push(fn);
+    },
+    onResumed(fn) {
+      resumedListeners.push(fn);
     },
     disconnected() {
       connected = false;

@@ -118,7 +118,7 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
   };
 
   const sendCancel = (p: Pending, reason: string) => {
-    const msg = create(GatewayControlSchema, { command: { case: "cancel", value: { callId: p.req.callId, sessionId: p.sessionId, reason } } });
+    const msg = create(GatewayControlSchema, { command: { case: "cancel", value: { callId: p.req.callId, sessionId: p.sessionId, reason, deadlineMs: BigInt(p.req.deadline) } } });
     try {
       o.nc.publish(names.control(p.instance), toBinary(GatewayControlSchema, msg));
     } catch {
@@ -242,6 +242,7 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
     p.cleanup.push(() => sub.unsubscribe());
     const recorded = () => o.jsm.direct.getMessage(names.resultStream, { last_by_subj: names.result(p.req.callId, rc.replyInstance) }).catch(() => null);
     const now = await recorded();
+    if (p.settled) return; // its cleanup ran already: arm nothing more
     if (now !== null) return settle(p, decodeOutcome(now.data));
     const giveUp = async () => {
       const last = await recorded();

@@ -14,12 +14,12 @@ import { Code } from "@connectrpc/connect";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import type { WebSocket } from "ws";
 import { DeviceFrameSchema, WelcomeSchema, type Hello } from "../gen/switchyard/device/v1/device_frame_pb.js";
-import { GatewayControlSchema, PresenceEntrySchema } from "../gen/switchyard/device/v1/relay_pb.js";
+import { GatewayControlSchema, PresenceEntrySchema, type PresenceEntry } from "../gen/switchyard/device/v1/relay_pb.js";
 import type { Principal } from "../platform/auth/principal.js";
 import type { Logger } from "../platform/log.js";
 import type { VerifyAccessToken } from "./auth.js";
 import type { FrameProtocol } from "./codec.js";
-import { createDeadlineWheel } from "./deadlines.js";
+import { createDeadlineWheel, type DeadlineHandle } from "./deadlines.js";
 import type { Notifications } from "./notifications.js";
 import type { PresenceStore } from "./presence.js";
 import { DeviceSession, type SessionHost } from "./session.js";
@@ -56,6 +56,13 @@ export interface DeviceHub {
   countUser(userId: string): number;
   /** Connections open on this instance. */
   readonly size: number;
+  /**
+   * Puts this instance's open connections back into presence where other
+   * instances dropped them while this one looked dead (call it on
+   * GatewayBeats.onResumed); a connection whose device is listed elsewhere
+   * meanwhile is closed ABORTED. Failures are logged.
+   */
+  restorePresence(): Promise<void>;
   /** Closes every connection (fatal UNAVAILABLE: reconnect elsewhere) and clears its presence. */
   stop(): Promise<void>;
 }
@@ -67,6 +74,8 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
   const byUser = new Map<string, Set<DeviceSession>>();
   const inflightPerUser = new Map<string, number>();
   const detachers = new Map<DeviceSession, () => void>();
+  /** The presence entries of registered sessions, to restore them after a stall. */
+  const entries = new Map<DeviceSession, PresenceEntry>();
   const removals = new Set<Promise<void>>();
 
   const bump = (userId: string, d: number) => {
@@ -76,6 +85,8 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
   };
 
   const wheel = createDeadlineWheel(25);
+  /** Cancels that overtook their call (core subject vs the stream's RePublish), kept until the call arrives or its deadline. */
+  const cancelledEarly = new Map<string, DeadlineHandle>();
 
   /** Sends the call's outcome to its caller and records it (first writer wins). */
   const finish = (rc: RelayedCall, outcome: Omit<Outcome, "callId">) => {
@@ -104,6 +115,11 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
       return log.warn("undecodable relayed tool call");
     }
     if (Date.now() >= rc.deadlineMs) return; // the caller gave up already: never deliver
+    const tombstone = cancelledEarly.get(rc.callId);
+    if (tombstone !== undefined) {
+      cancelledEarly.delete(rc.callId);
+      return wheel.cancel(tombstone); // the caller gave up and recorded that outcome
+    }
     const s = sessions.get(rc.sessionId);
     if (s === undefined || s.closed || s.userId !== rc.userId) {
       return failCall(rc, Code.Unavailable, "the device is no longer connected; the call was not delivered");
@@ -126,19 +142,21 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
     }
     if (c.case === "kick") sessions.get(c.value.sessionId)?.fatal(Code.Aborted, c.value.reason);
     else if (c.case === "cancel") {
+      const { callId, deadlineMs } = c.value;
       const s = sessions.get(c.value.sessionId);
-      if (s === undefined) return;
-      const i = s.early.findIndex((e) => e.callId === c.value.callId);
-      if (i >= 0) {
+      const i = s === undefined ? -1 : s.early.findIndex((e) => e.callId === callId);
+      const inflight = s?.inflight.get(callId);
+      if (s !== undefined && i >= 0) {
         s.early.splice(i, 1);
         bump(s.userId, -1);
-      }
-      const inflight = s.inflight.get(c.value.callId);
-      if (inflight !== undefined) {
+      } else if (s !== undefined && inflight !== undefined) {
         wheel.cancel(inflight.deadline);
-        s.inflight.delete(c.value.callId);
+        s.inflight.delete(callId);
         bump(s.userId, -1);
-        s.send(create(DeviceFrameSchema, { frame: { case: "cancelToolCall", value: { callId: c.value.callId, reason: c.value.reason } } }));
+        s.send(create(DeviceFrameSchema, { frame: { case: "cancelToolCall", value: { callId, reason: c.value.reason } } }));
+      } else if (Number(deadlineMs) > Date.now() && !cancelledEarly.has(callId)) {
+        // Not here yet: it may still come through the stream.
+        cancelledEarly.set(callId, wheel.add(Number(deadlineMs), () => cancelledEarly.delete(callId)));
       }
     }
   };
@@ -176,6 +194,7 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
       const { replaced } = await o.presence.add(s.userId, entry, limits.maxConnectionsPerUser);
       if (s.closed) return void (await o.presence.remove(s.userId, s.id));
       s.registered = true;
+      entries.set(s, entry);
       for (const r of replaced) {
         const kick = create(GatewayControlSchema, { command: { case: "kick", value: { sessionId: r.sessionId, reason: "taken over by a newer connection of this device" } } });
         if (r.device?.gatewayInstance === instanceId) sessions.get(r.sessionId)?.fatal(Code.Aborted, "taken over by a newer connection of this device");
@@ -230,6 +249,7 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
       s.inflight.clear();
       detachers.get(s)?.();
       detachers.delete(s);
+      entries.delete(s);
       if (s.registered) {
         const r = o.presence.remove(s.userId, s.id).finally(() => removals.delete(r));
         removals.add(r);
@@ -253,12 +273,25 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
       return s;
     },
     countUser: (userId) => byUser.get(userId)?.size ?? 0,
+    async restorePresence() {
+      for (const [s, entry] of [...entries]) {
+        if (s.closed) continue;
+        try {
+          const outcome = await o.presence.restore(s.userId, entry);
+          if (outcome === "taken-over") s.fatal(Code.Aborted, "taken over by a newer connection of this device");
+          else if (s.closed) await o.presence.remove(s.userId, s.id); // closed meanwhile: its own removal may have come first
+        } catch (err) {
+          log.warn({ err: String(err), session: s.id }, "restoring presence failed");
+        }
+      }
+    },
     get size() {
       return sessions.size;
     },
     async stop() {
       clearInterval(sweepTimer);
       wheel.stop();
+      cancelledEarly.clear();
       for (const sub of subs) sub.unsubscribe();
       for (const s of [...sessions.values()]) s.fatal(Code.Unavailable, "the gateway is shutting down: reconnect");
       await Promise.allSettled([...removals]);

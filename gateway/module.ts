@@ -64,6 +64,8 @@ export const gateway: ServiceModule = {
         framesPerSecond: settings.GATEWAY_MAX_FRAMES_PER_SECOND,
       },
     });
+    // Others may have dropped our devices from presence while our beat was late.
+    beats.onResumed(() => void hub.restorePresence());
     const caller = createToolCaller({
       nc,
       jsm: store.jsm,

@@ -16,13 +16,35 @@ const heartbeatEveryMs = 15_000;
 
 type Item = MessageInitShape<typeof SubscribeResponseSchema> | ConnectError;
 
-/** An unbounded queue between the fan-out and one stream (delivery never blocks the fan-out). */
-function createQueue() {
+/** Notifications a Subscribe stream may have waiting before it is ended as too slow. */
+export const maxQueuedPerSubscriber = 1000;
+
+/**
+ * The queue between the fan-out and one Subscribe stream. Delivery never
+ * blocks the fan-out; a subscriber that stops reading is not allowed to grow
+ * it without end: past `limit` items the queue is dropped and the stream ends
+ * UNAVAILABLE, and the client resubscribes from its last sequence, losing
+ * nothing (the stream keeps every notification for the retention window).
+ */
+export function createSubscriberQueue(limit = maxQueuedPerSubscriber) {
   const items: Item[] = [];
   let wake: (() => void) | undefined;
+  let overflowed = false;
   return {
     push(i: Item) {
-      items.push(i);
+      if (overflowed) return;
+      if (items.length >= limit) {
+        overflowed = true;
+        items.length = 0;
+        items.push(
+          new ConnectError(
+            `this subscriber fell ${limit} notifications behind: resubscribe with after_sequence set to the last sequence received`,
+            Code.Unavailable,
+          ),
+        );
+      } else {
+        items.push(i);
+      }
       wake?.();
     },
     /** The next item, or undefined after `ms` or when `signal` aborts. */
@@ -71,7 +93,7 @@ export function notificationService(n: Notifications): ServiceRegistration {
 
     async *subscribe(req, ctx) {
       const p = principalOf(ctx);
-      const queue = createQueue();
+      const queue = createSubscriberQueue();
       const attachment = await n.attach(p.userId, {
         after: req.afterSequence,
         strict: true,

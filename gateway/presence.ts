@@ -28,6 +28,14 @@ export interface PresenceStore {
    * the older instead of counting twice), UNAVAILABLE when NATS is unreachable.
    */
   add(userId: string, entry: PresenceEntry, cap: number): Promise<AddResult>;
+  /**
+   * Puts back the entry of a connection that is still open here, after other
+   * instances may have dropped it while this one looked dead (see
+   * GatewayBeats.onResumed). "taken-over" when a live connection of the same
+   * device is listed instead (close this one); UNAVAILABLE when NATS is
+   * unreachable.
+   */
+  restore(userId: string, entry: PresenceEntry): Promise<"kept" | "taken-over">;
   /** Removes a connection; resolves after the first attempt (a failed one is retried in the background until it succeeds). */
   remove(userId: string, sessionId: string): Promise<void>;
   /** The user's live connections, read now from the bucket. */
@@ -111,6 +119,21 @@ export function createPresenceStore(kv: KV, beats: GatewayBeats, log: Logger): P
         throw new ConnectError("presence store unreachable", Code.Unavailable);
       }
       return { replaced };
+    },
+    async restore(userId, entry) {
+      let takenOver = false;
+      try {
+        await modify(userId, (entries) => {
+          if (entries.some((x) => x.sessionId === entry.sessionId)) return undefined;
+          const alive = entries.filter((x) => beats.isAlive(x.device?.gatewayInstance ?? ""));
+          takenOver = alive.some((x) => x.device?.deviceId === entry.device?.deviceId);
+          return takenOver ? undefined : [...alive, entry];
+        });
+      } catch (err) {
+        if (err instanceof ConnectError) throw err;
+        throw new ConnectError("presence store unreachable", Code.Unavailable);
+      }
+      return takenOver ? "taken-over" : "kept";
     },
     remove: (userId, sessionId) => remove(userId, sessionId),
     async read(userId) {

@@ -47,7 +47,9 @@ export interface PeekedResult {
 /**
  * Reads a binary DeviceFrame far enough to see whether it is one tool_result
  * and of which call; undefined for any other frame (decode it fully then).
- * Throws on malformed bytes.
+ * The ToolResult is walked at the wire level (no objects built): one that is
+ * not well-formed gives undefined too, so the full decode judges it and no
+ * undecodable result is relayed to a caller. Throws on malformed bytes.
  */
 export function peekToolResult(frame: Uint8Array): PeekedResult | undefined {
   const r = new Reader(frame);
@@ -57,7 +59,7 @@ export function peekToolResult(frame: Uint8Array): PeekedResult | undefined {
     if (tag !== ((4 << 3) | 2) || inner !== undefined) return undefined;
     inner = r.lengthDelimited();
   }
-  if (inner === undefined) return undefined;
+  if (inner === undefined || !wellFormed(inner, toolResultFields, 0)) return undefined;
   const ir = new Reader(inner);
   let callId = "";
   let kind: PeekedResult["kind"];
@@ -203,6 +205,38 @@ export function decodeOutcome(bytes: Uint8Array): Outcome {
     } else r.skip(tag & 7);
   }
   return { callId, sessionId, deviceId, toolResult, failure };
+}
+
+// The wire types of the fields of ToolResult, ToolError, google.protobuf.Struct,
+// its map entry, Value and ListValue; a nested message names its own table.
+type Fields = { [no: number]: number | Fields };
+const valueFields: Fields = { 1: 0, 2: 1, 3: 2, 4: 0 };
+const structFields: Fields = { 1: { 1: 2, 2: valueFields } };
+valueFields[5] = structFields;
+valueFields[6] = { 1: valueFields };
+const toolResultFields: Fields = { 1: 2, 2: structFields, 3: { 1: 0, 2: 2, 3: structFields } };
+/** Nesting beyond this is left to the full decode. */
+const maxDepth = 64;
+
+/** Whether `bytes` parse as the message whose fields are `fields` (unknown fields allowed), without building it. */
+function wellFormed(bytes: Uint8Array, fields: Fields, depth: number): boolean {
+  if (depth > maxDepth) return false;
+  const r = new Reader(bytes);
+  try {
+    while (r.more()) {
+      const tag = r.varint();
+      if (tag >>> 3 === 0) return false; // protobuf-es refuses field number 0
+      const want = fields[tag >>> 3];
+      if (want === undefined) r.skip(tag & 7);
+      else if (typeof want === "number") {
+        if ((tag & 7) !== want) return false;
+        r.skip(want);
+      } else if ((tag & 7) !== 2 || !wellFormed(r.lengthDelimited(), want, depth + 1)) return false;
+    }
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 // A minimal protobuf writer and reader over Buffers, for the messages above:

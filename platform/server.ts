@@ -149,14 +149,16 @@ export function createPlatformServer(options: PlatformServerOptions): PlatformSe
     if (shutdownSignal.aborted) res.setHeader("connection", "close");
     if (options.cors?.(req, res)) return;
     if (connectPath(req, res)) return;
-    const route = findRoute(req.method ?? "GET", (req.url ?? "/").split("?", 1)[0]!);
-    if (route === undefined) return sendJson(res, 404, { error: `no route for ${req.method} ${req.url}` });
-    if (route === "method-not-allowed") return sendJson(res, 405, { error: `${req.method} is not allowed on ${req.url}` });
+    // The path without its query: a query can carry a credential (a device ticket), never echoed or logged.
+    const path = (req.url ?? "/").split("?", 1)[0]!;
+    const route = findRoute(req.method ?? "GET", path);
+    if (route === undefined) return sendJson(res, 404, { error: `no route for ${req.method} ${path}` });
+    if (route === "method-not-allowed") return sendJson(res, 405, { error: `${req.method} is not allowed on ${path}` });
     Promise.resolve()
       .then(() => route.handle(req, res))
       .catch((err: unknown) => {
         const status = (err as { status?: number }).status ?? 500;
-        if (status >= 500) log.error({ path: req.url, err: (err as Error).stack }, "http route failed");
+        if (status >= 500) log.error({ path, err: (err as Error).stack }, "http route failed");
         if (!res.headersSent) sendJson(res, status, { error: status >= 500 ? "internal error" : (err as Error).message });
         else res.destroy();
       });

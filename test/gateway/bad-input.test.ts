@@ -178,6 +178,20 @@ describe("gateway bad input", () => {
       assert.equal(await d.closed, 4000 + Code.InvalidArgument);
     });
 
+    test("an undecodable tool_result for a pending call is fatal INVALID_ARGUMENT, and the caller gets UNAVAILABLE", async () => {
+      const user = newUser();
+      const d = await device(b.port, { token: await keys.mint(user), onCall: () => undefined });
+      const pending = rpcCode(agent.devices.callTool({ userId: user, tool: "echo", callId: "garbled" }));
+      await d.waitFor((f) => f.frame.case === "toolCall", 10_000, "the tool call");
+      // tool_result { call_id: "garbled", result: <a Struct whose map entry claims 5 bytes and has 1> }
+      const id = Buffer.from("garbled");
+      const inner = Buffer.concat([Buffer.from([0x0a, id.length]), id, Buffer.from([0x12, 0x03, 0x0a, 0x05, 0x01])]);
+      d.send(Buffer.concat([Buffer.from([0x22, inner.length]), inner]));
+      assert.equal((await errorFrame(d, true)).code, Code.InvalidArgument);
+      assert.equal(await d.closed, 4000 + Code.InvalidArgument);
+      assert.equal(await pending, Code.Unavailable, "the device disconnected mid-call; no garbled outcome reaches the caller");
+    });
+
     test("a text message under the binary subprotocol is fatal INVALID_ARGUMENT", async () => {
       const d = await device(a.port, { token: await keys.mint(newUser()) });
       d.send('{"ping":{}}');

@@ -11,7 +11,13 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { DeviceFrameSchema } from "../../gen/switchyard/device/v1/device_frame_pb.js";
+import { DeviceFrameSchema, ToolCallSchema } from "../../gen/switchyard/device/v1/device_frame_pb.js";
+import { GatewayControlSchema, RelayedToolCallSchema } from "../../gen/switchyard/device/v1/relay_pb.js";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { toBinary } from "@bufbuild/protobuf";
+import { headers } from "@nats-io/nats-core";
+import { connect } from "@nats-io/transport-node";
+import { gatewayNames } from "../../gateway/subjects.js";
 import { natsUrl } from "../support/infra.js";
 import {
   connectDevice,
@@ -243,6 +249,41 @@ describe("tool calls across gateway instances", () => {
     // A second answer from the right connection is refused too (once per call).
     holder.answer("mine", { again: true });
     await holder.waitFor((f) => f.frame.case === "error" && f.frame.value.callId === "mine", 10_000, "a NOT_FOUND error");
+  });
+
+  test("a cancel that reaches the holder before its call (caller gave up just after publishing) keeps the call from the device", async () => {
+    // A caller instance sends the cancel on a core subject and the call through
+    // the stream's RePublish, so the holder can get them in this order; here a
+    // test client plays the caller instance and sends them so.
+    const user = newUser();
+    const d = await device(b.port, { token: await keys.mint(user), deviceId: "quick", onCall: (call) => ({ ran: call.callId }) });
+    const welcome = d.frames.find((f) => f.frame.case === "welcome")!;
+    const sessionId = welcome.frame.case === "welcome" ? welcome.frame.value.sessionId : assert.fail();
+    const names = gatewayNames(prefix);
+    const deadline = Date.now() + 60_000;
+    const nc = await connect({ servers: nats });
+    try {
+      const cancel = create(GatewayControlSchema, { command: { case: "cancel", value: { callId: "given-up", sessionId, reason: "the caller gave up", deadlineMs: BigInt(deadline) } } });
+      nc.publish(names.control(b.instanceId), toBinary(GatewayControlSchema, cancel));
+      const call = create(RelayedToolCallSchema, {
+        userId: user,
+        deviceId: "quick",
+        sessionId,
+        replyInstance: a.instanceId,
+        callId: "given-up",
+        deadlineMs: BigInt(deadline),
+        toolCall: toBinary(ToolCallSchema, create(ToolCallSchema, { callId: "given-up", tool: "echo", deadline: timestampFromMs(deadline) })),
+      });
+      const h = headers();
+      h.set("Nats-Msg-Id", "given-up");
+      nc.publish(names.call(user, b.instanceId), toBinary(RelayedToolCallSchema, call), { headers: h });
+      await nc.flush();
+    } finally {
+      await nc.close();
+    }
+    // A later call on the same connection is the sync point: the earlier one had its chance.
+    await agent.devices.callTool({ userId: user, tool: "echo", callId: "later" });
+    assert.deepEqual(d.calls.map((c) => c.callId), ["later"], "the given-up call never reached the device");
   });
 
   test("a tool error from the device is an outcome, not an RPC error", async () => {

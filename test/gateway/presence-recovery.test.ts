@@ -1,0 +1,72 @@
+/**
+ * Presence survives a holder that stalls without dying: gateway B is frozen
+ * (SIGSTOP) long enough for A to judge it dead, a write of the user's
+ * presence on A drops B's entries meanwhile (as it must for an instance that
+ * really died), and when B resumes its device, still connected, is listed
+ * and callable again without reconnecting.
+ */
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { WebSocket } from "ws";
+import { natsUrl } from "../support/infra.js";
+import {
+  connectDevice,
+  dropPrefix,
+  eventually,
+  newPrefix,
+  newUser,
+  rpcClients,
+  startGateway,
+  startTestKeys,
+  type GatewayProcess,
+  type TestDevice,
+  type TestKeys,
+} from "./support.js";
+
+// Long enough that B's device survives B's own silence check (two intervals)
+// across the freeze, which lasts about one interval.
+const HEARTBEAT_MS = 2000;
+
+let keys: TestKeys;
+let nats: string;
+const prefix = newPrefix();
+let a: GatewayProcess, b: GatewayProcess;
+const devices: TestDevice[] = [];
+
+before(async () => {
+  keys = await startTestKeys();
+  nats = await natsUrl();
+  const env = { NATS_URL: nats, AUTH_JWKS_URL: keys.jwksUrl, GATEWAY_NATS_PREFIX: prefix, GATEWAY_HEARTBEAT_MS: String(HEARTBEAT_MS) };
+  [a, b] = await Promise.all([startGateway(env), startGateway(env)]);
+});
+
+after(async () => {
+  for (const d of devices) d.ws.terminate();
+  b?.child.kill("SIGCONT");
+  await Promise.all([a, b].map((g) => g?.kill("SIGKILL")));
+  await dropPrefix(nats, prefix);
+  await keys.close();
+});
+
+test("a holder that stalls past its heartbeat gets its connected devices back into presence when it resumes", async () => {
+  const user = newUser();
+  const token = await keys.mint(user);
+  const agent = rpcClients(a.baseUrl, await keys.mint("agent-runner", { roles: ["service"] }));
+  devices.push(await connectDevice(b.port, { token, deviceId: "on-b", onCall: () => ({ from: "on-b" }) }));
+  const listed = async () => (await agent.devices.listDevices({ userId: user })).devices.map((x) => x.deviceId).join(",");
+  assert.equal(await listed(), "on-b");
+
+  b.child.kill("SIGSTOP");
+  try {
+    await eventually(async () => (await listed()) === "", 3 * HEARTBEAT_MS, "A to judge the frozen B dead");
+    // A writes the user's presence record while B looks dead.
+    devices.push(await connectDevice(a.port, { token, deviceId: "on-a" }));
+  } finally {
+    b.child.kill("SIGCONT");
+  }
+
+  assert.equal(devices[0]!.ws.readyState, WebSocket.OPEN, "B's device stays connected through the freeze");
+  await eventually(async () => (await listed()) === "on-a,on-b", 3 * HEARTBEAT_MS, "B's device to be listed again after B resumed");
+  const res = await agent.devices.callTool({ userId: user, deviceId: "on-b", tool: "echo" });
+  assert.deepEqual(res.outcome.value, { from: "on-b" });
+});
