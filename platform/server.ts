@@ -178,7 +178,8 @@ export function createPlatformServer(options: PlatformServerOptions): PlatformSe
   });
 
   const sockets = new Set<net.Socket>();
-  const listener = net.createServer((socket) => {
+  // noDelay: small gRPC responses must not wait on Nagle's algorithm for the previous ACK.
+  const listener = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     socket.on("error", () => socket.destroy());

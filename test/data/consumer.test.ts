@@ -4,7 +4,8 @@
  * dead-letter stream after the maximum deliveries with its error, headers
  * and delivery count, the events after it are consumed, and
  * `npm run dlq -- list` / `replay <id>` show and replay it, to the consumer
- * that gave up only.
+ * that gave up only; a burst queued up behind a busy handler is consumed to
+ * its last event.
  */
 import { create } from "@bufbuild/protobuf";
 import assert from "node:assert/strict";
@@ -95,6 +96,48 @@ describe("consumers", () => {
     assert.equal(await effects("slow", "slow-fail"), 1);
     assert.equal(await effects("slow", "slow-ok"), 1);
     for (const stop of stops) await stop();
+  });
+
+  test("a burst that queues up while the handler is busy is consumed to its last event, without waiting for redelivery", async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let entered = false;
+    const stop = await main.bus.consume({
+      schema: UserLoggedInSchema,
+      durable: "burst",
+      concurrency: 1,
+      batchSize: 8,
+      ackWaitMs: 600_000, // a redelivery must not be what finishes the burst
+      handle: async (event, meta, tx) => {
+        if (event.userId === "burst-gate") {
+          entered = true;
+          await gate;
+        }
+        await tx`insert into public.effects (consumer, event_id, user_id) values ('burst', ${meta.eventId}, ${event.userId})`;
+      },
+    });
+    const jsm = await jetstreamManager(conns[0]!);
+    // The durable starts with the earlier tests' events: let it catch up first.
+    await waitFor("the burst consumer to catch up", async () => {
+      const info = await jsm.consumers.info("EVENTS", "burst");
+      return info.num_ack_pending === 0 && info.num_pending === 0;
+    });
+    const users = Array.from({ length: 20 }, (_, i) => `burst-${i}`);
+    try {
+      await publish("burst-gate");
+      await waitFor("the handler to hold the first event", () => entered);
+      for (const u of users) await publish(u);
+      // At least the client's first pull of 8 is in its hands while the only handler is busy.
+      await waitFor("a full pull delivered to the busy consumer", async () => (await jsm.consumers.info("EVENTS", "burst")).num_ack_pending >= 8);
+    } finally {
+      open();
+    }
+    await waitFor("every event of the burst to be handled", async () => {
+      const [row] = await main.db.sql`select count(distinct user_id)::int as n from public.effects where consumer = 'burst' and user_id like 'burst-%'`;
+      return row!.n === users.length + 1;
+    });
+    for (const u of users) assert.equal(await effects("burst", u), 1, u);
+    await stop();
   });
 
   test("a poison message is dead-lettered with its error after max deliveries; later events flow; replay reaches only the consumer that gave up", async () => {
