@@ -86,12 +86,11 @@ export function exitOnSignals(proc: RunningProcess): void {
     proc.stop().then(
       () => {
         proc.log.info("stopped");
-        proc.log.flush();
-        setImmediate(() => process.exit(0));
+        proc.log.flush(() => process.exit(0)); // the last log lines reach stdout first
       },
       (err: unknown) => {
         proc.log.error({ err: String(err) }, "shutdown failed");
-        process.exit(1);
+        proc.log.flush(() => process.exit(1));
       },
     );
   };

@@ -5,7 +5,7 @@
  * request's trace and the time that remains of its deadline.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
-import { randomUUID } from "node:crypto";
+import { randomFillSync } from "node:crypto";
 
 /** The context of the request being served. */
 export interface RequestContext {
@@ -44,10 +44,8 @@ export function requestContextFrom(
   deadline: number | undefined,
 ): RequestContext {
   const match = traceparentPattern.exec(header("traceparent") ?? "");
-  // randomUUID draws from a cached entropy pool: a third of randomBytes' cost.
-  const fresh = randomUUID().replace(/-/g, "");
-  const traceId = match && !/^0+$/.test(match[1]!) ? match[1]! : fresh;
-  const spanId = fresh.slice(16);
+  const traceId = match && !/^0+$/.test(match[1]!) ? match[1]! : randomHex(16);
+  const spanId = randomHex(8);
   const requestId = header("x-request-id");
   return {
     requestId: requestId && /^[\w.:-]{1,128}$/.test(requestId) ? requestId : spanId,
@@ -61,4 +59,20 @@ export function requestContextFrom(
 /** The `traceparent` value an outgoing call made under `ctx` sends. */
 export function traceparentOf(ctx: RequestContext): string {
   return `00-${ctx.traceId}-${ctx.spanId}-${ctx.traceFlags}`;
+}
+
+// Ids come from a pool refilled 4 KiB at a time: one crypto call per ~170
+// requests instead of two or three per request.
+const pool = Buffer.alloc(4096);
+let poolOffset = pool.length;
+
+/** `bytes` random bytes as lowercase hex. */
+function randomHex(bytes: number): string {
+  if (poolOffset + bytes > pool.length) {
+    randomFillSync(pool);
+    poolOffset = 0;
+  }
+  const hex = pool.toString("hex", poolOffset, poolOffset + bytes);
+  poolOffset += bytes;
+  return hex;
 }

@@ -3,8 +3,9 @@
  * TestingService/UnaryCall (decode the request, echo its text, encode the
  * response). Run as `tsx bench/unary/servers.ts <kind>`; prints "port <n>".
  *
- * - platform: the full platform (every middleware on: telemetry with a JSON
- *   log line per call, lifecycle, token check, validation) serving TestingService;
+ * - platform: the full platform serving the same handler, every middleware on
+ *   (telemetry with a JSON log line per call and metrics, deadlines and
+ *   shutdown, dependency errors, token check, rate limit, validation);
  * - grpc-js: a bare @grpc/grpc-js Server;
  * - connect-node: a bare connect-node handler on node:http2 (h2c);
  * - http2: a raw node:http2 handler speaking just enough gRPC.
@@ -13,22 +14,23 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import http2 from "node:http2";
-import { createWriteStream } from "node:fs";
 import { TestingService, UnaryCallRequestSchema, UnaryCallResponseSchema, type UnaryCallRequest } from "../../gen/switchyard/testing/v1/testing_pb.js";
-import { createLogger } from "../../platform/log.js";
+import { createLogDestination, createLogger } from "../../platform/log.js";
 import { startProcess } from "../../platform/process.js";
 import { readPlatformSettings } from "../../platform/settings.js";
-import { testingService } from "../../test/support/testing-service.js";
+import { register } from "../../platform/rpc/pipeline.js";
 
 const path = "/switchyard.testing.v1.TestingService/UnaryCall";
 const reply = (req: UnaryCallRequest) => create(UnaryCallResponseSchema, { text: req.text });
 
 async function platform(): Promise<number> {
-  // Logs go to /dev/null through pino's async destination: the cost of writing
-  // them is paid, the bench output stays readable.
+  // One JSON line per call goes to /dev/null through the production log
+  // destination: the cost of writing them is paid, the bench output stays readable.
   const settings = readPlatformSettings({ PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info" });
-  const log = createLogger("info", createWriteStream("/dev/null"));
-  const proc = await startProcess([{ name: "testing", start: () => ({ services: [testingService()] }) }], settings, log);
+  const log = createLogger("info", createLogDestination("/dev/null"));
+  // The same handler as the bare servers; everything around it is the platform's.
+  const service = register(TestingService, { unaryCall: (req) => reply(req) });
+  const proc = await startProcess([{ name: "testing", start: () => ({ services: [service] }) }], settings, log);
   return proc.port;
 }
 

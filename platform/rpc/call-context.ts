@@ -4,23 +4,34 @@
  * connect's own `createHandlerContext` builds an AbortController, a timeout
  * and three Headers objects up front for every call; on the hot gRPC path most
  * handlers never read them. This context creates each of them the first time
- * it is read, so a handler that reads nothing costs nothing.
+ * it is read, so a handler that reads nothing costs nothing. What it reads
+ * lazily comes from the transport's call object (`source`) through functions
+ * shared by all calls, so creating a context allocates no closures.
  */
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type ContextValues, type HandlerContext } from "@connectrpc/connect";
 
+/** How a context reads what it builds lazily from its transport's call object. */
+export interface CallSourceAccess<S> {
+  /** Reads the request headers on first use. */
+  readHeaders(source: S): Headers;
+  /** Seeds the context values when they are first read (e.g. the peer address). */
+  initValues?(values: ContextValues, source: S): void;
+  /** Arranges for `abort` to run when the caller cancels; called when the signal is first read. */
+  onCancel?(source: S, abort: () => void): void;
+}
+
 /** What the transport knows about a call when it starts. */
-export interface CallContextInit {
+export interface CallContextInit<S> {
   service: DescService;
   method: DescMethod;
   protocolName: string;
   url: string;
   /** Absolute deadline in epoch milliseconds, or undefined for none. */
   deadline: number | undefined;
-  /** Reads the request headers on first use. */
-  readHeaders: () => Headers;
-  /** Seeds the context values when they are first read (e.g. the peer address). */
-  initValues?: (values: ContextValues) => void;
+  /** The transport's call object. */
+  source: S;
+  access: CallSourceAccess<S>;
 }
 
 /** A HandlerContext that the transport can abort and whose headers it reads back. */
@@ -33,15 +44,17 @@ export interface CallContext extends HandlerContext {
   readonly hasResponseTrailer: boolean;
 }
 
-class LazyCallContext implements CallContext {
+const cancelled = new ConnectError("the caller cancelled the call", Code.Canceled);
+
+class LazyCallContext<S> implements CallContext {
   readonly service: DescService;
   readonly method: DescMethod;
   readonly protocolName: string;
   readonly url: string;
   readonly requestMethod = "POST";
   private readonly deadline: number | undefined;
-  private readonly readHeaders: () => Headers;
-  private readonly initValues: ((values: ContextValues) => void) | undefined;
+  private readonly source: S;
+  private readonly access: CallSourceAccess<S>;
   private controller: AbortController | undefined;
   private abortReason: unknown;
   private timer: NodeJS.Timeout | undefined;
@@ -50,14 +63,14 @@ class LazyCallContext implements CallContext {
   private resTrailer: Headers | undefined;
   private ctxValues: ContextValues | undefined;
 
-  constructor(init: CallContextInit) {
+  constructor(init: CallContextInit<S>) {
     this.service = init.service;
     this.method = init.method;
     this.protocolName = init.protocolName;
     this.url = init.url;
     this.deadline = init.deadline;
-    this.readHeaders = init.readHeaders;
-    this.initValues = init.initValues;
+    this.source = init.source;
+    this.access = init.access;
   }
 
   get signal(): AbortSignal {
@@ -70,15 +83,17 @@ class LazyCallContext implements CallContext {
         this.timer = setTimeout(() => this.abort(new ConnectError("the call's deadline passed", Code.DeadlineExceeded)), ms);
         this.timer.unref();
       }
+      if (this.abortReason === undefined) this.access.onCancel?.(this.source, () => this.abort(cancelled));
     }
     return this.controller.signal;
   }
 
-  readonly timeoutMs = (): number | undefined =>
-    this.deadline === undefined ? undefined : this.deadline - Date.now();
+  timeoutMs(): number | undefined {
+    return this.deadline === undefined ? undefined : this.deadline - Date.now();
+  }
 
   get requestHeader(): Headers {
-    return (this.reqHeader ??= this.readHeaders());
+    return (this.reqHeader ??= this.access.readHeaders(this.source));
   }
   get responseHeader(): Headers {
     return (this.resHeader ??= new Headers());
@@ -95,7 +110,7 @@ class LazyCallContext implements CallContext {
   get values(): ContextValues {
     if (this.ctxValues === undefined) {
       this.ctxValues = createContextValues();
-      this.initValues?.(this.ctxValues);
+      this.access.initValues?.(this.ctxValues, this.source);
     }
     return this.ctxValues;
   }
@@ -109,6 +124,6 @@ class LazyCallContext implements CallContext {
 }
 
 /** Creates a call context whose signal, headers and values are built on first read. */
-export function createCallContext(init: CallContextInit): CallContext {
+export function createCallContext<S>(init: CallContextInit<S>): CallContext {
   return new LazyCallContext(init);
 }

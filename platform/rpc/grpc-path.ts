@@ -12,7 +12,7 @@ import * as grpc from "@grpc/grpc-js";
 import { once } from "node:events";
 import type { Readable } from "node:stream";
 import { addressOfPeer, peerAddressKey } from "../auth/client-address.js";
-import { createCallContext, type CallContext } from "./call-context.js";
+import { createCallContext, type CallContext, type CallSourceAccess } from "./call-context.js";
 import { createDecoder, DecodeFailure } from "./codec.js";
 import { metadataFromHeaders, headersFromMetadata } from "./headers.js";
 import { isStreamResult, type PlatformMethod } from "./pipeline.js";
@@ -79,20 +79,28 @@ type AnyCall = grpc.ServerUnaryCall<unknown, unknown> &
   Partial<grpc.ServerWritableStream<unknown, unknown>> &
   Partial<grpc.ServerReadableStream<unknown, unknown>>;
 
+/** How a context reads a grpc-js call: shared by every call, so a context costs no closures. */
+const grpcCallAccess: CallSourceAccess<AnyCall> = {
+  readHeaders: (call) => headersFromMetadata(call.metadata),
+  initValues: (values, call) => values.set(peerAddressKey, addressOfPeer(call.getPeer())),
+  onCancel(call, abort) {
+    if (call.cancelled) abort();
+    else call.once("cancelled", abort);
+  },
+};
+
 function contextFor(m: PlatformMethod, call: AnyCall): CallContext {
   const deadline = call.getDeadline();
   const ms = deadline instanceof Date ? deadline.getTime() : deadline;
-  const ctx = createCallContext({
+  return createCallContext({
     service: m.service,
     method: m.method,
     protocolName: "grpc",
     url: m.path,
     deadline: Number.isFinite(ms) ? ms : undefined,
-    readHeaders: () => headersFromMetadata(call.metadata),
-    initValues: (values) => values.set(peerAddressKey, addressOfPeer(call.getPeer())),
+    source: call,
+    access: grpcCallAccess,
   });
-  call.on("cancelled", () => ctx.abort(cancelled));
-  return ctx;
 }
 
 /** The grpc-js status for an error, with handler trailers and error details. */
@@ -172,7 +180,6 @@ function createHandler(m: PlatformMethod, options: GrpcPathOptions): grpc.Untype
 }
 
 const completed = new ConnectError("the call completed", Code.Canceled);
-const cancelled = new ConnectError("the caller cancelled the call", Code.Canceled);
 
 async function writeStream(
   call: grpc.ServerWritableStream<unknown, unknown>,
