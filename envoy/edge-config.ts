@@ -8,7 +8,8 @@ import { env, int, readConfig, str } from "../platform/config.js";
 import { corsVars } from "../platform/cors.js";
 import { authPlatformVars } from "../platform/auth/settings.js";
 
-const edgeVars = {
+/** The variables `npm run envoy` reads. */
+export const edgeVars = {
   // The very declarations the platform's token check and auth's signing read.
   AUTH_ISSUER: authPlatformVars.AUTH_ISSUER,
   AUTH_AUDIENCE: authPlatformVars.AUTH_AUDIENCE,
