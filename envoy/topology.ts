@@ -6,12 +6,13 @@
  * docker-compose services are all generated from this one description.
  */
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
-import { getOption } from "@bufbuild/protobuf";
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import ts from "typescript";
-import { Access, access } from "../gen/switchyard/options/v1/options_pb.js";
+import { Access } from "../gen/switchyard/options/v1/options_pb.js";
+import { accessOf } from "../platform/auth/token-check.js";
+import { rpcPath } from "../platform/rpc/pipeline.js";
 import type { ServiceModule } from "../platform/service.js";
 
 /** A plain HTTP route the edge sends to a module (not an RPC). */
@@ -57,9 +58,9 @@ export interface Topology {
 /** Who may call an RPC through the edge, from `(switchyard.options.v1.access)`. */
 export type RpcAccess = "public" | "user" | "internal";
 
-/** The access of `method` as its contract declares it. */
+/** The access of `method` as its contract declares it: the same reading the platform's token check makes. */
 export function rpcAccess(method: DescMethod): RpcAccess {
-  const a = getOption(method, access);
+  const a = accessOf(method);
   return a === Access.PUBLIC ? "public" : a === Access.INTERNAL ? "internal" : "user";
 }
 
@@ -68,10 +69,7 @@ export function isIdempotent(method: DescMethod): boolean {
   return method.idempotency !== 0; // 0 = IDEMPOTENCY_UNKNOWN
 }
 
-/** "/package.Service/Method": the HTTP/2 path of an RPC. */
-export function rpcPath(method: DescMethod): string {
-  return `/${method.parent.typeName}/${method.name}`;
-}
+export { rpcPath };
 
 /** Static import bindings of a source file: local name -> [module specifier, exported name]. */
 function importsOf(sf: ts.SourceFile): Map<string, [string, string]> {

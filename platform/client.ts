@@ -8,6 +8,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type CallOptions, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { currentRequest, traceparentOf } from "./request-context.js";
+import { failedStream, returnsStream } from "./rpc/pipeline.js";
 
 /** Adds the current request's trace context and request id to outgoing calls. */
 export const propagateRequestContext: Interceptor = (next) => (req) => {
@@ -34,7 +35,7 @@ export function createServiceClient<S extends DescService>(service: S, transport
   const bounded: Record<string, unknown> = {};
   for (const method of service.methods) {
     const call = client[method.localName]!;
-    const streaming = method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming";
+    const streaming = returnsStream(method);
     bounded[method.localName] = (req: unknown, opts: CallOptions = {}) => {
       try {
         return call(req, withDeadline(opts));
@@ -53,8 +54,4 @@ function withDeadline(opts: CallOptions): CallOptions {
   const remaining = deadline - Date.now();
   if (remaining <= 0) throw new ConnectError("the request's deadline passed before this call started", Code.DeadlineExceeded);
   return { ...opts, timeoutMs: opts.timeoutMs === undefined ? remaining : Math.min(opts.timeoutMs, remaining) };
-}
-
-async function* failedStream(err: unknown): AsyncIterable<never> {
-  throw err;
 }

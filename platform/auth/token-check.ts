@@ -16,7 +16,7 @@ import { getOption, hasOption, type DescMethod, type DescService } from "@bufbui
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Access, access as accessExt } from "../../gen/switchyard/options/v1/options_pb.js";
 import { ConfigError } from "../config.js";
-import type { Middleware, RpcCall } from "../rpc/pipeline.js";
+import { afterCheck, type Middleware, type RpcCall } from "../rpc/pipeline.js";
 import { SERVICE_ROLE } from "./claims.js";
 import { principalKey } from "./principal.js";
 import type { AccessTokenVerifier } from "./verifier.js";
@@ -73,16 +73,6 @@ export function createTokenCheck(services: readonly DescService[], verifier: Acc
       }
       call.ctx.values.set(principalKey, principal);
     };
-    if (method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming") {
-      return (call) =>
-        (async function* checked() {
-          await check(call);
-          yield* next(call) as AsyncIterable<unknown>;
-        })();
-    }
-    return async (call) => {
-      await check(call);
-      return next(call);
-    };
+    return afterCheck(method, check, next);
   };
 }

@@ -15,7 +15,7 @@ import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 import { principalKey, type Principal } from "../auth/principal.js";
 import type { Logger } from "../log.js";
-import { isStreamResult, type Middleware, type RpcCall, type RpcHandler } from "../rpc/pipeline.js";
+import { afterCheck, type Middleware, type RpcCall, type RpcHandler } from "../rpc/pipeline.js";
 import type { RateLimiter } from "./limiter.js";
 
 /** Requests per minute by tier. */
@@ -69,18 +69,9 @@ export function rateLimit(limiter: RateLimiter, limits: TierLimits, log: Logger)
       [{ desc: RetryInfoSchema, value: { retryDelay: { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 } } }],
     );
   };
-  return (method, next): RpcHandler => {
-    const streaming = method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming";
-    return (call: RpcCall) => {
+  return (method, next): RpcHandler =>
+    afterCheck(method, (call: RpcCall) => {
       const p = call.ctx.values.get(principalKey);
-      if (p === undefined || p.roles.includes("service")) return next(call);
-      if (!streaming) return check(p).then(() => next(call) as Promise<unknown>);
-      return (async function* () {
-        await check(p);
-        const result = next(call);
-        if (isStreamResult(result)) yield* result;
-        else yield await result;
-      })();
-    };
-  };
+      return p === undefined || p.roles.includes("service") ? undefined : check(p);
+    }, next);
 }

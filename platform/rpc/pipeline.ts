@@ -61,6 +61,41 @@ export interface PlatformMethod {
   readonly invoke: RpcHandler;
 }
 
+/** "/package.Service/Method": the path gRPC, gRPC-Web, Connect and Envoy route an RPC by. */
+export function rpcPath(method: DescMethod): string {
+  return `/${method.parent.typeName}/${method.name}`;
+}
+
+/** Whether `method` answers with a stream (server-streaming and bidi RPCs). */
+export function returnsStream(method: DescMethod): boolean {
+  return method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming";
+}
+
+/** A stream that fails with `err` when first read: how a streaming RPC fails before it starts. */
+export async function* failedStream(err: unknown): AsyncIterable<never> {
+  throw err;
+}
+
+/**
+ * A handler that passes a call on only once `check(call)` settles without
+ * throwing; for a stream, the check runs when the stream is first read. A
+ * check that returns undefined lets the call through at once. This is the
+ * shape of every gate (token check, rate limit) on either kind of result.
+ */
+export function afterCheck(method: DescMethod, check: (call: RpcCall) => Promise<void> | undefined, next: RpcHandler): RpcHandler {
+  if (returnsStream(method)) {
+    return (call) =>
+      (async function* checked() {
+        await check(call);
+        yield* next(call) as AsyncIterable<unknown>;
+      })();
+  }
+  return (call) => {
+    const pending = check(call);
+    return pending === undefined ? next(call) : pending.then(() => next(call) as Promise<unknown>);
+  };
+}
+
 /** Whether a result is a stream (server-streaming and bidi RPCs). */
 export function isStreamResult(result: RpcResult): result is AsyncIterable<unknown> {
   return typeof (result as AsyncIterable<unknown>)[Symbol.asyncIterator] === "function";
@@ -116,7 +151,7 @@ export function createPlatformMethods(
         fn === undefined ? unimplemented(method) : terminal(method, fn.bind(impl)),
       );
       for (let i = middleware.length - 1; i >= 0; i--) handler = guard(method, middleware[i]!(method, handler));
-      methods.push({ service, method, path: `/${service.typeName}/${method.name}`, invoke: handler });
+      methods.push({ service, method, path: rpcPath(method), invoke: handler });
     }
   }
   return methods;
@@ -138,7 +173,7 @@ function terminal(method: DescMethod, fn: (input: unknown, ctx: HandlerContext) 
  * returns, so no middleware or transport has to expect both.
  */
 function guard(method: DescMethod, handler: RpcHandler): RpcHandler {
-  const streaming = method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming";
+  const streaming = returnsStream(method);
   return (call) => {
     try {
       return handler(call);
@@ -146,8 +181,4 @@ function guard(method: DescMethod, handler: RpcHandler): RpcHandler {
       return streaming ? failedStream(err) : Promise.reject(err);
     }
   };
-}
-
-async function* failedStream(err: unknown): AsyncIterable<never> {
-  throw err;
 }
