@@ -26,6 +26,7 @@ import postgres from "postgres";
 import { AuthService } from "../../gen/switchyard/auth/v1/auth_pb.js";
 import { createAccessTokenVerifier } from "../../platform/auth/verifier.js";
 import { createTestDatabase, startNats } from "../../test/support/infra.js";
+import { spawnScript } from "../../test/support/spawn.js";
 
 const { values } = parseArgs({ options: { ms: { type: "string", default: "3000" } } });
 const ms = Number(values.ms);
@@ -36,8 +37,7 @@ const modes = ["nocheck", "check", "check-nocache"] as const;
 const labels = { nocheck: "off (fixed principal)", check: "on (as deployed)", "check-nocache": "on, cache off" };
 const testDb = await createTestDatabase("sy_bench_auth");
 const nats = await startNats();
-const env: Record<string, string | undefined> = {
-  ...process.env,
+const env: Record<string, string> = {
   DATABASE_URL: testDb.url,
   NATS_URL: nats.url,
   AUTH_MASTER_KEY: randomBytes(32).toString("base64"),
@@ -45,18 +45,10 @@ const env: Record<string, string | undefined> = {
 };
 const children: ChildProcess[] = [];
 
-function startServer(mode: string): Promise<number> {
-  const child = spawn(process.execPath, [...tsx, "bench/auth/server.ts", mode], { stdio: ["ignore", "pipe", "inherit"], env });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    let out = "";
-    child.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      const m = /port (\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
-    });
-    child.once("exit", (code) => reject(new Error(`${mode} server exited with ${code}`)));
-  });
+async function startServer(mode: string): Promise<number> {
+  const server = await spawnScript("bench/auth/server.ts", { args: [mode], env, stderr: "inherit" });
+  children.push(server.child);
+  return server.port;
 }
 
 interface ClientResult {

@@ -21,7 +21,8 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { parseArgs } from "node:util";
 import { dropPrefix } from "../../test/gateway/support.js";
-import { freePort, natsUrl } from "../../test/support/infra.js";
+import { natsUrl } from "../../test/support/infra.js";
+import { spawnPlatform, spawnScript, type PlatformProcess, type ScriptProcess } from "../../test/support/spawn.js";
 
 const { values } = parseArgs({
   options: { calls1: { type: "string", default: "2000" }, calls64: { type: "string", default: "20000" }, sockets: { type: "string", default: "10000" }, only: { type: "string", default: "" } },
@@ -54,37 +55,17 @@ const gatewayEnv = {
   HOST: "127.0.0.1",
 };
 
-function start(args: string[], env: Record<string, string> = {}, ready: RegExp = /./): Promise<{ child: ChildProcess; match: RegExpExecArray; stderr: () => string }> {
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  children.push(child);
-  let out = "";
-  let err = "";
-  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
-  return new Promise((resolve, reject) => {
-    child.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      const m = ready.exec(out);
-      if (m) resolve({ child, match: m, stderr: () => err });
-    });
-    child.once("exit", (code) => reject(new Error(`${args.join(" ")} exited with ${code}:\n${out}\n${err}`)));
-  });
+/** spawnScript, and the child is killed when this process exits. */
+async function start(script: string, args: string[], env: Record<string, string>, ready: RegExp): Promise<ScriptProcess> {
+  const p = await spawnScript(script, { args, env, ready });
+  children.push(p.child);
+  return p;
 }
 
-async function startGateway(extraArgs: string[] = [], script = "platform/main.ts") {
-  const port = await freePort();
-  const child = spawn(process.execPath, [...extraArgs, "--import", "tsx", script], {
-    env: { ...process.env, ...gatewayEnv, PORT: String(port) },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  children.push(child);
-  let err = "";
-  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
-  for (let i = 0; ; i++) {
-    if (await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false)) break;
-    if (child.exitCode !== null || i > 300) throw new Error(`gateway did not start:\n${err}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { child, port, stderr: () => err };
+async function startGateway(nodeArgs: string[] = [], script = "platform/main.ts"): Promise<PlatformProcess> {
+  const p = await spawnPlatform({ env: gatewayEnv, nodeArgs, script, stdout: "ignore" });
+  children.push(p.child);
+  return p;
 }
 
 interface Row {
@@ -107,10 +88,10 @@ try {
   const [holder, front, floorRelay, redisRelay] = await Promise.all([
     startGateway(),
     startGateway(),
-    start([...tsx, "bench/toolcall/relay.ts", "nats", nats], {}, /port (\d+)/),
-    start([...tsx, "bench/toolcall/relay.ts", "redis", nats], {}, /port (\d+)/),
+    start("bench/toolcall/relay.ts", ["nats", nats], {}, /port (\d+)/),
+    start("bench/toolcall/relay.ts", ["redis", nats], {}, /port (\d+)/),
   ]);
-  const device = await start([...tsx, "bench/toolcall/device.ts", String(holder.port), floorRelay.match[1]!, redisRelay.match[1]!], { BENCH_DEVICE_TOKEN: await mint(user) }, /ready/);
+  const device = await start("bench/toolcall/device.ts", [String(holder.port), floorRelay.match[1]!, redisRelay.match[1]!], { BENCH_DEVICE_TOKEN: await mint(user) }, /ready/);
 
   {
     const natsPort = new URL(nats).port || "4222";
@@ -137,10 +118,10 @@ try {
   // Memory of idle sockets on a fresh gateway.
   const probe = await startGateway(["--expose-gc"], "bench/toolcall/gateway-probe.ts");
   const readMem = async () => {
-    const before = probe.stderr().length;
+    const before = probe.output().length;
     probe.child.kill("SIGUSR2");
     for (let i = 0; i < 100; i++) {
-      const m = /MEM (\{.*\})/.exec(probe.stderr().slice(before));
+      const m = /MEM (\{.*\})/.exec(probe.output().slice(before));
       if (m) return JSON.parse(m[1]!) as NodeJS.MemoryUsage;
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -149,7 +130,7 @@ try {
   base = await readMem();
   const privateJwk = JSON.stringify(await exportJWK(privateKey));
   const t0 = Date.now();
-  const holderOfSockets = await start([...tsx, "bench/toolcall/sockets.ts", String(probe.port), String(sockets), kid], { BENCH_PRIVATE_JWK: privateJwk }, /ready (\d+)/);
+  const holderOfSockets = await start("bench/toolcall/sockets.ts", [String(probe.port), String(sockets), kid], { BENCH_PRIVATE_JWK: privateJwk }, /ready (\d+)/);
   openMs = Date.now() - t0;
   await new Promise((r) => setTimeout(r, 1000)); // let the last presence writes and timers settle
   loaded = await readMem();

@@ -7,27 +7,15 @@
  *
  *   npm run bench:unary [-- --ms 3000 --rounds 1]
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { parseArgs } from "node:util";
+import { spawnScript } from "../../test/support/spawn.js";
 
 const { values } = parseArgs({ options: { ms: { type: "string", default: "3000" }, rounds: { type: "string", default: "1" } } });
 const servers = ["platform", "grpc-js", "connect-node", "http2"] as const;
 const clients = ["grpc-js", "connect"] as const;
 const inflights = [1, 64] as const;
 const tsx = ["--import", "tsx"];
-
-function startServer(kind: string): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, [...tsx, "bench/unary/servers.ts", kind], { stdio: ["ignore", "pipe", "inherit"] });
-  return new Promise((resolve, reject) => {
-    let out = "";
-    child.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      const m = /port (\d+)/.exec(out);
-      if (m) resolve({ child, port: Number(m[1]) });
-    });
-    child.once("exit", (code) => reject(new Error(`${kind} server exited with ${code}`)));
-  });
-}
 
 function runClient(kind: string, port: number, inflight: number): Promise<{ rps: number; p50: number; p99: number }> {
   const child = spawn(process.execPath, [...tsx, "bench/unary/client.ts", kind, String(port), String(inflight), values.ms!], {
@@ -44,7 +32,7 @@ type Row = { server: string; client: string; inflight: number; rps: number; p50:
 const rows: Row[] = [];
 for (let round = 0; round < Number(values.rounds); round++) {
   for (const server of servers) {
-    const { child, port } = await startServer(server);
+    const { child, port } = await spawnScript("bench/unary/servers.ts", { args: [server], stderr: "inherit" });
     for (const client of clients) {
       for (const inflight of inflights) {
         const r = await runClient(client, port, inflight);

@@ -2,9 +2,9 @@
  * Helpers shared by the data tests: bounded waits, /readyz, platform
  * settings for a test process, and the ledger fixture as a child process.
  */
-import { spawn, type ChildProcess } from "node:child_process";
-import { once } from "node:events";
+import type { ChildProcess } from "node:child_process";
 import { readPlatformSettings, type PlatformSettings } from "../../platform/settings.js";
+import { spawnScript } from "../support/spawn.js";
 
 /** Polls `check` until it returns a truthy value; fails naming `what` after `ms`. */
 export async function waitFor<T>(what: string, check: () => T | Promise<T>, ms = 20_000): Promise<Exclude<T, undefined | null | false | 0 | "">> {
@@ -43,28 +43,9 @@ export interface LedgerProcess {
 
 /** Spawns test/data/fixtures/ledger-main.ts with `env`; resolves once it prints "ready <port>". */
 export async function spawnLedger(env: Record<string, string>): Promise<LedgerProcess> {
-  const child = spawn(process.execPath, ["--import", "tsx", "test/data/fixtures/ledger-main.ts"], {
-    env: { ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "warn", SHUTDOWN_GRACE_MS: "1000", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
+  const { port, child, stop } = await spawnScript("test/data/fixtures/ledger-main.ts", {
+    env: { PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "warn", SHUTDOWN_GRACE_MS: "1000", ...env },
+    ready: /ready (\d+)/,
   });
-  let out = "";
-  let err = "";
-  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
-  const port = await new Promise<number>((resolve, reject) => {
-    child.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      const m = /ready (\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
-    });
-    child.once("exit", (code) => reject(new Error(`ledger process exited (${code}) before serving: ${err}`)));
-  });
-  return {
-    port,
-    child,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill("SIGTERM");
-      await once(child, "exit");
-    },
-  };
+  return { port, child, stop: () => stop() };
 }

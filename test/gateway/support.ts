@@ -8,7 +8,7 @@ import { create, fromBinary, toBinary, type JsonObject } from "@bufbuild/protobu
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from "jose";
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -20,7 +20,7 @@ import {
 } from "../../gen/switchyard/device/v1/device_frame_pb.js";
 import { DeviceService } from "../../gen/switchyard/device/v1/device_pb.js";
 import { NotificationService } from "../../gen/switchyard/notify/v1/notify_pb.js";
-import { freePort } from "../support/infra.js";
+import { spawnPlatform } from "../support/spawn.js";
 
 const ISS = "switchyard-auth";
 const AUD = "switchyard";
@@ -77,40 +77,12 @@ export interface GatewayProcess {
 
 /** Starts `node --import tsx platform/main.ts` with SERVICES=gateway; resolves once /readyz says ready. */
 export async function startGateway(env: Record<string, string>): Promise<GatewayProcess> {
-  const port = await freePort();
   const instanceId = env.INSTANCE_ID ?? `gw-${randomBytes(4).toString("hex")}`;
-  const child = spawn(process.execPath, ["--import", "tsx", "platform/main.ts"], {
-    env: { ...process.env, SERVICES: "gateway", PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "warn", INSTANCE_ID: instanceId, SHUTDOWN_GRACE_MS: "1000", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
+  const gw = await spawnPlatform({
+    env: { SERVICES: "gateway", HOST: "127.0.0.1", LOG_LEVEL: "warn", INSTANCE_ID: instanceId, SHUTDOWN_GRACE_MS: "1000", ...env },
   });
-  let out = "";
-  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  process.once("exit", () => child.kill("SIGKILL"));
-  const until = Date.now() + 30_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode} before it was ready:\n${out}`);
-    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);
-    if (ok) break;
-    if (Date.now() > until) {
-      child.kill("SIGKILL");
-      throw new Error(`gateway not ready within 30 s:\n${out}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return {
-    port,
-    instanceId,
-    baseUrl: `http://127.0.0.1:${port}`,
-    child,
-    output: () => out,
-    async kill(signal = "SIGTERM") {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill(signal);
-      await exited;
-    },
-  };
+  process.once("exit", () => gw.child.kill("SIGKILL"));
+  return { port: gw.port, instanceId, baseUrl: gw.baseUrl, child: gw.child, output: gw.output, kill: gw.stop };
 }
 
 /** Connect clients of DeviceService and NotificationService sending `token`. */

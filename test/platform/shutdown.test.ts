@@ -6,26 +6,15 @@
  */
 import { it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { TestingService } from "../../gen/switchyard/testing/v1/testing_pb.js";
 import { grpcJsClient, unary } from "../support/platform-under-test.js";
+import { spawnScript } from "../support/spawn.js";
 
 it("SIGTERM: unary call completes, stream ends UNAVAILABLE, process exits 0", async () => {
-  const child = spawn(process.execPath, ["--import", "tsx", "test/platform/fixtures/testing-server.ts"], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  const { child, port } = await spawnScript("test/platform/fixtures/testing-server.ts", { stderr: "inherit" });
   const exited = once(child, "exit") as Promise<[number | null, NodeJS.Signals | null]>;
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = "";
-    child.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      const m = /port (\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
-    });
-    child.once("exit", (code) => reject(new Error(`server exited early with ${code}`)));
-  });
   const client = grpcJsClient(TestingService, port);
 
   // A long stream: one message now, the next in 20 s.
