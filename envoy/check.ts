@@ -91,6 +91,8 @@ export function semanticProblems(yamlText: string, expect: CheckExpectations): s
     if (cluster !== undefined && !clusterNames.has(cluster)) problems.push(`route ${r.name ?? JSON.stringify(r.match)} goes to cluster "${cluster}", which does not exist`);
   }
 
+  const jwtRules: Json[] = filters.find((f) => f.name === "envoy.filters.http.jwt_authn")?.typed_config?.rules ?? [];
+
   // Every RPC routed to its module; internal ones never reach a cluster.
   for (const m of expect.topology.modules) {
     for (const s of m.services) {
@@ -118,6 +120,8 @@ export function semanticProblems(yamlText: string, expect: CheckExpectations): s
       if (route?.route?.cluster !== httpCluster(m.name)) problems.push(`${r.path} must go to cluster "${httpCluster(m.name)}"`);
       const ws = (route?.route?.upgrade_configs ?? []).some((u: Json) => u.upgrade_type === "websocket" && u.enabled !== false);
       if (r.websocket && !ws) problems.push(`${r.path} must be upgraded to a WebSocket`);
+      const rule = first(jwtRules, r.path);
+      if (!r.public && !r.websocket && rule?.requires?.provider_name !== jwtProvider) problems.push(`${r.path} is declared for users only, but jwt_authn does not require a token`);
     }
     if (m.services.length > 0) {
       const c = clusters.find((x) => x.name === grpcCluster(m.name));

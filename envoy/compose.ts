@@ -114,5 +114,5 @@ export function buildCompose(topology: Topology, config: EdgeConfig): Json {
 
 /** Renders `compose` as docker-compose.yml text (deterministic). */
 export function renderComposeYaml(compose: Json): string {
-  return generatedHeader("services/index.ts and envoy/topology.ts (with envoy/envoy.yaml)") + stringify(compose, { lineWidth: 0, aliasDuplicateObjects: false });
+  return generatedHeader("the module declarations (app/catalogue.ts, via envoy/topology.ts)") + stringify(compose, { lineWidth: 0, aliasDuplicateObjects: false });
 }

@@ -13,6 +13,7 @@ import { checkEnvoyYaml } from "./check.js";
 import { readEdgeConfig } from "./edge-config.js";
 import { generateEdgeFiles } from "./files.js";
 import { readTopology } from "./topology.js";
+import { serviceModules } from "../app/catalogue.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const text = readFileSync(join(root, "envoy", "envoy.yaml"), "utf8");
@@ -36,12 +37,15 @@ test("envoy.yaml passes Envoy's v3 schema and every routing rule", async () => {
   assert.deepEqual(problems, []);
 });
 
-test("the service list is derived from services/index.ts and the register() calls", async () => {
+test("the service list is the modules' declarations, in catalogue order", async () => {
   const topology = await readTopology(root);
   const served = new Map(topology.modules.map((m) => [m.name, m.services.map((s) => s.typeName)]));
   assert.deepEqual(served.get("auth"), ["switchyard.auth.v1.AuthService"]);
   assert.deepEqual(served.get("gateway"), ["switchyard.device.v1.DeviceService", "switchyard.notify.v1.NotificationService"]);
   assert.deepEqual(served.get("web"), []);
+  assert.deepEqual([...served.keys()], serviceModules.map((m) => m.name));
+  const gateway = topology.modules.find((m) => m.name === "gateway")!;
+  assert.deepEqual(gateway.httpRoutes, [{ match: "exact", path: "/ws/device", methods: ["GET"], public: true, websocket: true }]);
 });
 
 test("each RPC is routed to its module over HTTP/2, with JWT required unless public", () => {
@@ -80,9 +84,8 @@ test("only idempotent RPCs are retried, and only on UNAVAILABLE", () => {
   assert.equal(routeFor("/switchyard.device.v1.DeviceService/CallTool").route.retry_policy, undefined);
 });
 
-test("the HTTP routes: JWKS, webhook, the device WebSocket and the console", () => {
+test("the HTTP routes: JWKS, the device WebSocket and the console", () => {
   assert.equal(routeFor("/.well-known/jwks.json").route.cluster, "auth_http");
-  assert.equal(routeFor("/billing/webhook").route.cluster, "billing_http");
   const ws = routeFor("/ws/device");
   assert.equal(ws.route.cluster, "gateway_http");
   assert.deepEqual(ws.route.upgrade_configs, [{ upgrade_type: "websocket", enabled: true }]);

@@ -5,8 +5,7 @@
  * token check.
  */
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
-import { SERVICE_ROLE } from "../platform/auth/claims.js";
-import { principalKey, type Principal } from "../platform/auth/principal.js";
+import { type Principal, principalKey, SERVICE_ROLE } from "../platform/index.js";
 
 /** Verifies an access token; rejects with ConnectError UNAUTHENTICATED (message never contains the token). */
 export type VerifyAccessToken = (token: string) => Promise<Principal>;

@@ -11,7 +11,7 @@ import { durationFromMs, durationMs, timestampFromMs, timestampMs } from "@bufbu
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { GatewayBeatSchema } from "../gen/switchyard/device/v1/relay_pb.js";
-import type { Logger } from "../platform/log.js";
+import type { Logger } from "../platform/index.js";
 import type { GatewayNames } from "./subjects.js";
 
 /** What the gateway knows about instance liveness. */

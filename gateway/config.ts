@@ -3,7 +3,7 @@
  * settings are the platform's), read once at start with the platform's
  * config helpers (a bad value stops the process naming the variable).
  */
-import { env, int, list, readConfig, url, type ConfigOf } from "../platform/config.js";
+import { type ConfigOf, env, int, list, readConfig, url } from "../platform/index.js";
 
 const prefix: (raw: string) => string = (raw) => {
   if (!/^[a-z][a-z0-9]{0,15}$/.test(raw)) throw new Error(`must match ^[a-z][a-z0-9]{0,15}$, got "${raw}"`);

@@ -8,7 +8,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { randomBytes } from "node:crypto";
 import { DeviceSchema, DeviceService, type Device } from "../gen/switchyard/device/v1/device_pb.js";
 import { ToolResultSchema } from "../gen/switchyard/device/v1/device_frame_pb.js";
-import { register, type ServiceRegistration } from "../platform/rpc/pipeline.js";
+import { register, type ServiceRegistration } from "../platform/index.js";
 import { actingUser, isService, principalOf } from "./auth.js";
 import type { GatewayBeats } from "./beats.js";
 import type { ToolCaller } from "./calls.js";

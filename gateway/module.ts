@@ -7,7 +7,7 @@
 import { jetstream } from "@nats-io/jetstream";
 import { Gauge } from "prom-client";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { ServiceModule } from "../platform/service.js";
+import type { ServiceModule } from "../platform/index.js";
 import type { VerifyAccessToken } from "./auth.js";
 import { createGatewayBeats } from "./beats.js";
 import { createToolCaller } from "./calls.js";
@@ -21,11 +21,17 @@ import { createPresenceCache } from "./presence-cache.js";
 import { createPresenceStore } from "./presence.js";
 import { gatewayNames } from "./subjects.js";
 import { createTickets } from "./tickets.js";
-import { createDeviceUpgrade } from "./upgrade.js";
+import { createDeviceUpgrade, deviceSocketRoute } from "./upgrade.js";
+import { DeviceService } from "../gen/switchyard/device/v1/device_pb.js";
+import { NotificationService } from "../gen/switchyard/notify/v1/notify_pb.js";
 
 /** The gateway service module. */
 export const gateway: ServiceModule = {
   name: "gateway",
+  summary: "cross-instance tool calls through JetStream, presence, notifications with replay; design in [gateway/README.md](gateway/README.md)",
+  serves: [DeviceService, NotificationService],
+  routes: [deviceSocketRoute],
+  replicas: 2,
   uses: ["nats"],
   async start(ctx) {
     const settings = readGatewaySettings();

@@ -11,7 +11,7 @@ import { connect } from "@nats-io/transport-node";
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import type { Notification } from "../gen/switchyard/notify/v1/notify_pb.js";
-import { createLogger } from "../platform/log.js";
+import { createLogger } from "../platform/index.js";
 import { dropPrefix, eventually, newPrefix, newUser } from "../test/gateway/support.js";
 import { natsUrl } from "../test/support/infra.js";
 import { ensureGatewayStore } from "./nats-setup.js";

@@ -23,7 +23,7 @@ import type { JetStreamClient, JetStreamManager, StoredMsg } from "@nats-io/jets
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { randomBytes } from "node:crypto";
 import { NotificationSchema, type Notification } from "../gen/switchyard/notify/v1/notify_pb.js";
-import type { Logger } from "../platform/log.js";
+import type { Logger } from "../platform/index.js";
 import type { GatewayNames } from "./subjects.js";
 import { userToken } from "./subjects.js";
 

@@ -7,7 +7,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { NotificationService, type SubscribeResponse } from "../gen/switchyard/notify/v1/notify_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { SubscribeResponseSchema } from "../gen/switchyard/notify/v1/notify_pb.js";
-import { register, type ServiceRegistration } from "../platform/rpc/pipeline.js";
+import { register, type ServiceRegistration } from "../platform/index.js";
 import { isService, principalOf } from "./auth.js";
 import type { Notifications } from "./notifications.js";
 import { userToken } from "./subjects.js";

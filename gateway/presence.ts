@@ -10,7 +10,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { KV, KvEntry } from "@nats-io/kv";
 import { PresenceRecordSchema, type PresenceEntry, type PresenceRecord } from "../gen/switchyard/device/v1/relay_pb.js";
-import type { Logger } from "../platform/log.js";
+import type { Logger } from "../platform/index.js";
 import type { GatewayBeats } from "./beats.js";
 import { userToken } from "./subjects.js";
 

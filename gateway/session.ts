@@ -18,9 +18,7 @@ import {
   type ToolResult,
   type Welcome,
 } from "../gen/switchyard/device/v1/device_frame_pb.js";
-import type { Principal } from "../platform/auth/principal.js";
-import type { Logger } from "../platform/log.js";
-import { findViolation } from "../platform/middleware/validate.js";
+import { findViolation, type Logger, type Principal } from "../platform/index.js";
 import type { VerifyAccessToken } from "./auth.js";
 import { decodeFrame, encodeFrame, PROTO_PROTOCOL, type FrameProtocol } from "./codec.js";
 import type { DeadlineHandle } from "./deadlines.js";

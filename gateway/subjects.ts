@@ -5,7 +5,7 @@
  * and widen a subscription, and two ids never share a token. Instance ids and
  * call ids are checked plain ids (subjectToken) before use.
  */
-import { encodeSubjectToken, subjectToken } from "../platform/nats/subject.js";
+import { encodeSubjectToken, subjectToken } from "../platform/index.js";
 
 /** The subject token of a user id; throws INVALID_ARGUMENT on an empty id. */
 export function userToken(userId: string): string {

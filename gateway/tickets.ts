@@ -13,7 +13,7 @@ import type { KV } from "@nats-io/kv";
 import { createHash, randomBytes } from "node:crypto";
 import type { Tier } from "../gen/switchyard/common/v1/tier_pb.js";
 import { DeviceTicketRecordSchema } from "../gen/switchyard/device/v1/relay_pb.js";
-import type { Principal } from "../platform/auth/principal.js";
+import type { Principal } from "../platform/index.js";
 
 /** Most a ticket lives. */
 export const TICKET_TTL_MS = 30_000;

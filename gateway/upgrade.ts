@@ -9,15 +9,19 @@ import { ConnectError } from "@connectrpc/connect";
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
-import type { Principal } from "../platform/auth/principal.js";
-import type { UpgradeRoute } from "../platform/http-routes.js";
-import type { Logger } from "../platform/log.js";
+import type { Logger, Principal, RouteDeclaration, UpgradeRoute } from "../platform/index.js";
 import { bearerToken, isService, type VerifyAccessToken } from "./auth.js";
 import { chooseProtocol } from "./codec.js";
 import type { DeviceHub } from "./hub.js";
 import type { Tickets } from "./tickets.js";
 
 /** What the upgrade route needs. */
+/**
+ * The device WebSocket as the module declares it: public at the edge, because
+ * a device authenticates in the upgrade itself (a bearer token or a ticket).
+ */
+export const deviceSocketRoute: RouteDeclaration = { path: "/ws/device", methods: ["GET"], access: "public", websocket: true };
+
 export interface DeviceUpgradeOptions {
   readonly hub: DeviceHub;
   readonly verify: VerifyAccessToken;
@@ -82,7 +86,7 @@ export function createDeviceUpgrade(o: DeviceUpgradeOptions): UpgradeRoute {
   }
 
   return {
-    path: "/ws/device",
+    path: deviceSocketRoute.path,
     handle(req, socket, head) {
       socket.on("error", () => socket.destroy());
       const origin = req.headers.origin;

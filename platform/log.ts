@@ -17,7 +17,6 @@ export const redactedKeys = [
   "ticket",
   "authorization",
   "secret",
-  "webhookSecret",
   "privateKey",
   "masterKey",
 ];

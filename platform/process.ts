@@ -4,6 +4,7 @@
  * SIGTERM/SIGINT (exit 0 once done, within the grace period plus a margin).
  */
 import { createCors } from "./cors.js";
+import { assertDeclared } from "./declarations.js";
 import { createProcessAuth } from "./auth/process-auth.js";
 import { createTokenCheck } from "./auth/token-check.js";
 import { startDependencies } from "./dependencies.js";
@@ -33,7 +34,9 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
   try {
     for (const m of modules) {
       const ctx = { instanceId: settings.INSTANCE_ID, port: settings.PORT, log: log.child({ service: m.name }), metrics, shutdownSignal: shutdown.signal, auth };
-      parts.push(await m.start(deps.provide(ctx, m)));
+      const started = await m.start(deps.provide(ctx, m));
+      parts.push(started);
+      assertDeclared(m, started);
     }
     // Every process checks tokens; a process serving non-public RPCs without keys stops here.
     tokenCheck = createTokenCheck(parts.flatMap((p) => p.services.map((s) => s.service)), auth.verifier());

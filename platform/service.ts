@@ -4,6 +4,7 @@
  * HTTP routes, upgrades, middleware and readiness probes it contributes; it
  * never listens on a port or handles signals itself.
  */
+import type { DescService } from "@bufbuild/protobuf";
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { ProcessAuth } from "./auth/process-auth.js";
 import type { Database } from "./db/types.js";
@@ -53,10 +54,33 @@ export interface ServiceParts {
   stop?(): Promise<void>;
 }
 
-/** A service as `SERVICES=` names it. */
+/**
+ * A plain HTTP route a module owns, declared as data so the edge (Envoy),
+ * compose, Kubernetes and the docs are derived from it without starting the
+ * module. `path` is exact, or ends in "/*" for everything below it.
+ */
+export interface RouteDeclaration {
+  readonly path: string;
+  /** The HTTP methods it answers (HEAD comes with GET). */
+  readonly methods: readonly ("GET" | "POST" | "PUT" | "DELETE")[];
+  /** "public": the edge lets requests through without a token (the route checks what it needs itself); "user": the edge requires a valid access token. */
+  readonly access: "public" | "user";
+  /** A WebSocket upgrade rather than a plain request. */
+  readonly websocket?: boolean;
+}
+
+/** A service module as `SERVICES=` names it: what it serves, declared as data, and how it starts. */
 export interface ServiceModule {
-  /** The name in `SERVICES=` (auth, gateway, chat, storage, billing, plugins). */
+  /** The name in `SERVICES=`: lower-case letters, digits and -. */
   readonly name: string;
+  /** One line for the README's "What runs" table. */
+  readonly summary: string;
+  /** The protobuf services it serves; starting fails when `start` registers any other, or leaves one out. */
+  readonly serves: readonly DescService[];
+  /** The plain HTTP routes and upgrades it owns; starting fails when `start` serves any other, or leaves one out. */
+  readonly routes?: readonly RouteDeclaration[];
+  /** How many copies the production shapes (compose, Kubernetes) run; 1 when absent. */
+  readonly replicas?: number;
   /** Its migrations folder, holding `NNN_name.sql` (e.g. `new URL("./migrations/", import.meta.url)`); implies "db". */
   readonly migrations?: URL;
   /** Shared infrastructure it reads from ServiceContext; created only when some started module uses it. */

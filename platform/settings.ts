@@ -5,18 +5,24 @@
 import { authPlatformVars } from "./auth/settings.js";
 import { env, int, list, oneOf, readConfig, str, type ConfigOf } from "./config.js";
 import { corsVars } from "./cors.js";
+import { MODULE_NAME } from "./declarations.js";
 import { dbVars } from "./db/vars.js";
 import { limitVars } from "./limits/vars.js";
 import { natsVars } from "./nats/vars.js";
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 
+function moduleName(raw: string): string {
+  if (!MODULE_NAME.test(raw)) throw new Error(`"${raw}" is not a service module name (${MODULE_NAME})`);
+  return raw;
+}
+
 export const platformVars = {
   PORT: env("TCP port serving gRPC, gRPC-Web, Connect and HTTP", int(0, 65535), 8080),
   HOST: env("address to listen on", str, "0.0.0.0"),
   SERVICES: env(
-    "comma-separated services to run (auth, gateway, chat, storage, billing, plugins, web); empty = all",
-    list(oneOf("auth", "gateway", "chat", "storage", "billing", "plugins", "web")),
+    'comma-separated service modules to run (the names in "What runs"); empty = all',
+    list(moduleName),
     () => [],
   ),
   LOG_LEVEL: env("pino log level", oneOf("trace", "debug", "info", "warn", "error", "fatal", "silent"), "info"),

@@ -6,7 +6,7 @@
  * schema is up to date, 1 when a migration failed, 2 for bad configuration.
  */
 import { resolve } from "node:path";
-import { serviceModules } from "../services/index.js";
+import { serviceModules } from "../app/catalogue.js";
 import { ConfigError } from "../platform/config.js";
 import { createDatabase } from "../platform/db/database.js";
 import { startEmbeddedPostgres } from "../platform/db/embedded.js";

@@ -7,7 +7,7 @@ import { spawnSync } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
-const roots = ["platform", "services", "gateway", "envoy", "test", "web", "scripts"];
+const roots = ["app", "platform", "services", "gateway", "envoy", "test", "web", "scripts"];
 const args = process.argv.slice(2);
 const paths = args.filter((a) => !a.startsWith("-"));
 const flags = args.filter((a) => a.startsWith("-"));

@@ -11,8 +11,7 @@ import { readFile, stat } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { dirname, extname, join, normalize, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { HttpRoute } from "../platform/http-routes.js";
-import type { Logger } from "../platform/log.js";
+import type { HttpRoute, Logger, RouteDeclaration } from "../platform/index.js";
 
 /** The folder of the web console's sources (vite.config.ts, index.html). */
 export const webRoot = dirname(fileURLToPath(import.meta.url));
@@ -102,6 +101,9 @@ export interface StaticRouteOptions {
   readonly log?: Logger;
 }
 
+/** The console as the web module declares it: every path no other route takes, public. */
+export const consoleRoute: RouteDeclaration = { path: "/*", methods: ["GET"], access: "public" };
+
 /** The HttpRoute serving the console at "/" and below (GET and HEAD). */
 export function createStaticRoute(options: StaticRouteOptions = {}): HttpRoute {
   const dir = resolve(options.dir ?? webDist);
@@ -122,7 +124,7 @@ export function createStaticRoute(options: StaticRouteOptions = {}): HttpRoute {
 
   return {
     method: "GET",
-    path: "/*",
+    path: consoleRoute.path,
     async handle(req: IncomingMessage, res: ServerResponse) {
       await ensureBuilt();
       let path: string;

@@ -1,5 +1,5 @@
 /**
- * A gateway process for the memory measurement: platform/main.ts as is, plus
+ * A gateway process for the memory measurement: app/main.ts as is, plus
  * a SIGUSR2 handler that collects garbage (node --expose-gc) and prints
  * process.memoryUsage() as one JSON line on stderr.
  */
@@ -9,4 +9,4 @@ process.on("SIGUSR2", () => {
   gc?.();
   process.stderr.write(`MEM ${JSON.stringify(process.memoryUsage())}\n`);
 });
-await import("../../platform/main.js");
+await import("../../app/main.js");

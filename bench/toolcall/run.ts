@@ -62,7 +62,7 @@ async function start(script: string, args: string[], env: Record<string, string>
   return p;
 }
 
-async function startGateway(nodeArgs: string[] = [], script = "platform/main.ts"): Promise<PlatformProcess> {
+async function startGateway(nodeArgs: string[] = [], script = "app/main.ts"): Promise<PlatformProcess> {
   const p = await spawnPlatform({ env: gatewayEnv, nodeArgs, script, stdout: "ignore" });
   children.push(p.child);
   return p;

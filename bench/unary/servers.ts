@@ -30,7 +30,7 @@ async function platform(): Promise<number> {
   const log = createLogger("info", createLogDestination("/dev/null"));
   // The same handler as the bare servers; everything around it is the platform's.
   const service = register(TestingService, { unaryCall: (req) => reply(req) });
-  const proc = await startProcess([{ name: "testing", start: () => ({ services: [service] }) }], settings, log);
+  const proc = await startProcess([{ name: "testing", summary: "bench", serves: [TestingService], start: () => ({ services: [service] }) }], settings, log);
   return proc.port;
 }
 

@@ -53,7 +53,7 @@ export interface ProcessAuth {
    * module's start: auth may not have provided its keys yet.
    */
   verifier(): AccessTokenVerifier | undefined;
-  /** The service-token source of `service` (e.g. "gateway"), for its calls to INTERNAL RPCs. */
+  /** The service-token source of `service` (a module name), for its calls to INTERNAL RPCs. */
   serviceTokens(service: string): ServiceTokenSource;
 }
 

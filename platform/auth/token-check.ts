@@ -38,7 +38,7 @@ const bearer = /^Bearer +([^\s]+) *$/i;
 export function bearerToken(header: string | null): string {
   if (header === null || header === "") {
     throw new ConnectError(
-      'this RPC needs an access token: send the header "authorization: Bearer <access_token>" (Login, Register and Refresh of AuthService return one)',
+      'this RPC needs an access token: send the header "authorization: Bearer <access_token>" (signing in returns one)',
       Code.Unauthenticated,
     );
   }

@@ -52,7 +52,7 @@ function unauthenticated(message: string): ConnectError {
   return new ConnectError(message, Code.Unauthenticated);
 }
 
-const signInAgain = "sign in again (AuthService.Login) or refresh (AuthService.Refresh) to get a new access token";
+const signInAgain = "sign in again, or refresh your session, to get a new access token";
 
 /** Checks the raw token and its header; returns nothing or throws UNAUTHENTICATED. */
 function checkShape(token: string, maxBytes: number): void {
@@ -90,7 +90,7 @@ function checkShape(token: string, maxBytes: number): void {
 /** Turns a jose failure into the error the caller gets. */
 function mapJoseError(err: unknown): ConnectError {
   if (err instanceof ConnectError) return err;
-  if (err instanceof errors.JWTExpired) return unauthenticated("the access token has expired; get a new one with AuthService.Refresh");
+  if (err instanceof errors.JWTExpired) return unauthenticated("the access token has expired; refresh your session to get a new one");
   if (err instanceof errors.JWTClaimValidationFailed) {
     switch (err.claim) {
       case "nbf":

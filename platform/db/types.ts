@@ -1,6 +1,6 @@
 /**
  * The database as a service sees it. One `postgres` pool per process; each
- * service keeps its tables in its own schema (`auth.users`, `gateway.tickets`)
+ * service keeps its tables in its own schema (e.g. `<service>.users`)
  * and names them schema-qualified. Statements go through the tagged template
  * only: never `sql.unsafe` with input.
  */

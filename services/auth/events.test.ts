@@ -14,7 +14,7 @@ import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 import { TierChangedSchema, TierChangeSource, UserLoggedInSchema, UserRegisteredSchema } from "../../gen/switchyard/events/v1/events_pb.js";
-import type { ServiceContext, ServiceModule } from "../../platform/service.js";
+import type { ServiceContext, ServiceModule } from "../../platform/index.js";
 import { startAuth, type AuthUnderTest } from "./testing.js";
 
 const PASSWORD = "correct horse battery staple";
@@ -62,6 +62,8 @@ describe("auth events", () => {
   let billing: ServiceContext;
   const billingModule: ServiceModule = {
     name: "billing_standin",
+    summary: "publishes tier changes as billing will",
+    serves: [],
     uses: ["events"],
     start(ctx) {
       billing = ctx;

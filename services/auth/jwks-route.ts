@@ -4,18 +4,20 @@
  * a few minutes: a new key is published long before it signs (see
  * key-store.ts), so a cached copy never misses a key in use.
  */
-import type { HttpRoute } from "../../platform/http-routes.js";
-import { sendJson } from "../../platform/http-routes.js";
+import { type HttpRoute, type RouteDeclaration, sendJson } from "../../platform/index.js";
 import type { KeyStore } from "./key-store.js";
 
 /** Seconds a JWKS response may be cached; well under the key pre-publication time. */
 export const JWKS_MAX_AGE_S = 300;
 
+/** The JWKS as the module declares it: public, cacheable, GET only. */
+export const jwksRouteDeclaration: RouteDeclaration = { path: "/.well-known/jwks.json", methods: ["GET"], access: "public" };
+
 /** The JWKS route over `keys`. */
 export function jwksRoute(keys: KeyStore): HttpRoute {
   return {
     method: "GET",
-    path: "/.well-known/jwks.json",
+    path: jwksRouteDeclaration.path,
     handle(_req, res) {
       sendJson(res, 200, keys.jwks(), {
         "content-type": "application/jwk-set+json",

@@ -16,9 +16,7 @@
  * deletes withdrawn ones; then it reloads the set.
  */
 import { calculateJwkThumbprint, errors, exportJWK, exportPKCS8, generateKeyPair, importJWK, importPKCS8, type CryptoKey, type JWK, type JWTVerifyGetKey } from "jose";
-import type { Database, TransactionSql } from "../../platform/db/types.js";
-import type { Logger } from "../../platform/log.js";
-import { ACCESS_TOKEN_ALG } from "../../platform/auth/claims.js";
+import { ACCESS_TOKEN_ALG, type Database, type Logger, type TransactionSql } from "../../platform/index.js";
 import { seal, unseal } from "./master-key.js";
 
 /** Margin past a token's expiry before its key is withdrawn (beyond verifiers' clock tolerance). */

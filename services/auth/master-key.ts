@@ -15,8 +15,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import { ConfigError } from "../../platform/config.js";
-import type { Logger } from "../../platform/log.js";
+import { ConfigError, type Logger } from "../../platform/index.js";
 
 const version = 1;
 

@@ -13,11 +13,7 @@
  * except by withdrawing its key.
  */
 import { parseArgs } from "node:util";
-import { ConfigError } from "../../platform/config.js";
-import { createDatabase } from "../../platform/db/database.js";
-import { createLogger } from "../../platform/log.js";
-import { readPlatformSettings } from "../../platform/settings.js";
-import { MAX_ACCESS_TOKEN_TTL_S } from "../../platform/auth/claims.js";
+import { ConfigError, createDatabase, createLogger, MAX_ACCESS_TOKEN_TTL_S, readPlatformSettings } from "../../platform/index.js";
 import { createKeyStore } from "./key-store.js";
 import { loadMasterKey } from "./master-key.js";
 import { readAuthSettings } from "./settings.js";

@@ -4,10 +4,10 @@
  * set in memory, and mints the process's service tokens.
  */
 import { join } from "node:path";
-import { MAX_ACCESS_TOKEN_TTL_S } from "../../platform/auth/claims.js";
-import type { ServiceModule } from "../../platform/service.js";
+import { MAX_ACCESS_TOKEN_TTL_S, type ServiceModule } from "../../platform/index.js";
 import { createAuthHandlers } from "./handlers.js";
-import { jwksRoute } from "./jwks-route.js";
+import { AuthService } from "../../gen/switchyard/auth/v1/auth_pb.js";
+import { jwksRoute, jwksRouteDeclaration } from "./jwks-route.js";
 import { createKeyStore } from "./key-store.js";
 import { loadMasterKey } from "./master-key.js";
 import { createPasswordHasher } from "./passwords.js";
@@ -30,6 +30,9 @@ const DAY_MS = 24 * 60 * 60_000;
 export function createAuthModule(source: NodeJS.ProcessEnv = process.env): ServiceModule {
   return {
     name: "auth",
+    summary: "argon2id passwords, ES256 access tokens (15 min), rotating refresh tokens, login throttling; keys encrypted under `AUTH_MASTER_KEY`",
+    serves: [AuthService],
+    routes: [jwksRouteDeclaration],
     migrations: new URL("./migrations/", import.meta.url),
     uses: ["db", "events"],
     async start(ctx) {

@@ -10,7 +10,7 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import type { Database, TransactionSql } from "../../platform/db/types.js";
+import type { Database, TransactionSql } from "../../platform/index.js";
 
 /** Prefix of every refresh token: tells people and secret scanners what it is. */
 export const REFRESH_TOKEN_PREFIX = "syrt_";

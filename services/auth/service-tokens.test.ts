@@ -16,11 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
-import { createProcessAuth } from "../../platform/auth/process-auth.js";
-import { createRemoteKeys } from "../../platform/auth/remote-keys.js";
-import { createAccessTokenVerifier } from "../../platform/auth/verifier.js";
-import { ConfigError } from "../../platform/config.js";
-import { createLogger } from "../../platform/log.js";
+import { ConfigError, createAccessTokenVerifier, createLogger, createProcessAuth, createRemoteKeys } from "../../platform/index.js";
 import { loadMasterKey } from "./master-key.js";
 import { startAuth, type AuthUnderTest } from "./testing.js";
 

@@ -2,8 +2,7 @@
  * The auth service's own variables (the token-check ones, AUTH_ISSUER and
  * AUTH_AUDIENCE, are platform settings: platform/auth/settings.ts).
  */
-import { env, int, readConfig, type ConfigOf } from "../../platform/config.js";
-import { MAX_ACCESS_TOKEN_TTL_S } from "../../platform/auth/claims.js";
+import { type ConfigOf, env, int, MAX_ACCESS_TOKEN_TTL_S, readConfig } from "../../platform/index.js";
 import { parseMasterKey } from "./master-key.js";
 import { OWASP_ARGON2 } from "./passwords.js";
 

@@ -9,10 +9,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { randomBytes } from "node:crypto";
 import type { Writable } from "node:stream";
 import { AuthService } from "../../gen/switchyard/auth/v1/auth_pb.js";
-import { createLogger } from "../../platform/log.js";
-import { startProcess, type RunningProcess } from "../../platform/process.js";
-import type { ServiceModule } from "../../platform/service.js";
-import { readPlatformSettings } from "../../platform/settings.js";
+import { createLogger, readPlatformSettings, type RunningProcess, type ServiceModule, startProcess } from "../../platform/index.js";
 import { createTestDatabase, startNats, type OwnNats } from "../../test/support/infra.js";
 import { createAuthModule } from "./module.js";
 

@@ -13,7 +13,7 @@ import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import type { Database, TransactionSql } from "../../platform/db/types.js";
+import type { Database, TransactionSql } from "../../platform/index.js";
 
 /** One key and the attempts it may make per window. */
 export interface ThrottleCheck {

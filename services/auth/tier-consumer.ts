@@ -7,8 +7,7 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 import { TierChangedSchema } from "../../gen/switchyard/events/v1/events_pb.js";
-import type { Events } from "../../platform/events/types.js";
-import type { Logger } from "../../platform/log.js";
+import type { Events, Logger } from "../../platform/index.js";
 import { applyTierChange, isUserId } from "./users.js";
 
 /** The durable consumer's name. */

@@ -5,7 +5,7 @@
 import { SignJWT } from "jose";
 import { randomBytes } from "node:crypto";
 import type { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
-import { ACCESS_TOKEN_ALG, ACCESS_TOKEN_TYP, MAX_ACCESS_TOKEN_TTL_S, SERVICE_ROLE, tierClaim } from "../../platform/auth/claims.js";
+import { ACCESS_TOKEN_ALG, ACCESS_TOKEN_TYP, MAX_ACCESS_TOKEN_TTL_S, SERVICE_ROLE, tierClaim } from "../../platform/index.js";
 import type { KeyStore } from "./key-store.js";
 
 /** A minted token and when it expires. */

@@ -7,7 +7,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { UserSchema, type User } from "../../gen/switchyard/auth/v1/auth_pb.js";
 import type { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
-import type { Sql, TransactionSql } from "../../platform/db/types.js";
+import type { Sql, TransactionSql } from "../../platform/index.js";
 
 /** A row of auth.users. */
 export interface UserRow {

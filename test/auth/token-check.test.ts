@@ -61,6 +61,8 @@ async function makeKeys(kid: string): Promise<Keys> {
 function fakeAuth(keys: JWK[], seen: { principal?: unknown; calls: number }): ServiceModule {
   return {
     name: "fake-auth",
+    summary: "hands the token check local keys",
+    serves: [AuthService, NotificationService],
     start(ctx) {
       ctx.auth.provideLocal({ keys: createLocalJWKSet({ keys }), issueServiceToken: async () => ({ token: "", expiresAt: 0 }), onKeyWithdrawn() {} });
       return { services: [probeService(seen), probeNotify(seen)] };
@@ -293,7 +295,7 @@ describe("remote JWKS (auth in another process)", () => {
     const url = `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/.well-known/jwks.json`;
     const seen = { calls: 0 };
     const proc = await startProcess(
-      [{ name: "probe", start: () => ({ services: [probeService(seen)] }) }],
+      [{ name: "probe", summary: "probe", serves: [AuthService], start: () => ({ services: [probeService(seen)] }) }],
       settings({ AUTH_JWKS_URL: url }),
       createLogger("silent"),
     );
@@ -328,7 +330,7 @@ describe("remote JWKS (auth in another process)", () => {
     const port = (dead.address() as AddressInfo).port;
     await new Promise((r) => dead.close(r));
     const proc = await startProcess(
-      [{ name: "probe", start: () => ({ services: [probeService({ calls: 0 })] }) }],
+      [{ name: "probe", summary: "probe", serves: [AuthService], start: () => ({ services: [probeService({ calls: 0 })] }) }],
       settings({ AUTH_JWKS_URL: `http://127.0.0.1:${port}/.well-known/jwks.json` }),
       createLogger("silent"),
     );
@@ -344,7 +346,7 @@ describe("remote JWKS (auth in another process)", () => {
 
   test("a process serving non-public RPCs with no keys refuses to start, naming AUTH_JWKS_URL", async () => {
     let stopped = false;
-    const module: ServiceModule = { name: "probe", start: () => ({ services: [probeService({ calls: 0 })], stop: async () => void (stopped = true) }) };
+    const module: ServiceModule = { name: "probe", summary: "probe", serves: [AuthService], start: () => ({ services: [probeService({ calls: 0 })], stop: async () => void (stopped = true) }) };
     await assert.rejects(startProcess([module], settings(), createLogger("silent")), /AUTH_JWKS_URL is required.*switchyard\.auth\.v1\.AuthService/s);
     assert.ok(stopped, "the started modules were stopped again");
   });

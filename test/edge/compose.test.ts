@@ -1,7 +1,7 @@
 /**
  * docker compose, Envoy's clusters, the Dockerfile and the service list agree.
  * No Docker engine runs here, so the files are read as data: the service list
- * (services/index.ts) is the one source, and compose and Envoy are checked
+ * (the module declarations, app/catalogue.ts) is the one source, and compose and Envoy are checked
  * against it and against each other.
  */
 import type { DescService } from "@bufbuild/protobuf";
@@ -15,6 +15,7 @@ import { grpcCluster, httpCluster } from "../../envoy/generate.js";
 import { readTopology, type Topology } from "../../envoy/topology.js";
 import { ConfigError } from "../../platform/config.js";
 import { readPlatformSettings } from "../../platform/settings.js";
+import { selectModules } from "../../app/catalogue.js";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const compose = parse(readFileSync(join(root, "docker-compose.yml"), "utf8"));
@@ -28,7 +29,7 @@ before(async () => {
 
 const appServices = () => Object.entries<any>(compose.services).filter(([, s]) => s.environment?.SERVICES !== undefined);
 
-test("every module of services/index.ts is its own container of the one image, SERVICES= choosing", () => {
+test("every module of the catalogue is its own container of the one image, SERVICES= choosing", () => {
   const byModule = new Map(appServices().map(([name, s]) => [s.environment.SERVICES, { name, ...s }]));
   assert.deepEqual([...byModule.keys()].sort(), topology.modules.map((m) => m.name).sort());
   for (const m of topology.modules) {
@@ -84,8 +85,9 @@ test("every container passes the token issuer and audience Envoy checks", () => 
 
 test("SERVICES accepts every module of the service list, and nothing else", () => {
   const names = topology.modules.map((m) => m.name);
-  assert.deepEqual(readPlatformSettings({ SERVICES: names.join(",") }).SERVICES, names);
-  assert.throws(() => readPlatformSettings({ SERVICES: "nosuch" }), (err: unknown) => err instanceof ConfigError && /SERVICES/.test(err.message));
+  assert.deepEqual(selectModules(readPlatformSettings({ SERVICES: names.join(",") }).SERVICES).map((m) => m.name), names);
+  assert.throws(() => selectModules(readPlatformSettings({ SERVICES: "nosuch" }).SERVICES), (err: unknown) => err instanceof ConfigError && /SERVICES: unknown service "nosuch"/.test(err.message));
+  assert.throws(() => readPlatformSettings({ SERVICES: "Bad Name" }), (err: unknown) => err instanceof ConfigError && /SERVICES/.test(err.message));
 });
 
 test("every service of the contracts is served by exactly one module", async () => {
@@ -130,7 +132,7 @@ test("the Dockerfile: multi-stage, and its runtime stage holds every file `npm s
     });
   const inImage = (file: string) => copied.some((c) => file === c || file.startsWith(`${c.replace(/\/$/, "")}/`));
   const seen = new Set<string>();
-  const queue = [join(root, "platform", "main.ts")];
+  const queue = [join(root, "app", "main.ts")];
   while (queue.length) {
     const f = queue.pop()!;
     if (seen.has(f)) continue;
@@ -140,7 +142,7 @@ test("the Dockerfile: multi-stage, and its runtime stage holds every file `npm s
   const missing = [...seen].map((f) => relative(root, f)).filter((f) => !inImage(f));
   assert.deepEqual(missing, [], "files `npm start` imports that the runtime image lacks");
   assert.ok(inImage("web/dist/index.html"), "the built console is in the image");
-  assert.match(runtime.find((l) => /^CMD\s/.test(l)) ?? "", /platform\/main\.ts/);
+  assert.match(runtime.find((l) => /^CMD\s/.test(l)) ?? "", /app\/main\.ts/);
 });
 
 test("the migration container's `npm run migrate` exists", (t) => {

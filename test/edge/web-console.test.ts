@@ -13,7 +13,7 @@ import { after, before, test } from "node:test";
 import { createLogger } from "../../platform/log.js";
 import { startProcess, type RunningProcess } from "../../platform/process.js";
 import { readPlatformSettings } from "../../platform/settings.js";
-import { createStaticRoute } from "../../web/static.js";
+import { consoleRoute, createStaticRoute } from "../../web/static.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "sy-web-"));
 const dist = join(tmp, "dist");
@@ -23,7 +23,7 @@ let base: string;
 before(async () => {
   // A fresh, missing build folder: the first request must build it.
   const settings = readPlatformSettings({ PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "silent", SHUTDOWN_GRACE_MS: "1000" });
-  const module = { name: "web", start: () => ({ services: [], routes: [createStaticRoute({ dir: dist })] }) };
+  const module = { name: "web", summary: "console", serves: [], routes: [consoleRoute], start: () => ({ services: [], routes: [createStaticRoute({ dir: dist })] }) };
   proc = await startProcess([module], settings, createLogger("silent"));
   base = `http://127.0.0.1:${proc.port}`;
 });

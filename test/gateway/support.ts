@@ -75,7 +75,7 @@ export interface GatewayProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Starts `node --import tsx platform/main.ts` with SERVICES=gateway; resolves once /readyz says ready. */
+/** Starts `node --import tsx app/main.ts` with SERVICES=gateway; resolves once /readyz says ready. */
 export async function startGateway(env: Record<string, string>): Promise<GatewayProcess> {
   const instanceId = env.INSTANCE_ID ?? `gw-${randomBytes(4).toString("hex")}`;
   const gw = await spawnPlatform({

@@ -208,7 +208,7 @@ describe("HTTP-level mistakes", () => {
 
 describe("configuration", () => {
   it("a bad environment variable stops the process with a message naming it", () => {
-    const r = spawnSync(process.execPath, ["--import", "tsx", "platform/main.ts"], {
+    const r = spawnSync(process.execPath, ["--import", "tsx", "app/main.ts"], {
       env: { ...process.env, PORT: "eighty", READ_MAX_BYTES: "12" },
       encoding: "utf8",
       timeout: 30_000,

@@ -24,6 +24,8 @@ before(async () => {
     [
       {
         name: "downstream",
+        summary: "reports what it received",
+        serves: [TestingService],
         start: () => ({
           services: [
             register(TestingService, {
@@ -45,6 +47,8 @@ before(async () => {
     [
       {
         name: "upstream",
+        summary: "relays each call downstream",
+        serves: [TestingService],
         start: () => ({
           services: [
             register(TestingService, {

@@ -5,6 +5,7 @@
  * the PostgreSQL pool, seen from the server's side in pg_stat_activity).
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { after, before, it } from "node:test";
 import postgres from "postgres";
@@ -32,9 +33,11 @@ it("a module failing at start: the start rejects with its error, earlier modules
   let stopped = 0;
   const start = startProcess(
     [
-      { name: "first", uses: ["db"], start: () => ({ services: [register(TestingService, {})], stop: async () => void stopped++ }) },
+      { name: "first", summary: "starts", serves: [TestingService], uses: ["db"], start: () => ({ services: [register(TestingService, {})], stop: async () => void stopped++ }) },
       {
         name: "second",
+        summary: "fails to start",
+        serves: [],
         uses: ["db"],
         start: async (ctx) => {
           await ctx.db.sql`select 1`; // the pool is in use when the start fails
@@ -50,4 +53,21 @@ it("a module failing at start: the start rejects with its error, earlier modules
   const open = await sql<{ n: number }[]>`
     select count(*)::int as n from pg_stat_activity where application_name = ${`switchyard-${instance}`}`;
   assert.equal(open[0]!.n, 0, "the failed start left its database connections open");
+});
+
+it("a module registering a service it did not declare stops the start, naming the module and the service", async () => {
+  let stopped = 0;
+  const start = startProcess(
+    [{ name: "sneaky", summary: "serves more than it says", serves: [], start: () => ({ services: [register(TestingService, {})], stop: async () => void stopped++ }) }],
+    readPlatformSettings({ PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "silent", RATE_LIMIT_ENABLED: "false" }),
+    createLogger("silent"),
+  );
+  await assert.rejects(start, /module "sneaky" registers switchyard\.testing\.v1\.TestingService, which it does not declare in `serves`/);
+  assert.equal(stopped, 1, "the module was stopped again");
+});
+
+it("SERVICES naming a module the catalogue does not have stops `npm start` with exit 2, naming SERVICES and the known modules", () => {
+  const r = spawnSync(process.execPath, ["--import", "tsx", "app/main.ts"], { env: { ...process.env, SERVICES: "auth,inventory", PORT: "0" }, encoding: "utf8", timeout: 30_000 });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /SERVICES: unknown service "inventory"; known: auth, gateway, chat/);
 });

@@ -16,7 +16,7 @@ import { readPlatformSettings } from "../../platform/settings.js";
 let proc: RunningProcess;
 before(async () => {
   proc = await startProcess(
-    [{ name: "unbuilt", start: () => ({ services: [register(TestingService, {})] }) }],
+    [{ name: "unbuilt", summary: "unbuilt", serves: [TestingService], start: () => ({ services: [register(TestingService, {})] }) }],
     readPlatformSettings({ PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "silent" }),
     createLogger("silent"),
   );

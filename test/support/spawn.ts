@@ -78,7 +78,7 @@ export function spawnScript(
 }
 
 /**
- * Spawns the platform (`script`, default platform/main.ts) with PORT set to a
+ * Spawns the platform (`script`, default app/main.ts) with PORT set to a
  * free port and `env` over process.env; resolves once GET /readyz answers 200
  * (polled every 100 ms). Throws with its output if it exits first or is not
  * ready within `timeoutMs` (default 30000; it is killed then).
@@ -91,7 +91,7 @@ export async function spawnPlatform(options: {
   stdout?: "pipe" | "ignore";
 }): Promise<PlatformProcess> {
   const port = await freePort();
-  const script = options.script ?? "platform/main.ts";
+  const script = options.script ?? "app/main.ts";
   const timeoutMs = options.timeoutMs ?? 30_000;
   const p = launch(script, { env: { ...options.env, PORT: String(port) }, nodeArgs: options.nodeArgs, stdout: options.stdout });
   const baseUrl = `http://127.0.0.1:${port}`;
