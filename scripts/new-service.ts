@@ -3,8 +3,9 @@
  *
  * Writes proto/switchyard/<name>/v1/<name>.proto (package switchyard.<name>.v1,
  * a <Name>Service with one placeholder RPC), services/<name>/module.ts (its
- * handler), services/<name>/migrations/001_init.sql and a test; adds the
- * module to services/index.ts, to SERVICES in platform/settings.ts and its
+ * declarations and handler), services/<name>/migrations/001_init.sql (applied
+ * by `npm run migrate` and at start, because the module declares it) and a
+ * test; adds the module to the catalogue (app/catalogue.ts) and its
  * service-token variable to .env.example; then
  * regenerates gen/ (buf generate, buf lint) and the edge files (envoy.yaml,
  * docker-compose.yml). Everything is checked before anything is written, so
@@ -76,16 +77,16 @@ message PingResponse {
 `,
     [`services/${name}/module.ts`]: `/** The ${name} service. Say here what it owns. */
 import { ${Name}Service } from "../../gen/switchyard/${name}/v1/${name}_pb.js";
-import type { MigrationSource } from "../../platform/db/migrate.js";
-import { register } from "../../platform/rpc/pipeline.js";
-import type { ServiceModule } from "../../platform/service.js";
-
-/** The ${name} schema's migrations (NNN_name.sql, applied in order by \`npm run migrate\`). */
-export const ${name}Migrations: MigrationSource = { service: "${name}", dir: new URL("./migrations/", import.meta.url) };
+import { register, type ServiceModule } from "../../platform/index.js";
 
 /** The ${name} module: \`SERVICES=${name}\` runs it alone. */
 export const ${name}: ServiceModule = {
   name: "${name}",
+  summary: "the ${name} service (scaffolded: say here what it owns)",
+  serves: [${Name}Service],
+  // Its schema's migrations (NNN_name.sql): \`npm run migrate\` and every start apply them, in order, once.
+  migrations: new URL("./migrations/", import.meta.url),
+  uses: ["db"],
   start: () => ({
     services: [
       register(${Name}Service, {
@@ -112,19 +113,22 @@ import assert from "node:assert/strict";
 import postgres from "postgres";
 import { after, before, test } from "node:test";
 import { ${Name}Service } from "../../gen/switchyard/${name}/v1/${name}_pb.js";
-import { migrate } from "../../platform/db/migrate.js";
-import { createLogger } from "../../platform/log.js";
-import { startProcess, type RunningProcess } from "../../platform/process.js";
-import { readPlatformSettings } from "../../platform/settings.js";
+import { createLogger, migrate, readPlatformSettings, startProcess, type RunningProcess } from "../../platform/index.js";
 import { createTestDatabase } from "../../test/support/infra.js";
-import { ${name}, ${name}Migrations } from "./module.js";
+import { ${name} } from "./module.js";
 
+const ${name}Migrations = { service: ${name}.name, dir: ${name}.migrations! };
 let proc: RunningProcess;
+let serverDb: Awaited<ReturnType<typeof createTestDatabase>>;
 before(async () => {
-  const settings = readPlatformSettings({ PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "silent", SHUTDOWN_GRACE_MS: "1000" });
+  serverDb = await createTestDatabase("sy_${name}_srv");
+  const settings = readPlatformSettings({ PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "silent", SHUTDOWN_GRACE_MS: "1000", DATABASE_URL: serverDb.url, RATE_LIMIT_ENABLED: "false" });
   proc = await startProcess([${name}], settings, createLogger("silent"));
 });
-after(() => proc.stop());
+after(async () => {
+  await proc.stop();
+  await serverDb.drop();
+});
 
 const transports = () => {
   const baseUrl = \`http://127.0.0.1:\${proc.port}\`;
@@ -166,23 +170,16 @@ test("its migrations apply to an empty database, once", async () => {
   };
 }
 
-/** services/index.ts with the module imported and listed last. */
-function wireIndex(text: string, name: string): string {
+/** app/catalogue.ts with the module imported and listed last. */
+function wireCatalogue(text: string, name: string): string {
   const list = /(export const serviceModules: readonly ServiceModule\[\] = \[)([^\]]*)(\];)/;
   const match = list.exec(text);
-  if (!match) throw new ScaffoldError("services/index.ts: cannot find `export const serviceModules: readonly ServiceModule[] = [...]`");
+  if (!match) throw new ScaffoldError("app/catalogue.ts: cannot find `export const serviceModules: readonly ServiceModule[] = [...]`");
   const lastImport = [...text.matchAll(/^import .*;$/gm)].at(-1);
-  if (!lastImport) throw new ScaffoldError("services/index.ts: no import statements found");
+  if (!lastImport) throw new ScaffoldError("app/catalogue.ts: no import statements found");
   const at = lastImport.index! + lastImport[0].length;
-  const withImport = `${text.slice(0, at)}\nimport { ${name} } from "./${name}/module.js";${text.slice(at)}`;
+  const withImport = `${text.slice(0, at)}\nimport { ${name} } from "../services/${name}/module.js";${text.slice(at)}`;
   return withImport.replace(list, (_m, open: string, items: string, close: string) => `${open}${items.trim()}, ${name}${close}`);
-}
-
-/** platform/settings.ts with the name accepted by SERVICES. */
-function wireSettings(text: string, name: string): string {
-  const oneOf = /(SERVICES: env\(\s*"comma-separated services to run \()([^)]*)(\)[^"]*",\s*list\(oneOf\()([^)]*)(\)\))/;
-  if (!oneOf.test(text)) throw new ScaffoldError("platform/settings.ts: cannot find the SERVICES list (`list(oneOf(...))`)");
-  return text.replace(oneOf, (_m, a: string, doc: string, b: string, words: string, c: string) => `${a}${doc}, ${name}${b}${words}, "${name}"${c}`);
 }
 
 /** .env.example with the service's token variable (docker-compose.yml passes it to the container). */
@@ -205,14 +202,12 @@ export function newService(name: string): string[] {
   }
   if (reserved.has(name)) throw new ScaffoldError(`"${name}" is reserved (infrastructure, a folder or a JavaScript word): choose another name`);
   const files = scaffoldFiles(name);
-  const index = readFileSync(join(root, "services", "index.ts"), "utf8");
-  const settings = readFileSync(join(root, "platform", "settings.ts"), "utf8");
-  if (new RegExp(`\\b${name}\\b`).test(/serviceModules[^\n]*/.exec(index)?.[0] ?? "") || existsSync(join(root, "services", name)) || existsSync(join(root, "proto", "switchyard", name))) {
+  const catalogue = readFileSync(join(root, "app", "catalogue.ts"), "utf8");
+  if (new RegExp(`\\b${name}\\b`).test(/serviceModules[^\n]*/.exec(catalogue)?.[0] ?? "") || existsSync(join(root, "services", name)) || existsSync(join(root, "proto", "switchyard", name))) {
     throw new ScaffoldError(`a service named "${name}" already exists`);
   }
   for (const path of Object.keys(files)) if (existsSync(join(root, path))) throw new ScaffoldError(`${path} already exists`);
-  const newIndex = wireIndex(index, name);
-  const newSettings = wireSettings(settings, name);
+  const newCatalogue = wireCatalogue(catalogue, name);
   const envExamplePath = join(root, ".env.example");
   const newEnvExample = existsSync(envExamplePath) ? wireEnvExample(readFileSync(envExamplePath, "utf8"), name) : undefined;
 
@@ -220,14 +215,13 @@ export function newService(name: string): string[] {
     mkdirSync(dirname(join(root, path)), { recursive: true });
     writeFileSync(join(root, path), text);
   }
-  writeFileSync(join(root, "services", "index.ts"), newIndex);
-  writeFileSync(join(root, "platform", "settings.ts"), newSettings);
+  writeFileSync(join(root, "app", "catalogue.ts"), newCatalogue);
   if (newEnvExample !== undefined) writeFileSync(envExamplePath, newEnvExample);
   const bin = (tool: string) => join(root, "node_modules", ".bin", tool);
   run(bin("buf"), ["lint"]);
   run(bin("buf"), ["generate"]);
   run(process.execPath, ["--import", "tsx", "envoy/cli.ts", "generate"]);
-  return [...Object.keys(files), "services/index.ts", "platform/settings.ts", ".env.example", "gen/", "envoy/envoy.yaml", "docker-compose.yml"];
+  return [...Object.keys(files), "app/catalogue.ts", ".env.example", "gen/", "envoy/envoy.yaml", "docker-compose.yml"];
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
