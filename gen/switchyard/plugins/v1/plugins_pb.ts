@@ -2,20 +2,114 @@
 // @generated from file switchyard/plugins/v1/plugins.proto (package switchyard.plugins.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Tier } from "../../common/v1/tier_pb.js";
 import { file_switchyard_common_v1_tier } from "../../common/v1/tier_pb.js";
 import { file_switchyard_options_v1_options } from "../../options/v1/options_pb.js";
-import type { Message } from "@bufbuild/protobuf";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file switchyard/plugins/v1/plugins.proto.
  */
 export const file_switchyard_plugins_v1_plugins: GenFile = /*@__PURE__*/
-  fileDesc("CiNzd2l0Y2h5YXJkL3BsdWdpbnMvdjEvcGx1Z2lucy5wcm90bxIVc3dpdGNoeWFyZC5wbHVnaW5zLnYxIoUDCgZQbHVnaW4SDAoEbmFtZRgBIAEoCRIRCglwbHVnaW5faWQYAiABKAkSFAoMZGlzcGxheV9uYW1lGAMgASgJEhMKC2Rlc2NyaXB0aW9uGAQgASgJEhAKCGNhdGVnb3J5GAUgASgJEhEKCXB1Ymxpc2hlchgGIAEoCRIPCgd2ZXJzaW9uGAcgASgJEiwKCG1pbl90aWVyGAggASgOMhouc3dpdGNoeWFyZC5jb21tb24udjEuVGllchIZChFwcmljZV9taW5vcl91bml0cxgJIAEoAxIVCg1jdXJyZW5jeV9jb2RlGAogASgJEg0KBXRvb2xzGAsgAygJEhUKDWluc3RhbGxfY291bnQYDCABKAMSEQoJaW5zdGFsbGVkGA0gASgIEi8KC2NyZWF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiiQEKDEluc3RhbGxhdGlvbhIMCgRuYW1lGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSEQoJcGx1Z2luX2lkGAMgASgJEhYKDnBsdWdpbl92ZXJzaW9uGAQgASgJEi8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK4AQoSTGlzdFBsdWdpbnNSZXF1ZXN0EiQKCXBhZ2Vfc2l6ZRgBIAEoBUIR0vMYDUEAAAAAAECPQEgBUAESGwoKcGFnZV90b2tlbhgCIAEoCUIH0vMYAxiACBIvCghjYXRlZ29yeRgDIAEoCUId0vMYGRhAIhVeKFthLXpdW2EtejAtOV8tXSopPyQSFgoFcXVlcnkYBCABKAlCB9LzGAMYyAESFgoOaW5zdGFsbGVkX29ubHkYBSABKAgiXgoTTGlzdFBsdWdpbnNSZXNwb25zZRIuCgdwbHVnaW5zGAEgAygLMh0uc3dpdGNoeWFyZC5wbHVnaW5zLnYxLlBsdWdpbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiSQoQR2V0UGx1Z2luUmVxdWVzdBI1CgRuYW1lGAEgASgJQifS8xgjCAEYUCIdXnBsdWdpbnMvW0EtWmEtejAtOV8tXXsxLDY0fSQiQgoRR2V0UGx1Z2luUmVzcG9uc2USLQoGcGx1Z2luGAEgASgLMh0uc3dpdGNoeWFyZC5wbHVnaW5zLnYxLlBsdWdpbiJOCg5JbnN0YWxsUmVxdWVzdBIbCglwbHVnaW5faWQYASABKAlCCNLzGAQIASgCEh8KD2lkZW1wb3RlbmN5X2tleRgCIAEoCUIG0vMYAigCIkwKD0luc3RhbGxSZXNwb25zZRI5CgxpbnN0YWxsYXRpb24YASABKAsyIy5zd2l0Y2h5YXJkLnBsdWdpbnMudjEuSW5zdGFsbGF0aW9uIi8KEFVuaW5zdGFsbFJlcXVlc3QSGwoJcGx1Z2luX2lkGAEgASgJQgjS8xgECAEoAiITChFVbmluc3RhbGxSZXNwb25zZTKeAwoNUGx1Z2luU2VydmljZRJpCgtMaXN0UGx1Z2lucxIpLnN3aXRjaHlhcmQucGx1Z2lucy52MS5MaXN0UGx1Z2luc1JlcXVlc3QaKi5zd2l0Y2h5YXJkLnBsdWdpbnMudjEuTGlzdFBsdWdpbnNSZXNwb25zZSIDkAIBEmMKCUdldFBsdWdpbhInLnN3aXRjaHlhcmQucGx1Z2lucy52MS5HZXRQbHVnaW5SZXF1ZXN0Giguc3dpdGNoeWFyZC5wbHVnaW5zLnYxLkdldFBsdWdpblJlc3BvbnNlIgOQAgESWAoHSW5zdGFsbBIlLnN3aXRjaHlhcmQucGx1Z2lucy52MS5JbnN0YWxsUmVxdWVzdBomLnN3aXRjaHlhcmQucGx1Z2lucy52MS5JbnN0YWxsUmVzcG9uc2USYwoJVW5pbnN0YWxsEicuc3dpdGNoeWFyZC5wbHVnaW5zLnYxLlVuaW5zdGFsbFJlcXVlc3QaKC5zd2l0Y2h5YXJkLnBsdWdpbnMudjEuVW5pbnN0YWxsUmVzcG9uc2UiA5ACAmIGcHJvdG8z", [file_google_protobuf_timestamp, file_switchyard_common_v1_tier, file_switchyard_options_v1_options]);
+  fileDesc("CiNzd2l0Y2h5YXJkL3BsdWdpbnMvdjEvcGx1Z2lucy5wcm90bxIVc3dpdGNoeWFyZC5wbHVnaW5zLnYxInUKD1Rvb2xBbm5vdGF0aW9ucxIWCg5yZWFkX29ubHlfaGludBgBIAEoCBIYChBkZXN0cnVjdGl2ZV9oaW50GAIgASgIEhcKD2lkZW1wb3RlbnRfaGludBgDIAEoCBIXCg9vcGVuX3dvcmxkX2hpbnQYBCABKAgiiwIKClBsdWdpblRvb2wSPgoEbmFtZRgBIAEoCUIw0vMYLAgBGIABIiVeW2Etel1bYS16MC05X10qKFwuW2Etel1bYS16MC05X10qKSokEhwKC2Rlc2NyaXB0aW9uGAIgASgJQgfS8xgDGNAPEi0KDGlucHV0X3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSOwoLYW5ub3RhdGlvbnMYBCABKAsyJi5zd2l0Y2h5YXJkLnBsdWdpbnMudjEuVG9vbEFubm90YXRpb25zEjMKB3J1bnRpbWUYBSABKA4yIi5zd2l0Y2h5YXJkLnBsdWdpbnMudjEuVG9vbFJ1bnRpbWUizwMKBlBsdWdpbhIMCgRuYW1lGAEgASgJEhEKCXBsdWdpbl9pZBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSEAoIY2F0ZWdvcnkYBSABKAkSEQoJcHVibGlzaGVyGAYgASgJEg8KB3ZlcnNpb24YByABKAkSLAoIbWluX3RpZXIYCCABKA4yGi5zd2l0Y2h5YXJkLmNvbW1vbi52MS5UaWVyEhkKEXByaWNlX21pbm9yX3VuaXRzGAkgASgDEhUKDWN1cnJlbmN5X2NvZGUYCiABKAkSDQoFdG9vbHMYCyADKAkSFQoNaW5zdGFsbF9jb3VudBgMIAEoAxIRCglpbnN0YWxsZWQYDSABKAgSLwoLY3JlYXRlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1Cgp0b29sX3NwZWNzGBAgAygLMiEuc3dpdGNoeWFyZC5wbHVnaW5zLnYxLlBsdWdpblRvb2wSEQoJc3VzcGVuZGVkGBEgASgIIokBCgxJbnN0YWxsYXRpb24SDAoEbmFtZRgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhEKCXBsdWdpbl9pZBgDIAEoCRIWCg5wbHVnaW5fdmVyc2lvbhgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiuAEKEkxpc3RQbHVnaW5zUmVxdWVzdBIkCglwYWdlX3NpemUYASABKAVCEdLzGA1BAAAAAABAj0BIAVABEhsKCnBhZ2VfdG9rZW4YAiABKAlCB9LzGAMYgAgSLwoIY2F0ZWdvcnkYAyABKAlCHdLzGBkYQCIVXihbYS16XVthLXowLTlfLV0qKT8kEhYKBXF1ZXJ5GAQgASgJQgfS8xgDGMgBEhYKDmluc3RhbGxlZF9vbmx5GAUgASgIIl4KE0xpc3RQbHVnaW5zUmVzcG9uc2USLgoHcGx1Z2lucxgBIAMoCzIdLnN3aXRjaHlhcmQucGx1Z2lucy52MS5QbHVnaW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkkKEEdldFBsdWdpblJlcXVlc3QSNQoEbmFtZRgBIAEoCUIn0vMYIwgBGFAiHV5wbHVnaW5zL1tBLVphLXowLTlfLV17MSw2NH0kIkIKEUdldFBsdWdpblJlc3BvbnNlEi0KBnBsdWdpbhgBIAEoCzIdLnN3aXRjaHlhcmQucGx1Z2lucy52MS5QbHVnaW4iTgoOSW5zdGFsbFJlcXVlc3QSGwoJcGx1Z2luX2lkGAEgASgJQgjS8xgECAEoAhIfCg9pZGVtcG90ZW5jeV9rZXkYAiABKAlCBtLzGAIoAiJMCg9JbnN0YWxsUmVzcG9uc2USOQoMaW5zdGFsbGF0aW9uGAEgASgLMiMuc3dpdGNoeWFyZC5wbHVnaW5zLnYxLkluc3RhbGxhdGlvbiIvChBVbmluc3RhbGxSZXF1ZXN0EhsKCXBsdWdpbl9pZBgBIAEoCUII0vMYBAgBKAIiEwoRVW5pbnN0YWxsUmVzcG9uc2Ui4wMKE1Vwc2VydFBsdWdpblJlcXVlc3QSGwoJcGx1Z2luX2lkGAEgASgJQgjS8xgECAEoAhIeCgxkaXNwbGF5X25hbWUYAiABKAlCCNLzGAQIARhkEhwKC2Rlc2NyaXB0aW9uGAMgASgJQgfS8xgDGNAPEi4KCGNhdGVnb3J5GAQgASgJQhzS8xgYCAEYQCISXlthLXpdW2EtejAtOV8tXSokEhsKCXB1Ymxpc2hlchgFIAEoCUII0vMYBAgBGGQSSQoHdmVyc2lvbhgGIAEoCUI40vMYNAgBGCAiLl5bMC05XStcLlswLTldK1wuWzAtOV0rKFsuKy1dW0EtWmEtejAtOS4tXSspPyQSLAoIbWluX3RpZXIYByABKA4yGi5zd2l0Y2h5YXJkLmNvbW1vbi52MS5UaWVyEiwKEXByaWNlX21pbm9yX3VuaXRzGAggASgDQhHS8xgNQQAAAACE15dBSAFQARIsCg1jdXJyZW5jeV9jb2RlGAkgASgJQhXS8xgRGAMiDV4oW0EtWl17M30pPyQSMAoFdG9vbHMYCiADKAsyIS5zd2l0Y2h5YXJkLnBsdWdpbnMudjEuUGx1Z2luVG9vbBIdCgxtY3BfZW5kcG9pbnQYCyABKAlCB9LzGAMY0A8iRQoUVXBzZXJ0UGx1Z2luUmVzcG9uc2USLQoGcGx1Z2luGAEgASgLMh0uc3dpdGNoeWFyZC5wbHVnaW5zLnYxLlBsdWdpbiI2ChlMaXN0SW5zdGFsbGVkVG9vbHNSZXF1ZXN0EhkKB3VzZXJfaWQYASABKAlCCNLzGAQIASgCIlMKDUluc3RhbGxlZFRvb2wSEQoJcGx1Z2luX2lkGAEgASgJEi8KBHRvb2wYAiABKAsyIS5zd2l0Y2h5YXJkLnBsdWdpbnMudjEuUGx1Z2luVG9vbCJRChpMaXN0SW5zdGFsbGVkVG9vbHNSZXNwb25zZRIzCgV0b29scxgBIAMoCzIkLnN3aXRjaHlhcmQucGx1Z2lucy52MS5JbnN0YWxsZWRUb29sItEBChVDYWxsUGx1Z2luVG9vbFJlcXVlc3QSGQoHdXNlcl9pZBgBIAEoCUII0vMYBAgBKAISGwoJcGx1Z2luX2lkGAIgASgJQgjS8xgECAEoAhIcCgl0b29sX25hbWUYAyABKAlCCdLzGAUIARiAARIZCgdjYWxsX2lkGAQgASgJQgjS8xgECAEoAhIgCg5hcmd1bWVudHNfanNvbhgFIAEoCUII0vMYBBiAgEASJQoKdGltZW91dF9tcxgGIAEoBUIR0vMYDUEAAAAAAEz9QEgBUAEiVAoWQ2FsbFBsdWdpblRvb2xSZXNwb25zZRIPCgdjb250ZW50GAEgASgJEhAKCGlzX2Vycm9yGAIgASgIEhcKD3N0cnVjdHVyZWRfanNvbhgDIAEoCSpdCgtUb29sUnVudGltZRIcChhUT09MX1JVTlRJTUVfVU5TUEVDSUZJRUQQABIXChNUT09MX1JVTlRJTUVfREVWSUNFEAESFwoTVE9PTF9SVU5USU1FX1NFUlZFUhACMo0GCg1QbHVnaW5TZXJ2aWNlEmkKC0xpc3RQbHVnaW5zEikuc3dpdGNoeWFyZC5wbHVnaW5zLnYxLkxpc3RQbHVnaW5zUmVxdWVzdBoqLnN3aXRjaHlhcmQucGx1Z2lucy52MS5MaXN0UGx1Z2luc1Jlc3BvbnNlIgOQAgESYwoJR2V0UGx1Z2luEicuc3dpdGNoeWFyZC5wbHVnaW5zLnYxLkdldFBsdWdpblJlcXVlc3QaKC5zd2l0Y2h5YXJkLnBsdWdpbnMudjEuR2V0UGx1Z2luUmVzcG9uc2UiA5ACARJYCgdJbnN0YWxsEiUuc3dpdGNoeWFyZC5wbHVnaW5zLnYxLkluc3RhbGxSZXF1ZXN0GiYuc3dpdGNoeWFyZC5wbHVnaW5zLnYxLkluc3RhbGxSZXNwb25zZRJjCglVbmluc3RhbGwSJy5zd2l0Y2h5YXJkLnBsdWdpbnMudjEuVW5pbnN0YWxsUmVxdWVzdBooLnN3aXRjaHlhcmQucGx1Z2lucy52MS5Vbmluc3RhbGxSZXNwb25zZSIDkAICEnAKDFVwc2VydFBsdWdpbhIqLnN3aXRjaHlhcmQucGx1Z2lucy52MS5VcHNlcnRQbHVnaW5SZXF1ZXN0Gisuc3dpdGNoeWFyZC5wbHVnaW5zLnYxLlVwc2VydFBsdWdpblJlc3BvbnNlIgeQAgLI8xgCEoIBChJMaXN0SW5zdGFsbGVkVG9vbHMSMC5zd2l0Y2h5YXJkLnBsdWdpbnMudjEuTGlzdEluc3RhbGxlZFRvb2xzUmVxdWVzdBoxLnN3aXRjaHlhcmQucGx1Z2lucy52MS5MaXN0SW5zdGFsbGVkVG9vbHNSZXNwb25zZSIHkAIByPMYAhJ2Cg5DYWxsUGx1Z2luVG9vbBIsLnN3aXRjaHlhcmQucGx1Z2lucy52MS5DYWxsUGx1Z2luVG9vbFJlcXVlc3QaLS5zd2l0Y2h5YXJkLnBsdWdpbnMudjEuQ2FsbFBsdWdpblRvb2xSZXNwb25zZSIHkAICyPMYAmIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_switchyard_common_v1_tier, file_switchyard_options_v1_options]);
+
+/**
+ * Hints about a tool's behaviour, as the Model Context Protocol's tool
+ * annotations give them.
+ *
+ * @generated from message switchyard.plugins.v1.ToolAnnotations
+ */
+export type ToolAnnotations = Message<"switchyard.plugins.v1.ToolAnnotations"> & {
+  /**
+   * The tool changes nothing.
+   *
+   * @generated from field: bool read_only_hint = 1;
+   */
+  readOnlyHint: boolean;
+
+  /**
+   * The tool may destroy or overwrite data: the assistant asks the user
+   * before calling it.
+   *
+   * @generated from field: bool destructive_hint = 2;
+   */
+  destructiveHint: boolean;
+
+  /**
+   * Calling it again with the same arguments has no further effect.
+   *
+   * @generated from field: bool idempotent_hint = 3;
+   */
+  idempotentHint: boolean;
+
+  /**
+   * The tool reaches systems outside the user's own.
+   *
+   * @generated from field: bool open_world_hint = 4;
+   */
+  openWorldHint: boolean;
+};
+
+/**
+ * Describes the message switchyard.plugins.v1.ToolAnnotations.
+ * Use `create(ToolAnnotationsSchema)` to create a new message.
+ */
+export const ToolAnnotationsSchema: GenMessage<ToolAnnotations> = /*@__PURE__*/
+  messageDesc(file_switchyard_plugins_v1_plugins, 0);
+
+/**
+ * A tool a plugin adds, described the way MCP and device tools are.
+ *
+ * @generated from message switchyard.plugins.v1.PluginTool
+ */
+export type PluginTool = Message<"switchyard.plugins.v1.PluginTool"> & {
+  /**
+   * The tool's name, unique within the plugin: lower-case words of letters,
+   * digits and "_", joined by ".".
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * What the tool does, for the model that chooses tools.
+   *
+   * @generated from field: string description = 2;
+   */
+  description: string;
+
+  /**
+   * JSON Schema of the tool's arguments object; empty means any object.
+   *
+   * @generated from field: google.protobuf.Struct input_schema = 3;
+   */
+  inputSchema?: JsonObject | undefined;
+
+  /**
+   * Behaviour hints.
+   *
+   * @generated from field: switchyard.plugins.v1.ToolAnnotations annotations = 4;
+   */
+  annotations?: ToolAnnotations | undefined;
+
+  /**
+   * Where it runs.
+   *
+   * @generated from field: switchyard.plugins.v1.ToolRuntime runtime = 5;
+   */
+  runtime: ToolRuntime;
+};
+
+/**
+ * Describes the message switchyard.plugins.v1.PluginTool.
+ * Use `create(PluginToolSchema)` to create a new message.
+ */
+export const PluginToolSchema: GenMessage<PluginTool> = /*@__PURE__*/
+  messageDesc(file_switchyard_plugins_v1_plugins, 1);
 
 /**
  * A plugin of the marketplace.
@@ -129,6 +223,21 @@ export type Plugin = Message<"switchyard.plugins.v1.Plugin"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 15;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * The tools it adds, in full (tools above holds their names).
+   *
+   * @generated from field: repeated switchyard.plugins.v1.PluginTool tool_specs = 16;
+   */
+  toolSpecs: PluginTool[];
+
+  /**
+   * Whether the caller's installation is suspended because their tier is
+   * below min_tier.
+   *
+   * @generated from field: bool suspended = 17;
+   */
+  suspended: boolean;
 };
 
 /**
@@ -136,7 +245,7 @@ export type Plugin = Message<"switchyard.plugins.v1.Plugin"> & {
  * Use `create(PluginSchema)` to create a new message.
  */
 export const PluginSchema: GenMessage<Plugin> = /*@__PURE__*/
-  messageDesc(file_switchyard_plugins_v1_plugins, 0);
+  messageDesc(file_switchyard_plugins_v1_plugins, 2);
 
 /**
  * A plugin installed for a user.
@@ -185,7 +294,7 @@ export type Installation = Message<"switchyard.plugins.v1.Installation"> & {
  * Use `create(InstallationSchema)` to create a new message.
  */
 export const InstallationSchema: GenMessage<Installation> = /*@__PURE__*/
-  messageDesc(file_switchyard_plugins_v1_plugins, 1);
+  messageDesc(file_switchyard_plugins_v1_plugins, 3);
 
 /**
  * Request of ListPlugins.
@@ -236,7 +345,7 @@ export type ListPluginsRequest = Message<"switchyard.plugins.v1.ListPluginsReque
  * Use `create(ListPluginsRequestSchema)` to create a new message.
  */
 export const ListPluginsRequestSchema: GenMessage<ListPluginsRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_plugins_v1_plugins, 2);
+  messageDesc(file_switchyard_plugins_v1_plugins, 4);
 
 /**
  * Response of ListPlugins.
@@ -264,7 +373,7 @@ export type ListPluginsResponse = Message<"switchyard.plugins.v1.ListPluginsResp
  * Use `create(ListPluginsResponseSchema)` to create a new message.
  */
 export const ListPluginsResponseSchema: GenMessage<ListPluginsResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_plugins_v1_plugins, 3);
+  messageDesc(file_switchyard_plugins_v1_plugins, 5);
 
 /**
  * Request of GetPlugin.
@@ -285,7 +394,7 @@ export type GetPluginRequest = Message<"switchyard.plugins.v1.GetPluginRequest">
  * Use `create(GetPluginRequestSchema)` to create a new message.
  */
 export const GetPluginRequestSchema: GenMessage<GetPluginRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_plugins_v1_plugins, 4);
+  messageDesc(file_switchyard_plugins_v1_plugins, 6);
 
 /**
  * Response of GetPlugin.
@@ -306,7 +415,7 @@ export type GetPluginResponse = Message<"switchyard.plugins.v1.GetPluginResponse
  * Use `create(GetPluginResponseSchema)` to create a new message.
  */
 export const GetPluginResponseSchema: GenMessage<GetPluginResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_plugins_v1_plugins, 5);
+  messageDesc(file_switchyard_plugins_v1_plugins, 7);
 
 /**
  * Request of Install.
@@ -336,7 +445,7 @@ export type InstallRequest = Message<"switchyard.plugins.v1.InstallRequest"> & {
  * Use `create(InstallRequestSchema)` to create a new message.
  */
 export const InstallRequestSchema: GenMessage<InstallRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_plugins_v1_plugins, 6);
+  messageDesc(file_switchyard_plugins_v1_plugins, 8);
 
 /**
  * Response of Install.
@@ -357,7 +466,7 @@ export type InstallResponse = Message<"switchyard.plugins.v1.InstallResponse"> &
  * Use `create(InstallResponseSchema)` to create a new message.
  */
 export const InstallResponseSchema: GenMessage<InstallResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_plugins_v1_plugins, 7);
+  messageDesc(file_switchyard_plugins_v1_plugins, 9);
 
 /**
  * Request of Uninstall.
@@ -378,7 +487,7 @@ export type UninstallRequest = Message<"switchyard.plugins.v1.UninstallRequest">
  * Use `create(UninstallRequestSchema)` to create a new message.
  */
 export const UninstallRequestSchema: GenMessage<UninstallRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_plugins_v1_plugins, 8);
+  messageDesc(file_switchyard_plugins_v1_plugins, 10);
 
 /**
  * Response of Uninstall.
@@ -393,12 +502,332 @@ export type UninstallResponse = Message<"switchyard.plugins.v1.UninstallResponse
  * Use `create(UninstallResponseSchema)` to create a new message.
  */
 export const UninstallResponseSchema: GenMessage<UninstallResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_plugins_v1_plugins, 9);
+  messageDesc(file_switchyard_plugins_v1_plugins, 11);
+
+/**
+ * Request of UpsertPlugin.
+ *
+ * @generated from message switchyard.plugins.v1.UpsertPluginRequest
+ */
+export type UpsertPluginRequest = Message<"switchyard.plugins.v1.UpsertPluginRequest"> & {
+  /**
+   * The plugin's id.
+   *
+   * @generated from field: string plugin_id = 1;
+   */
+  pluginId: string;
+
+  /**
+   * Name shown to people.
+   *
+   * @generated from field: string display_name = 2;
+   */
+  displayName: string;
+
+  /**
+   * What the plugin does, for people.
+   *
+   * @generated from field: string description = 3;
+   */
+  description: string;
+
+  /**
+   * The marketplace category: a lower-case word.
+   *
+   * @generated from field: string category = 4;
+   */
+  category: string;
+
+  /**
+   * Who publishes it.
+   *
+   * @generated from field: string publisher = 5;
+   */
+  publisher: string;
+
+  /**
+   * Its version, e.g. "1.4.2".
+   *
+   * @generated from field: string version = 6;
+   */
+  version: string;
+
+  /**
+   * The lowest tier that may install it; unset means free.
+   *
+   * @generated from field: switchyard.common.v1.Tier min_tier = 7;
+   */
+  minTier: Tier;
+
+  /**
+   * Monthly price in the smallest unit of currency_code; 0 for free.
+   *
+   * @generated from field: int64 price_minor_units = 8;
+   */
+  priceMinorUnits: bigint;
+
+  /**
+   * ISO 4217 code of the price's currency; required when price_minor_units
+   * is above 0.
+   *
+   * @generated from field: string currency_code = 9;
+   */
+  currencyCode: string;
+
+  /**
+   * The tools it adds.
+   *
+   * @generated from field: repeated switchyard.plugins.v1.PluginTool tools = 10;
+   */
+  tools: PluginTool[];
+
+  /**
+   * Its MCP endpoint (Streamable HTTP), e.g. "https://tools.example.com/mcp";
+   * required when any tool runs on the server; its host must be in
+   * PLUGINS_ALLOWED_HOSTS.
+   *
+   * @generated from field: string mcp_endpoint = 11;
+   */
+  mcpEndpoint: string;
+};
+
+/**
+ * Describes the message switchyard.plugins.v1.UpsertPluginRequest.
+ * Use `create(UpsertPluginRequestSchema)` to create a new message.
+ */
+export const UpsertPluginRequestSchema: GenMessage<UpsertPluginRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_plugins_v1_plugins, 12);
+
+/**
+ * Response of UpsertPlugin.
+ *
+ * @generated from message switchyard.plugins.v1.UpsertPluginResponse
+ */
+export type UpsertPluginResponse = Message<"switchyard.plugins.v1.UpsertPluginResponse"> & {
+  /**
+   * The plugin as listed now.
+   *
+   * @generated from field: switchyard.plugins.v1.Plugin plugin = 1;
+   */
+  plugin?: Plugin | undefined;
+};
+
+/**
+ * Describes the message switchyard.plugins.v1.UpsertPluginResponse.
+ * Use `create(UpsertPluginResponseSchema)` to create a new message.
+ */
+export const UpsertPluginResponseSchema: GenMessage<UpsertPluginResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_plugins_v1_plugins, 13);
+
+/**
+ * Request of ListInstalledTools.
+ *
+ * @generated from message switchyard.plugins.v1.ListInstalledToolsRequest
+ */
+export type ListInstalledToolsRequest = Message<"switchyard.plugins.v1.ListInstalledToolsRequest"> & {
+  /**
+   * The user.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message switchyard.plugins.v1.ListInstalledToolsRequest.
+ * Use `create(ListInstalledToolsRequestSchema)` to create a new message.
+ */
+export const ListInstalledToolsRequestSchema: GenMessage<ListInstalledToolsRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_plugins_v1_plugins, 14);
+
+/**
+ * A tool of an installed plugin.
+ *
+ * @generated from message switchyard.plugins.v1.InstalledTool
+ */
+export type InstalledTool = Message<"switchyard.plugins.v1.InstalledTool"> & {
+  /**
+   * The plugin that adds it.
+   *
+   * @generated from field: string plugin_id = 1;
+   */
+  pluginId: string;
+
+  /**
+   * The tool.
+   *
+   * @generated from field: switchyard.plugins.v1.PluginTool tool = 2;
+   */
+  tool?: PluginTool | undefined;
+};
+
+/**
+ * Describes the message switchyard.plugins.v1.InstalledTool.
+ * Use `create(InstalledToolSchema)` to create a new message.
+ */
+export const InstalledToolSchema: GenMessage<InstalledTool> = /*@__PURE__*/
+  messageDesc(file_switchyard_plugins_v1_plugins, 15);
+
+/**
+ * Response of ListInstalledTools.
+ *
+ * @generated from message switchyard.plugins.v1.ListInstalledToolsResponse
+ */
+export type ListInstalledToolsResponse = Message<"switchyard.plugins.v1.ListInstalledToolsResponse"> & {
+  /**
+   * The tools of the user's active installations, by plugin then name.
+   *
+   * @generated from field: repeated switchyard.plugins.v1.InstalledTool tools = 1;
+   */
+  tools: InstalledTool[];
+};
+
+/**
+ * Describes the message switchyard.plugins.v1.ListInstalledToolsResponse.
+ * Use `create(ListInstalledToolsResponseSchema)` to create a new message.
+ */
+export const ListInstalledToolsResponseSchema: GenMessage<ListInstalledToolsResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_plugins_v1_plugins, 16);
+
+/**
+ * Request of CallPluginTool.
+ *
+ * @generated from message switchyard.plugins.v1.CallPluginToolRequest
+ */
+export type CallPluginToolRequest = Message<"switchyard.plugins.v1.CallPluginToolRequest"> & {
+  /**
+   * The user the call is for.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * The plugin.
+   *
+   * @generated from field: string plugin_id = 2;
+   */
+  pluginId: string;
+
+  /**
+   * The tool's name.
+   *
+   * @generated from field: string tool_name = 3;
+   */
+  toolName: string;
+
+  /**
+   * The caller's id for this call; a repeat answers the first outcome.
+   *
+   * @generated from field: string call_id = 4;
+   */
+  callId: string;
+
+  /**
+   * The arguments, a JSON object.
+   *
+   * @generated from field: string arguments_json = 5;
+   */
+  argumentsJson: string;
+
+  /**
+   * How long the tool may take, in milliseconds; 0 means 30000; at most
+   * 120000.
+   *
+   * @generated from field: int32 timeout_ms = 6;
+   */
+  timeoutMs: number;
+};
+
+/**
+ * Describes the message switchyard.plugins.v1.CallPluginToolRequest.
+ * Use `create(CallPluginToolRequestSchema)` to create a new message.
+ */
+export const CallPluginToolRequestSchema: GenMessage<CallPluginToolRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_plugins_v1_plugins, 17);
+
+/**
+ * Response of CallPluginTool.
+ *
+ * @generated from message switchyard.plugins.v1.CallPluginToolResponse
+ */
+export type CallPluginToolResponse = Message<"switchyard.plugins.v1.CallPluginToolResponse"> & {
+  /**
+   * The tool's result as text for the model (its MCP content, text parts
+   * joined), or why it failed when is_error.
+   *
+   * @generated from field: string content = 1;
+   */
+  content: string;
+
+  /**
+   * Whether the tool failed (isError from the server, a timeout, the server
+   * unreachable); content then says why.
+   *
+   * @generated from field: bool is_error = 2;
+   */
+  isError: boolean;
+
+  /**
+   * The tool's structuredContent as JSON, when it gave one.
+   *
+   * @generated from field: string structured_json = 3;
+   */
+  structuredJson: string;
+};
+
+/**
+ * Describes the message switchyard.plugins.v1.CallPluginToolResponse.
+ * Use `create(CallPluginToolResponseSchema)` to create a new message.
+ */
+export const CallPluginToolResponseSchema: GenMessage<CallPluginToolResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_plugins_v1_plugins, 18);
+
+/**
+ * Where a plugin tool runs.
+ *
+ * @generated from enum switchyard.plugins.v1.ToolRuntime
+ */
+export enum ToolRuntime {
+  /**
+   * Not set; never valid in a listing.
+   *
+   * @generated from enum value: TOOL_RUNTIME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * On the user's device, called like the device's own tools.
+   *
+   * @generated from enum value: TOOL_RUNTIME_DEVICE = 1;
+   */
+  DEVICE = 1,
+
+  /**
+   * Behind the plugin's MCP endpoint, called by this service.
+   *
+   * @generated from enum value: TOOL_RUNTIME_SERVER = 2;
+   */
+  SERVER = 2,
+}
+
+/**
+ * Describes the enum switchyard.plugins.v1.ToolRuntime.
+ */
+export const ToolRuntimeSchema: GenEnum<ToolRuntime> = /*@__PURE__*/
+  enumDesc(file_switchyard_plugins_v1_plugins, 0);
 
 /**
  * The plugin marketplace and the caller's installations. Installs and
  * uninstalls are published as switchyard.events.v1.PluginInstalled and
- * PluginUninstalled (revenue accounting consumes them).
+ * PluginUninstalled (chat refreshes the user's tools on them). A plugin adds
+ * tools to the assistant: each runs on the user's device (like the device's
+ * own tools) or behind the plugin's MCP endpoint (Model Context Protocol,
+ * Streamable HTTP), which only this service calls (CallPluginTool).
+ *
+ * When a user's tier falls below a plugin's min_tier, the installation is
+ * kept but suspended: its tools are no longer offered or callable, and it
+ * resumes by itself when the tier rises again (or the user uninstalls it).
  *
  * Every RPC may also answer RESOURCE_EXHAUSTED when the caller passes their
  * tier's request rate, and UNAVAILABLE when the service cannot reach its
@@ -444,10 +873,11 @@ export const PluginService: GenService<{
    * idempotency_key is not an id; NOT_FOUND if there is no such plugin;
    * ALREADY_EXISTS if the caller has it installed (without a matching
    * idempotency_key), or idempotency_key was used for another plugin;
-   * PERMISSION_DENIED if the plugin needs a higher tier than the caller's,
-   * or the caller is a service; RESOURCE_EXHAUSTED if the caller has as many
-   * plugins installed as their tier allows; UNAUTHENTICATED without a valid
-   * access token.
+   * FAILED_PRECONDITION if the plugin needs a higher tier than the caller's
+   * (the message names it: upgrading changes the answer);
+   * PERMISSION_DENIED if the caller is a service; RESOURCE_EXHAUSTED if the
+   * caller has as many plugins installed as their tier allows;
+   * UNAUTHENTICATED without a valid access token.
    *
    * @generated from rpc switchyard.plugins.v1.PluginService.Install
    */
@@ -469,6 +899,56 @@ export const PluginService: GenService<{
     methodKind: "unary";
     input: typeof UninstallRequestSchema;
     output: typeof UninstallResponseSchema;
+  },
+  /**
+   * Adds a plugin to the marketplace or replaces its listing (services only:
+   * the marketplace's operators). Its MCP endpoint must be on a host in
+   * PLUGINS_ALLOWED_HOSTS.
+   *
+   * Errors: INVALID_ARGUMENT if a field breaks its rules, a tool's schema is
+   * not a JSON Schema object, a server tool has no mcp_endpoint, or the
+   * endpoint's host is not allowed; PERMISSION_DENIED if the caller is not a
+   * service.
+   *
+   * @generated from rpc switchyard.plugins.v1.PluginService.UpsertPlugin
+   */
+  upsertPlugin: {
+    methodKind: "unary";
+    input: typeof UpsertPluginRequestSchema;
+    output: typeof UpsertPluginResponseSchema;
+  },
+  /**
+   * The tools a user's active (not suspended) installations add, for the
+   * assistant (services only).
+   *
+   * Errors: INVALID_ARGUMENT if user_id is not an id; PERMISSION_DENIED if
+   * the caller is not a service.
+   *
+   * @generated from rpc switchyard.plugins.v1.PluginService.ListInstalledTools
+   */
+  listInstalledTools: {
+    methodKind: "unary";
+    input: typeof ListInstalledToolsRequestSchema;
+    output: typeof ListInstalledToolsResponseSchema;
+  },
+  /**
+   * Calls a server-side plugin tool over MCP for a user (services only).
+   * Exactly once per call_id: a repeated call_id answers the first call's
+   * outcome without calling the plugin again. A tool that fails, times out
+   * or whose server is down answers is_error with a message for the model,
+   * not an RPC error.
+   *
+   * Errors: INVALID_ARGUMENT if an id is malformed or arguments_json is not
+   * a JSON object; NOT_FOUND if the user has no active installation of the
+   * plugin or it has no such server tool; PERMISSION_DENIED if the caller is
+   * not a service.
+   *
+   * @generated from rpc switchyard.plugins.v1.PluginService.CallPluginTool
+   */
+  callPluginTool: {
+    methodKind: "unary";
+    input: typeof CallPluginToolRequestSchema;
+    output: typeof CallPluginToolResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_switchyard_plugins_v1_plugins, 0);
