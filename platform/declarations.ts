@@ -7,8 +7,8 @@
 import type { HttpRoute, UpgradeRoute } from "./http-routes.js";
 import type { ServiceModule, ServiceParts } from "./service.js";
 
-/** Service module names: what `SERVICES=`, container and cluster names allow. */
-export const MODULE_NAME = /^[a-z][a-z0-9-]{0,30}$/;
+/** Service module names: one word that can name a `SERVICES=` entry, a schema, a container and a DNS name. */
+export const MODULE_NAME = /^[a-z][a-z0-9]{0,30}$/;
 
 /** Why `parts` (what `module.start` returned) differs from `module`'s declarations; empty when they agree. */
 export function declarationProblems(module: ServiceModule, parts: ServiceParts): string[] {

@@ -71,7 +71,7 @@ export interface RouteDeclaration {
 
 /** A service module as `SERVICES=` names it: what it serves, declared as data, and how it starts. */
 export interface ServiceModule {
-  /** The name in `SERVICES=`: lower-case letters, digits and -. */
+  /** The name in `SERVICES=`: lower-case letters and digits (it names a schema, a container and a DNS name too). */
   readonly name: string;
   /** One line for the README's "What runs" table. */
   readonly summary: string;
