@@ -66,14 +66,14 @@ before(async () => {
       NATS_URL: nats.url,
       AUTH_JWKS_URL: keys.jwksUrl,
       RATE_LIMIT_ENABLED: "false",
-      PLUGINS_ALLOWED_HOSTS: `127.0.0.1:${mcp.port}`,
+      PLUGINS_ALLOWED_HOSTS: "127.0.0.1",
       PLUGINS_TOOL_TIMEOUT_MS: "1500",
     },
   });
   // Billing's stand-in: publishes TierChanged through the outbox of the same database, as billing does.
   let ctx!: ServiceContext;
   const proc = await startProcess(
-    [{ name: "billing-standin", summary: "publishes tier changes", serves: [], uses: ["events"], start: (c) => ((ctx = c), { services: [] }) }],
+    [{ name: "billingstandin", summary: "publishes tier changes", serves: [], uses: ["events"], start: (c) => ((ctx = c), { services: [] }) }],
     readPlatformSettings({ PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "silent", DATABASE_URL: db.url, NATS_URL: nats.url, RATE_LIMIT_ENABLED: "false", AUTH_JWKS_URL: keys.jwksUrl }),
     createLogger("silent"),
   );
@@ -119,7 +119,7 @@ describe("the marketplace", () => {
     assert.ok(all.plugins.some((p) => p.pluginId === "files-pro" && p.minTier === Tier.PRO && p.priceMinorUnits === 499n && p.toolSpecs.length === 2));
     const productivity = await user.listPlugins({ category: "productivity" });
     assert.ok(productivity.plugins.length >= 2 && productivity.plugins.every((p) => p.category === "productivity"));
-    const search = await user.listPlugins({ query: "CLIPBOARD text" });
+    const search = await user.listPlugins({ query: "CLIPBOARD device" });
     assert.deepEqual(search.plugins.map((p) => p.pluginId), ["clipboard"]);
     const first = await user.listPlugins({ pageSize: 1 });
     assert.equal(first.plugins.length, 1);
@@ -228,15 +228,11 @@ describe("server-side plugin tools over MCP", () => {
     assert.match(slow.content, /did not answer within 300 ms/);
     const down = await startMcpServer({});
     await down.close();
-    await service.upsertPlugin({
-      pluginId: "mcp-down",
-      displayName: "Down",
-      category: "testing",
-      publisher: "T",
-      version: "1.0.0",
-      tools: [{ name: "echo", inputSchema: { type: "object" }, runtime: ToolRuntime.SERVER }],
-      mcpEndpoint: down.url,
-    }).catch((e: unknown) => assert.equal(codeOf(e), Code.InvalidArgument, "a closed port on another host:port is refused at upsert"));
+    await upsertMcpPlugin("mcp-down", { mcpEndpoint: down.url });
+    await (await asUser(userId)).install({ pluginId: "mcp-down" });
+    const unreachable = await service.callPluginTool({ userId, pluginId: "mcp-down", toolName: "echo", callId: randomUUID(), argumentsJson: "{}" });
+    assert.equal(unreachable.isError, true);
+    assert.match(unreachable.content, /could not be reached/);
   });
 
   test("an endpoint outside PLUGINS_ALLOWED_HOSTS is refused at upsert and nothing is written", async () => {
