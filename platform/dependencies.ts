@@ -31,7 +31,7 @@ export interface Dependencies {
   readonly db: Database | undefined;
   readonly nats: NatsConnection | undefined;
   readonly events: EventBus | undefined;
-  /** `/readyz` checks: "postgres", "nats". */
+  /** `/readyz` checks: "postgres", "nats", and "consumer:<durable>" for each consumer started at module start. */
   readonly readiness: Record<string, ReadinessProbe>;
   /** Goes first in the chain: maps database/NATS failures to UNAVAILABLE / INVALID_ARGUMENT. */
   readonly errors: Middleware;
@@ -106,9 +106,10 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
       });
       nats = nc;
     }
+    const readiness: Record<string, ReadinessProbe> = {};
     let events: EventBus | undefined;
     if (needs.has("events") && db !== undefined && nats !== undefined) {
-      const bus = await createEventBus({ db, nc: nats, log });
+      const bus = await createEventBus({ db, nc: nats, log, readiness });
       closers.push(() => bus.stop());
       events = bus;
     }
@@ -126,7 +127,6 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
         ),
       );
     }
-    const readiness: Record<string, ReadinessProbe> = {};
     if (db !== undefined) readiness.postgres = () => db.ping();
     if (nats !== undefined) readiness.nats = () => isNatsConnected(nats);
     return {
