@@ -12,7 +12,8 @@ import { WebSocketServer } from "ws";
 import type { Principal } from "../platform/auth/principal.js";
 import type { UpgradeRoute } from "../platform/http-routes.js";
 import type { Logger } from "../platform/log.js";
-import { bearerToken, isService, type VerifyAccessToken } from "./auth.js";
+import { parseBearer } from "../platform/auth/bearer.js";
+import { isService, type VerifyAccessToken } from "./auth.js";
 import { chooseProtocol } from "./codec.js";
 import type { DeviceHub } from "./hub.js";
 import type { Tickets } from "./tickets.js";
@@ -60,8 +61,8 @@ export function createDeviceUpgrade(o: DeviceUpgradeOptions): UpgradeRoute {
 
   async function authenticate(req: IncomingMessage): Promise<Principal> {
     const header = req.headers.authorization;
-    const token = bearerToken(header);
-    if (header !== undefined && token === undefined) throw new Refusal(401, "malformed Authorization header: expected Bearer <access token>");
+    const token = parseBearer(header);
+    if (token === null) throw new Refusal(401, "malformed Authorization header: expected Bearer <access token>");
     const ticket = new URL(req.url ?? "/", "http://device").searchParams.get("ticket") ?? undefined;
     if (token === undefined && ticket === undefined) throw new Refusal(401, "an access token (Authorization: Bearer) or a ticket (?ticket=) is required");
     const check = async <T>(p: Promise<T>) => {

@@ -25,6 +25,7 @@ import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/proto
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import { headers as natsHeaders, nanos } from "@nats-io/nats-core";
+import { ID_RULE, isId } from "../ids.js";
 import type { Logger } from "../log.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
 import type { Database } from "../db/types.js";
@@ -43,8 +44,6 @@ export interface ConsumerRuntime {
   readonly jsm: JetStreamManager;
   readonly log: Logger;
 }
-
-const durablePattern = /^[A-Za-z0-9_-]{1,64}$/;
 
 interface Item<S extends DescMessage> {
   readonly m: JsMsg;
@@ -71,7 +70,7 @@ export interface RunningConsumer {
 export async function startConsumer<S extends DescMessage>(rt: ConsumerRuntime, options: ConsumerOptions<S>): Promise<RunningConsumer> {
   const { db, js, jsm } = rt;
   const { schema, durable, handle } = options;
-  if (!durablePattern.test(durable)) throw new Error(`durable "${durable}" must be 1 to 64 letters, digits, "_" or "-"`);
+  if (!isId(durable)) throw new Error(`durable "${durable}" must be ${ID_RULE}`);
   const subject = eventSubject(schema);
   const maxDeliver = Math.max(1, options.maxDeliver ?? 5);
   const ackWaitMs = options.ackWaitMs ?? 30_000;

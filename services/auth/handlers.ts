@@ -5,12 +5,12 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { createHash, randomUUID } from "node:crypto";
 import { AuthService, TokensSchema, type Tokens } from "../../gen/switchyard/auth/v1/auth_pb.js";
 import { UserLoggedInSchema, UserRegisteredSchema } from "../../gen/switchyard/events/v1/events_pb.js";
 import { clientAddress } from "../../platform/auth/client-address.js";
-import { principalKey, type Principal } from "../../platform/auth/principal.js";
+import { principalOf as caller } from "../../platform/auth/principal.js";
 import type { Database, TransactionSql } from "../../platform/db/types.js";
 import type { Events } from "../../platform/events/types.js";
 import { register, type ServiceRegistration } from "../../platform/rpc/pipeline.js";
@@ -49,12 +49,6 @@ function tooLong(password: string): void {
   if (password.length > MAX_PASSWORD_CHARS) {
     throw new ConnectError(`password: must be at most ${MAX_PASSWORD_CHARS} characters, got ${password.length}`, Code.InvalidArgument);
   }
-}
-
-function caller(ctx: HandlerContext): Principal {
-  const p = ctx.values.get(principalKey);
-  if (p === undefined) throw new ConnectError("this RPC needs an access token", Code.Unauthenticated);
-  return p;
 }
 
 /**
