@@ -14,7 +14,8 @@ import { migrate } from "./db/migrate.js";
 import type { Database } from "./db/types.js";
 import { createEventBus, type EventBus } from "./events/events.js";
 import { createRateLimiter } from "./limits/limiter.js";
-import { rateLimit } from "./limits/middleware.js";
+import { rateLimit, type TierLimits } from "./limits/middleware.js";
+import { TIERS } from "./auth/claims.js";
 import type { Logger } from "./log.js";
 import { connectNats, isNatsConnected } from "./nats/connection.js";
 import { ensureLocalNats, type LocalNats } from "./nats/local-server.js";
@@ -122,7 +123,7 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
       limits.push(
         rateLimit(
           limiter,
-          { free: settings.RATE_LIMIT_FREE, pro: settings.RATE_LIMIT_PRO, power: settings.RATE_LIMIT_POWER, team: settings.RATE_LIMIT_TEAM },
+          tierLimitsOf(settings),
           log.child({ component: "rate-limit" }),
         ),
       );
@@ -152,6 +153,12 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
     await closeAll();
     throw err;
   }
+}
+
+/** Requests per minute of each tier in TIERS, from its RATE_LIMIT_<TIER> setting. */
+function tierLimitsOf(settings: PlatformSettings): TierLimits {
+  const byName = settings as unknown as Record<string, number>;
+  return Object.fromEntries(TIERS.map(({ name }) => [name, byName[`RATE_LIMIT_${name.toUpperCase()}`]])) as unknown as TierLimits;
 }
 
 function thrower(err: Error): never {

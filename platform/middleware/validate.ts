@@ -60,9 +60,14 @@ type Reader = (m: Record<string, unknown>) => unknown;
 /** Checks one string or number at `path` (the path of the message holding the field). */
 type ValueCheck<T> = (value: T, path: string) => string | undefined;
 
+/** A field's `(switchyard.options.v1.rules)`, or undefined: for code that must know a contract limit (never retype it). */
+export function rulesOf(field: DescField): FieldRules | undefined {
+  return hasOption(field, rulesExt) ? getOption(field, rulesExt) : undefined;
+}
+
 /** The checks of one field, compiled once from its rules (patterns included). */
 export function fieldChecks(field: DescField): Check[] {
-  const r: FieldRules | undefined = hasOption(field, rulesExt) ? getOption(field, rulesExt) : undefined;
+  const r = rulesOf(field);
   const get = readerOf(field);
   const at = fieldPath(field.name);
   let out: Check[];

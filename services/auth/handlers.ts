@@ -14,7 +14,7 @@ import { principalOf as caller } from "../../platform/auth/principal.js";
 import type { Database, TransactionSql } from "../../platform/db/types.js";
 import type { Events } from "../../platform/events/types.js";
 import { register, type ServiceRegistration } from "../../platform/rpc/pipeline.js";
-import { MAX_PASSWORD_CHARS, type PasswordHasher } from "./passwords.js";
+import type { PasswordHasher } from "./passwords.js";
 import type { IssuedRefreshToken, RefreshTokens } from "./refresh-tokens.js";
 import type { Throttle } from "./throttle.js";
 import type { IssuedToken, TokenIssuer } from "./tokens.js";
@@ -44,12 +44,6 @@ export interface AuthHandlerDeps {
 const badCredentials = () => new ConnectError("the email or the password is wrong", Code.Unauthenticated);
 
 const updatable = new Set(["display_name", "email"]);
-
-function tooLong(password: string): void {
-  if (password.length > MAX_PASSWORD_CHARS) {
-    throw new ConnectError(`password: must be at most ${MAX_PASSWORD_CHARS} characters, got ${password.length}`, Code.InvalidArgument);
-  }
-}
 
 /**
  * Throttle key of an email as folded by `foldEmail` (the fold that finds the account, so every
@@ -84,7 +78,6 @@ export function createAuthHandlers(deps: AuthHandlerDeps): ServiceRegistration {
 
   return register(AuthService, {
     async register(req, ctx) {
-      tooLong(req.password);
       const address = clientAddress(ctx, deps.trustedProxyHops);
       await throttle.attempt([{ key: `register-address:${address}`, max: limits.registerPerAddress }], limits.registerWindowMs, "too many registrations from this address");
       const passwordHash = await passwords.hash(req.password);
@@ -107,7 +100,6 @@ export function createAuthHandlers(deps: AuthHandlerDeps): ServiceRegistration {
     },
 
     async login(req, ctx) {
-      tooLong(req.password);
       const account = accountKey(await foldEmail(db.sql, req.email));
       const address = `login-address:${clientAddress(ctx, deps.trustedProxyHops)}`;
       await throttle.attempt(
