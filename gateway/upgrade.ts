@@ -9,8 +9,8 @@ import { ConnectError } from "@connectrpc/connect";
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
-import type { Logger, Principal, RouteDeclaration, UpgradeRoute } from "../platform/index.js";
-import { bearerToken, isService, type VerifyAccessToken } from "./auth.js";
+import { type Logger, parseBearer, type Principal, type RouteDeclaration, type UpgradeRoute } from "../platform/index.js";
+import { isService, type VerifyAccessToken } from "./auth.js";
 import { chooseProtocol } from "./codec.js";
 import type { DeviceHub } from "./hub.js";
 import type { Tickets } from "./tickets.js";
@@ -64,8 +64,8 @@ export function createDeviceUpgrade(o: DeviceUpgradeOptions): UpgradeRoute {
 
   async function authenticate(req: IncomingMessage): Promise<Principal> {
     const header = req.headers.authorization;
-    const token = bearerToken(header);
-    if (header !== undefined && token === undefined) throw new Refusal(401, "malformed Authorization header: expected Bearer <access token>");
+    const token = parseBearer(header);
+    if (token === null) throw new Refusal(401, "malformed Authorization header: expected Bearer <access token>");
     const ticket = new URL(req.url ?? "/", "http://device").searchParams.get("ticket") ?? undefined;
     if (token === undefined && ticket === undefined) throw new Refusal(401, "an access token (Authorization: Bearer) or a ticket (?ticket=) is required");
     const check = async <T>(p: Promise<T>) => {

@@ -14,7 +14,8 @@ import { migrate } from "./db/migrate.js";
 import type { Database } from "./db/types.js";
 import { createEventBus, type EventBus } from "./events/events.js";
 import { createRateLimiter } from "./limits/limiter.js";
-import { rateLimit } from "./limits/middleware.js";
+import { rateLimit, type TierLimits } from "./limits/middleware.js";
+import { TIERS } from "./auth/claims.js";
 import type { Logger } from "./log.js";
 import { connectNats, isNatsConnected } from "./nats/connection.js";
 import { ensureLocalNats, type LocalNats } from "./nats/local-server.js";
@@ -31,7 +32,7 @@ export interface Dependencies {
   readonly db: Database | undefined;
   readonly nats: NatsConnection | undefined;
   readonly events: EventBus | undefined;
-  /** `/readyz` checks: "postgres", "nats". */
+  /** `/readyz` checks: "postgres", "nats", and "consumer:<durable>" for each consumer started at module start. */
   readonly readiness: Record<string, ReadinessProbe>;
   /** Goes first in the chain: maps database/NATS failures to UNAVAILABLE / INVALID_ARGUMENT. */
   readonly errors: Middleware;
@@ -106,9 +107,10 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
       });
       nats = nc;
     }
+    const readiness: Record<string, ReadinessProbe> = {};
     let events: EventBus | undefined;
     if (needs.has("events") && db !== undefined && nats !== undefined) {
-      const bus = await createEventBus({ db, nc: nats, log });
+      const bus = await createEventBus({ db, nc: nats, log, readiness });
       closers.push(() => bus.stop());
       events = bus;
     }
@@ -121,12 +123,11 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
       limits.push(
         rateLimit(
           limiter,
-          { free: settings.RATE_LIMIT_FREE, pro: settings.RATE_LIMIT_PRO, power: settings.RATE_LIMIT_POWER, team: settings.RATE_LIMIT_TEAM },
+          tierLimitsOf(settings),
           log.child({ component: "rate-limit" }),
         ),
       );
     }
-    const readiness: Record<string, ReadinessProbe> = {};
     if (db !== undefined) readiness.postgres = () => db.ping();
     if (nats !== undefined) readiness.nats = () => isNatsConnected(nats);
     return {
@@ -152,6 +153,12 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
     await closeAll();
     throw err;
   }
+}
+
+/** Requests per minute of each tier in TIERS, from its RATE_LIMIT_<TIER> setting. */
+function tierLimitsOf(settings: PlatformSettings): TierLimits {
+  const byName = settings as unknown as Record<string, number>;
+  return Object.fromEntries(TIERS.map(({ name }) => [name, byName[`RATE_LIMIT_${name.toUpperCase()}`]])) as unknown as TierLimits;
 }
 
 function thrower(err: Error): never {

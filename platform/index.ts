@@ -24,8 +24,9 @@ export type { PlatformMetrics } from "./metrics.js";
 export { currentRequest } from "./request-context.js";
 
 // Who is calling.
-export { principalKey, type Principal } from "./auth/principal.js";
-export { ACCESS_TOKEN_ALG, ACCESS_TOKEN_TYP, MAX_ACCESS_TOKEN_TTL_S, SERVICE_ROLE, tierClaim, tierFromClaim } from "./auth/claims.js";
+export { principalKey, principalOf, type Principal } from "./auth/principal.js";
+export { ACCESS_TOKEN_ALG, ACCESS_TOKEN_TYP, MAX_ACCESS_TOKEN_TTL_S, SERVICE_ROLE, TIERS, tierClaim, tierFromClaim, type TierInfo } from "./auth/claims.js";
+export { parseBearer } from "./auth/bearer.js";
 export { bearerToken, accessOf } from "./auth/token-check.js";
 export { clientAddress } from "./auth/client-address.js";
 export { createAccessTokenVerifier, type AccessTokenVerifier } from "./auth/verifier.js";

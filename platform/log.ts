@@ -30,8 +30,46 @@ export const redactedKeys = [
  */
 export function createLogDestination(dest: string | number = 1): pino.DestinationStream {
   const stream = pino.destination({ dest, sync: true, minLength: 4096 });
-  setInterval(() => stream.flush(), 1000).unref();
+  destinations.add(new WeakRef(stream));
+  flushTimer ??= setInterval(flushDestinations, FLUSH_INTERVAL_MS).unref();
   return stream;
+}
+
+/** How often buffered log lines are written at the latest. */
+export const FLUSH_INTERVAL_MS = 1000;
+
+type Destination = ReturnType<typeof pino.destination>;
+/**
+ * Every destination still in use, flushed by one timer for the whole process
+ * (one interval per destination would never be cleared: tests and tools
+ * create many loggers). Held weakly, so a logger nobody uses any more is
+ * collected with its destination.
+ */
+const destinations = new Set<WeakRef<Destination>>();
+let flushTimer: NodeJS.Timeout | undefined;
+
+function flushDestinations(): void {
+  for (const ref of destinations) {
+    const stream = ref.deref();
+    if (stream === undefined) {
+      destinations.delete(ref);
+      continue;
+    }
+    try {
+      stream.flush();
+    } catch (err) {
+      if (/destroyed/.test(String(err))) destinations.delete(ref); // closed: nothing more to flush
+    }
+  }
+  if (destinations.size === 0) {
+    clearInterval(flushTimer);
+    flushTimer = undefined;
+  }
+}
+
+/** How many flush timers the log destinations hold (one at most): for tests. */
+export function logFlushTimers(): number {
+  return flushTimer === undefined ? 0 : 1;
 }
 
 /** Creates the root logger; `destination` defaults to `createLogDestination()` (stdout). */

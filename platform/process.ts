@@ -60,7 +60,17 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
     log,
     metrics,
   });
-  const port = await server.listen(settings.PORT, settings.HOST);
+  let port: number;
+  try {
+    port = await server.listen(settings.PORT, settings.HOST);
+  } catch (err) {
+    // Nothing serves, so nothing may stay open: stop the modules, the pool, NATS and their timers.
+    shutdown.abort();
+    await server.shutdown(0);
+    for (const p of [...parts].reverse()) await p.stop?.();
+    await deps.close();
+    throw listenError(err, settings.HOST, settings.PORT);
+  }
   log.info({ port, instance: settings.INSTANCE_ID, services: modules.map((m) => m.name) }, "serving");
   let stopping: Promise<void> | undefined;
   return {
@@ -75,6 +85,15 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
         await deps.close();
       })()),
   };
+}
+
+/** A failed listen as a person can act on it: which address, and what to do. */
+function listenError(err: unknown, host: string, port: number): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  const where = `${host}:${port}`;
+  if (code === "EADDRINUSE") return new Error(`port ${port} is already in use (${where}): stop the process listening there or set PORT to a free port`, { cause: err });
+  if (code === "EACCES") return new Error(`no permission to listen on port ${port} (${where}): use a port above 1023 or run with the needed privilege`, { cause: err });
+  return new Error(`cannot listen on port ${port} (${where}): ${(err as Error).message}`, { cause: err });
 }
 
 /** Stops `proc` on SIGTERM or SIGINT and exits 0 (1 if stopping failed). */

@@ -7,6 +7,7 @@ import { env, int, list, oneOf, readConfig, str, type ConfigOf } from "./config.
 import { corsVars } from "./cors.js";
 import { MODULE_NAME } from "./declarations.js";
 import { dbVars } from "./db/vars.js";
+import { ID_RULE, isId, NOT_ID_CHARACTERS } from "./ids.js";
 import { limitVars } from "./limits/vars.js";
 import { natsVars } from "./nats/vars.js";
 import { hostname } from "node:os";
@@ -37,10 +38,10 @@ export const platformVars = {
   INSTANCE_ID: env(
     "this instance's id (presence, result subjects); letters, digits, _ and -",
     (raw) => {
-      if (!/^[A-Za-z0-9_-]{1,64}$/.test(raw)) throw new Error(`must match ^[A-Za-z0-9_-]{1,64}$, got "${raw}"`);
+      if (!isId(raw)) throw new Error(`must be ${ID_RULE}, got "${raw}"`);
       return raw;
     },
-    () => `${hostname().replace(/[^A-Za-z0-9_-]/g, "-").slice(0, 40)}-${randomBytes(3).toString("hex")}`,
+    () => `${hostname().replace(NOT_ID_CHARACTERS, "-").slice(0, 40)}-${randomBytes(3).toString("hex")}`,
   ),
   ...authPlatformVars,
   ...dbVars,

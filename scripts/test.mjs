@@ -37,12 +37,26 @@ function step(name, cmd, cmdArgs) {
   }
 }
 
-const files = (paths.length ? paths : roots).flatMap((p) => (p.endsWith(".test.ts") ? [p] : findTests(p))).sort();
+/**
+ * Files run two at a time (--test-concurrency=2, for 2-core CI machines), in
+ * this order: the cross-process suites that spawn servers and take longest
+ * first, unit tests beside the code last. Two long files then overlap each
+ * other instead of one of them running alone at the end while the other
+ * core idles.
+ */
+const heaviestFirst = ["test/edge/", "test/gateway/", "test/data/", "test/", "services/", "envoy/", "scripts/"];
+const rank = (file) => {
+  const i = heaviestFirst.findIndex((prefix) => file.startsWith(prefix));
+  return i === -1 ? heaviestFirst.length : i;
+};
+const files = (paths.length ? paths : roots)
+  .flatMap((p) => (p.endsWith(".test.ts") ? [p] : findTests(p)))
+  .sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
 if (paths.length === 0) {
   step("buf lint", "npx", ["buf", "lint"]);
   step("type check", "npx", ["tsc", "--noEmit", "-p", "tsconfig.json"]);
 }
-step(`tests (${files.length} files)`, process.execPath, [
+step(`tests (${files.length} files, node ${process.version})`, process.execPath, [
   "--import",
   "tsx",
   "--test",

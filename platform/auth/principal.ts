@@ -2,7 +2,7 @@
  * Who is calling: set by the platform's token check on every RPC that is not
  * public, read by handlers with `ctx.values.get(principalKey)`.
  */
-import { createContextKey } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import type { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 
 /** The verified caller of an RPC. */
@@ -18,3 +18,13 @@ export interface Principal {
 
 /** Context key holding the Principal; undefined on public RPCs called without a token. */
 export const principalKey = createContextKey<Principal | undefined>(undefined, { description: "principal" });
+
+/**
+ * The verified caller of an RPC. Throws UNAUTHENTICATED when there is none,
+ * which happens only on a public RPC called without a token.
+ */
+export function principalOf(ctx: HandlerContext): Principal {
+  const p = ctx.values.get(principalKey);
+  if (p === undefined) throw new ConnectError('this RPC needs an access token: send "authorization: Bearer <access_token>"', Code.Unauthenticated);
+  return p;
+}

@@ -17,6 +17,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { Access, access as accessExt } from "../../gen/switchyard/options/v1/options_pb.js";
 import { ConfigError } from "../config.js";
 import { afterCheck, type Middleware, type RpcCall } from "../rpc/pipeline.js";
+import { parseBearer } from "./bearer.js";
 import { SERVICE_ROLE } from "./claims.js";
 import { principalKey } from "./principal.js";
 import type { AccessTokenVerifier } from "./verifier.js";
@@ -32,19 +33,17 @@ export function needsTokens(services: readonly DescService[]): boolean {
   return services.some((s) => s.methods.some((m) => accessOf(m) !== Access.PUBLIC));
 }
 
-const bearer = /^Bearer +([^\s]+) *$/i;
-
 /** The bearer token of an authorization header; throws UNAUTHENTICATED when absent or malformed. */
 export function bearerToken(header: string | null): string {
-  if (header === null || header === "") {
+  const token = parseBearer(header);
+  if (token === undefined) {
     throw new ConnectError(
       'this RPC needs an access token: send the header "authorization: Bearer <access_token>" (signing in returns one)',
       Code.Unauthenticated,
     );
   }
-  const m = bearer.exec(header);
-  if (m === null) throw new ConnectError('the authorization header must be "Bearer <access_token>"', Code.Unauthenticated);
-  return m[1]!;
+  if (token === null) throw new ConnectError('the authorization header must be "Bearer <access_token>"', Code.Unauthenticated);
+  return token;
 }
 
 /**

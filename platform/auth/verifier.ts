@@ -16,7 +16,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { errors, jwtVerify, type JWTVerifyGetKey } from "jose";
 import { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
-import { ACCESS_TOKEN_ALG, ACCESS_TOKEN_TYP, KID_PATTERN, SERVICE_ROLE, tierFromClaim } from "./claims.js";
+import { isId } from "../ids.js";
+import { ACCESS_TOKEN_ALG, ACCESS_TOKEN_TYP, SERVICE_ROLE, tierFromClaim } from "./claims.js";
 import type { Principal } from "./principal.js";
 
 /** Options of `createAccessTokenVerifier`. */
@@ -82,7 +83,8 @@ function checkShape(token: string, maxBytes: number): void {
   if (header.typ !== ACCESS_TOKEN_TYP) {
     throw unauthenticated(`the token is not an access token (its typ must be "${ACCESS_TOKEN_TYP}"); send the access_token, not a refresh or ID token`);
   }
-  if (typeof header.kid !== "string" || !KID_PATTERN.test(header.kid)) {
+  // auth generates key ids that obey the id rule; anything else is refused before any lookup.
+  if (typeof header.kid !== "string" || !isId(header.kid)) {
     throw unauthenticated(`the access token names no signing key auth could have used (bad kid); ${signInAgain}`);
   }
 }

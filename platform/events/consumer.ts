@@ -25,6 +25,7 @@ import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/proto
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import { headers as natsHeaders, nanos } from "@nats-io/nats-core";
+import { ID_RULE, isId } from "../ids.js";
 import type { Logger } from "../log.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
 import type { Database } from "../db/types.js";
@@ -44,8 +45,6 @@ export interface ConsumerRuntime {
   readonly log: Logger;
 }
 
-const durablePattern = /^[A-Za-z0-9_-]{1,64}$/;
-
 interface Item<S extends DescMessage> {
   readonly m: JsMsg;
   readonly eventId: string;
@@ -55,15 +54,23 @@ interface Item<S extends DescMessage> {
 }
 const DEFAULT_BACKOFF = [1000, 5000, 15_000, 30_000, 60_000];
 
+/** A started consumer. */
+export interface RunningConsumer {
+  readonly durable: string;
+  /** False once its loop has died (its message stream failed or ended) without being stopped: `/readyz` says so. */
+  readonly alive: boolean;
+  /** Stops taking messages and waits for the handlers in progress. */
+  stop(): Promise<void>;
+}
+
 /**
- * Declares the durable consumer (idempotent) and starts handling; resolves
- * with a function that stops taking messages and waits for the handlers in
- * progress. Rejects for a bad durable name or an event type without a subject.
+ * Declares the durable consumer (idempotent) and starts handling. Rejects for
+ * a bad durable name or an event type without a subject.
  */
-export async function startConsumer<S extends DescMessage>(rt: ConsumerRuntime, options: ConsumerOptions<S>): Promise<() => Promise<void>> {
+export async function startConsumer<S extends DescMessage>(rt: ConsumerRuntime, options: ConsumerOptions<S>): Promise<RunningConsumer> {
   const { db, js, jsm } = rt;
   const { schema, durable, handle } = options;
-  if (!durablePattern.test(durable)) throw new Error(`durable "${durable}" must be 1 to 64 letters, digits, "_" or "-"`);
+  if (!isId(durable)) throw new Error(`durable "${durable}" must be ${ID_RULE}`);
   const subject = eventSubject(schema);
   const maxDeliver = Math.max(1, options.maxDeliver ?? 5);
   const ackWaitMs = options.ackWaitMs ?? 30_000;
@@ -82,7 +89,9 @@ export async function startConsumer<S extends DescMessage>(rt: ConsumerRuntime, 
     max_ack_pending: 1000,
   });
   const consumer = await js.consumers.get(EVENTS_STREAM, durable);
-  const messages = await consumer.consume({ max_messages: Math.max(2, concurrency * batchSize) });
+  // A consumer or stream deleted under us ends the loop (and turns /readyz
+  // false) instead of polling for a durable that will never come back.
+  const messages = await consumer.consume({ max_messages: Math.max(2, concurrency * batchSize), abort_on_missing_resource: true });
 
   /** Last failure of each stream sequence seen here; bounded. */
   const lastFailure = new Map<number, { message: string; transient: boolean }>();
@@ -258,6 +267,8 @@ export async function startConsumer<S extends DescMessage>(rt: ConsumerRuntime, 
   // `next()` blocks holding a half-built batch until more events come (the
   // tail of a burst waited for the ack wait's redelivery).
   const arrived: JsMsg[] = [];
+  let stopping: Promise<void> | undefined;
+  let died: unknown;
   let ended = false;
   let failure: unknown;
   let wakeLoop: (() => void) | undefined;
@@ -296,15 +307,24 @@ export async function startConsumer<S extends DescMessage>(rt: ConsumerRuntime, 
     }
     await pump;
     if (failure !== undefined) throw failure;
-  })().catch((err: unknown) => log.error({ err: String(err) }, "event consumer stopped"));
+    if (stopping === undefined) throw new Error("the message stream ended");
+  })().catch((err: unknown) => {
+    died = err;
+    log.error({ err: String(err) }, "event consumer stopped");
+  });
 
-  let stopping: Promise<void> | undefined;
-  return () =>
-    (stopping ??= (async () => {
-      await messages.close();
-      await loop;
-      await Promise.allSettled([...running]);
-    })());
+  return {
+    durable,
+    get alive() {
+      return died === undefined;
+    },
+    stop: () =>
+      (stopping ??= (async () => {
+        await messages.close();
+        await loop;
+        await Promise.allSettled([...running]);
+      })()),
+  };
 }
 
 function isTransient(err: unknown): boolean {

@@ -46,9 +46,12 @@ function toDeadLetter(m: StoredMsg): DeadLetter {
 
 /** The oldest `limit` dead letters still stored (default 100). */
 export async function listDeadLetters(jsm: JetStreamManager, limit = 100): Promise<DeadLetter[]> {
-  const info = await jsm.streams.info(DLQ_STREAM);
+  const { state } = await jsm.streams.info(DLQ_STREAM);
   const out: DeadLetter[] = [];
-  for (let seq = info.state.first_seq; seq <= info.state.last_seq && out.length < limit; seq++) {
+  // An empty stream reports first_seq 0 (fresh) or last_seq + 1 (emptied);
+  // sequence 0 does not exist, and asking for it is a bad request.
+  if (state.messages === 0) return out;
+  for (let seq = Math.max(1, state.first_seq); seq <= state.last_seq && out.length < limit; seq++) {
     const m = await getStored(jsm, seq);
     if (m !== null) out.push(toDeadLetter(m));
   }

@@ -10,6 +10,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { randomUUID } from "node:crypto";
 import type { TransactionSql } from "postgres";
 import type { Logger } from "../log.js";
+import type { ReadinessProbe } from "../server.js";
 import { findViolation } from "../middleware/validate.js";
 import { currentRequest, traceparentOf } from "../request-context.js";
 import { afterCommit } from "../db/database.js";
@@ -27,6 +28,11 @@ export interface EventBusOptions {
   readonly log: Logger;
   /** Relay tuning; `false` runs no relay in this process (rows wait for another one). */
   readonly relay?: false | Partial<Omit<RelayOptions, "sql" | "js" | "nc" | "log">>;
+  /**
+   * `/readyz` checks: each started consumer adds `consumer:<durable>` here,
+   * false once its loop has died, and removes it when stopped.
+   */
+  readonly readiness?: Record<string, ReadinessProbe>;
 }
 
 /** The bus: `Events` plus its lifecycle. */
@@ -66,10 +72,13 @@ export async function createEventBus(options: EventBusOptions): Promise<EventBus
       return id;
     },
     async consume(consumerOptions: ConsumerOptions<DescMessage>) {
-      const stop = await startConsumer({ db, js, jsm, log }, consumerOptions);
+      const consumer = await startConsumer({ db, js, jsm, log }, consumerOptions);
+      const check = `consumer:${consumer.durable}`;
+      if (options.readiness) options.readiness[check] = () => consumer.alive;
       const tracked = async () => {
         consumers.delete(tracked);
-        await stop();
+        if (options.readiness) delete options.readiness[check];
+        await consumer.stop();
       };
       consumers.add(tracked);
       return tracked;

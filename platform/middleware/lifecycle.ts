@@ -53,23 +53,34 @@ function unavailable(): ConnectError {
   return new ConnectError("the server is shutting down; retry on another instance", Code.Unavailable);
 }
 
-/** Passes a stream through until shutdown, then ends it with UNAVAILABLE. */
+/**
+ * Passes a stream through until shutdown, then ends it with UNAVAILABLE.
+ *
+ * Each step waits on a promise of its own that either the stream's next
+ * message or the shutdown settles. Racing every `it.next()` against one
+ * long-lived "stopped" promise instead (`Promise.race([it.next(), stopped])`)
+ * leaves a reaction on that promise per message, each holding its message,
+ * until shutdown: a leak of every message a long-lived stream carries (the
+ * pattern of nodejs/node#17469).
+ */
 async function* endOnShutdown(stream: AsyncIterable<unknown>, shutdown: AbortSignal): AsyncIterable<unknown> {
   const it = stream[Symbol.asyncIterator]();
-  let onAbort: () => void = () => {};
-  const stopped = new Promise<never>((_, reject) => {
-    onAbort = () => reject(unavailable());
-    if (shutdown.aborted) onAbort();
-    else shutdown.addEventListener("abort", onAbort, { once: true });
-  });
-  stopped.catch(() => undefined);
+  let stopStep: ((err: ConnectError) => void) | undefined;
+  const onAbort = () => stopStep?.(unavailable());
+  shutdown.addEventListener("abort", onAbort, { once: true });
   try {
     for (;;) {
-      const step = await Promise.race([it.next(), stopped]);
+      if (shutdown.aborted) throw unavailable();
+      const step = await new Promise<IteratorResult<unknown>>((resolve, reject) => {
+        stopStep = reject;
+        it.next().then(resolve, reject);
+      });
+      stopStep = undefined;
       if (step.done) return;
       yield step.value;
     }
   } finally {
+    stopStep = undefined;
     shutdown.removeEventListener("abort", onAbort);
     void it.return?.();
   }

@@ -17,6 +17,7 @@ import {
 } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { rules as rulesExt, StringFormat, type FieldRules } from "../../gen/switchyard/options/v1/options_pb.js";
+import { ID_RULE, isId } from "../ids.js";
 import type { Middleware } from "../rpc/pipeline.js";
 
 /** Default greatest length of a string field with no `max_len` rule. */
@@ -53,103 +54,146 @@ function checksOf(schema: DescMessage): Check[] {
 }
 
 const emailPattern = /^[^\s@]{1,64}@[^\s@]+\.[^\s@.]+$/;
-const idPattern = /^[A-Za-z0-9_-]{1,64}$/;
 
-function fieldChecks(field: DescField): Check[] {
-  const r: FieldRules | undefined = hasOption(field, rulesExt) ? getOption(field, rulesExt) : undefined;
-  const name = field.name;
-  const out: Check[] = [];
-  // Oneof members live under the oneof's name as {case, value}; an unselected
-  // member reads as undefined and is checked only by `required`.
+/** Reads a field's value; an unselected oneof member reads as undefined. */
+type Reader = (m: Record<string, unknown>) => unknown;
+/** Checks one string or number at `path` (the path of the message holding the field). */
+type ValueCheck<T> = (value: T, path: string) => string | undefined;
+
+/** A field's `(switchyard.options.v1.rules)`, or undefined: for code that must know a contract limit (never retype it). */
+export function rulesOf(field: DescField): FieldRules | undefined {
+  return hasOption(field, rulesExt) ? getOption(field, rulesExt) : undefined;
+}
+
+/** The checks of one field, compiled once from its rules (patterns included). */
+export function fieldChecks(field: DescField): Check[] {
+  const r = rulesOf(field);
+  const get = readerOf(field);
+  const at = fieldPath(field.name);
+  let out: Check[];
+  if (field.fieldKind === "scalar" || field.fieldKind === "enum") out = scalarChecks(field, r, get, at);
+  else if (field.fieldKind === "message") out = messageChecks(field.message, r, get, at);
+  else if (field.fieldKind === "list") out = [listCheck(field, r, get, at)];
+  else out = [mapCheck(field, r, get, at)];
+  // Oneof members are checked only when selected (and then by `required` only if so).
   const oneof = field.oneof;
-  const get: (m: Record<string, unknown>) => unknown = oneof
-    ? (m) => {
-        const o = m[oneof.localName] as { case: string | undefined; value?: unknown };
-        return o.case === field.localName ? o.value : undefined;
-      }
-    : (m) => m[field.localName];
-  const present = (check: Check): Check => (oneof ? (m, p) => (get(m) === undefined ? undefined : check(m, p)) : check);
-  const at = (path: string) => (path === "" ? name : `${path}.${name}`);
-  const stringCheck = (s: string, path: string): string | undefined => {
+  return oneof ? out.map((check): Check => (m, p) => (get(m) === undefined ? undefined : check(m, p))) : out;
+}
+
+/** Oneof members live under the oneof's name as {case, value}. */
+function readerOf(field: DescField): Reader {
+  const oneof = field.oneof;
+  if (oneof === undefined) return (m) => m[field.localName];
+  return (m) => {
+    const o = m[oneof.localName] as { case: string | undefined; value?: unknown };
+    return o.case === field.localName ? o.value : undefined;
+  };
+}
+
+/** The path of field `name` inside the message at `path`. */
+function fieldPath(name: string): (path: string) => string {
+  return (path) => (path === "" ? name : `${path}.${name}`);
+}
+
+/** What every string obeys (no NUL, a greatest length), then its rules; a `pattern` is compiled here, once. */
+export function stringCheck(r: FieldRules | undefined, at: (path: string) => string): ValueCheck<string> {
+  const max = r?.maxLen || DEFAULT_MAX_STRING;
+  const pattern = r?.pattern ? new RegExp(`^(?:${r.pattern})$`) : undefined;
+  return (s, path) => {
     if (s.includes("\0")) return `${at(path)}: must not contain a NUL character`;
-    const max = r?.maxLen || DEFAULT_MAX_STRING;
     if (s.length > max) return `${at(path)}: must be at most ${max} characters, got ${s.length}`;
     if (r === undefined || s === "") return undefined;
     if (r.minLen && s.length < r.minLen) return `${at(path)}: must be at least ${r.minLen} characters`;
-    if (r.pattern && !new RegExp(`^(?:${r.pattern})$`).test(s)) return `${at(path)}: must match ${r.pattern}`;
+    if (pattern && !pattern.test(s)) return `${at(path)}: must match ${r.pattern}`;
     if (r.format === StringFormat.EMAIL && (s.length > 254 || !emailPattern.test(s))) return `${at(path)}: must be an email address`;
-    if (r.format === StringFormat.ID && !idPattern.test(s)) return `${at(path)}: must be 1 to 64 letters, digits, "_" or "-"`;
+    if (r.format === StringFormat.ID && !isId(s)) return `${at(path)}: must be ${ID_RULE}`;
     if (r.format === StringFormat.URL && !isHttpUrl(s)) return `${at(path)}: must be an absolute http or https URL`;
     return undefined;
   };
-  const numberCheck = (n: number, path: string): string | undefined => {
+}
+
+function numberCheck(r: FieldRules | undefined, at: (path: string) => string): ValueCheck<number> {
+  return (n, path) => {
     if (r?.hasMin && n < r.min) return `${at(path)}: must be at least ${r.min}`;
     if (r?.hasMax && n > r.max) return `${at(path)}: must be at most ${r.max}`;
     return undefined;
   };
+}
 
-  if (field.fieldKind === "scalar" || field.fieldKind === "enum") {
-    const isString = field.fieldKind === "scalar" && field.scalar === 9; // ScalarType.STRING
-    const isBytes = field.fieldKind === "scalar" && field.scalar === 12; // ScalarType.BYTES
-    if (isString) out.push((m, p) => stringCheck(get(m) as string, p));
-    else if (isBytes && r && (r.minLen || r.maxLen)) {
-      out.push((m, p) => {
-        const len = (get(m) as Uint8Array).length;
-        if (r.maxLen && len > r.maxLen) return `${at(p)}: must be at most ${r.maxLen} bytes, got ${len}`;
-        if (r.minLen && len > 0 && len < r.minLen) return `${at(p)}: must be at least ${r.minLen} bytes`;
-        return undefined;
-      });
-    } else if (r && (r.hasMin || r.hasMax)) {
-      out.push((m, p) => numberCheck(Number(get(m)), p));
-    }
-    if (r?.required) {
-      out.push((m, p) => {
-        const v = get(m);
-        const empty = v === "" || v === 0 || v === 0n || (v instanceof Uint8Array && v.length === 0) || v === undefined;
-        return empty ? `${at(p)}: is required` : undefined;
-      });
-    }
-  } else if (field.fieldKind === "message") {
-    const child = field.message;
-    if (r?.required) out.push((m, p) => (get(m) === undefined ? `${at(p)}: is required` : undefined));
+function scalarChecks(field: DescField, r: FieldRules | undefined, get: Reader, at: (path: string) => string): Check[] {
+  const out: Check[] = [];
+  const isString = field.fieldKind === "scalar" && field.scalar === 9; // ScalarType.STRING
+  const isBytes = field.fieldKind === "scalar" && field.scalar === 12; // ScalarType.BYTES
+  if (isString) {
+    const check = stringCheck(r, at);
+    out.push((m, p) => check(get(m) as string, p));
+  } else if (isBytes && r && (r.minLen || r.maxLen)) {
     out.push((m, p) => {
-      const v = get(m) as Record<string, unknown> | undefined;
-      return v === undefined ? undefined : run(checksOf(child), v, at(p));
-    });
-  } else if (field.fieldKind === "list") {
-    out.push((m, p) => {
-      const items = get(m) as unknown[];
-      if (r?.required && items.length === 0) return `${at(p)}: needs at least one item`;
-      if (r?.maxItems && items.length > r.maxItems) return `${at(p)}: must have at most ${r.maxItems} items, got ${items.length}`;
-      for (let i = 0; i < items.length; i++) {
-        const item = items[i];
-        const path = `${at(p)}[${i}]`;
-        let v: string | undefined;
-        if (field.listKind === "message") v = run(checksOf(field.message), item as Record<string, unknown>, path);
-        else if (field.listKind === "scalar" && field.scalar === 9) v = stringCheck(item as string, p)?.replace(at(p), path);
-        if (v !== undefined) return v;
-      }
+      const len = (get(m) as Uint8Array).length;
+      if (r.maxLen && len > r.maxLen) return `${at(p)}: must be at most ${r.maxLen} bytes, got ${len}`;
+      if (r.minLen && len > 0 && len < r.minLen) return `${at(p)}: must be at least ${r.minLen} bytes`;
       return undefined;
     });
-  } else if (field.fieldKind === "map") {
+  } else if (r && (r.hasMin || r.hasMax)) {
+    const check = numberCheck(r, at);
+    out.push((m, p) => check(Number(get(m)), p));
+  }
+  if (r?.required) {
     out.push((m, p) => {
-      const entries = Object.entries(get(m) as Record<string, unknown>);
-      if (r?.required && entries.length === 0) return `${at(p)}: needs at least one entry`;
-      if (r?.maxItems && entries.length > r.maxItems) return `${at(p)}: must have at most ${r.maxItems} entries, got ${entries.length}`;
-      for (const [k, value] of entries) {
-        if (k.includes("\0") || k.length > DEFAULT_MAX_STRING) return `${at(p)}: has an invalid key`;
-        if (field.mapKind === "message") {
-          const v = run(checksOf(field.message), value as Record<string, unknown>, `${at(p)}["${k}"]`);
-          if (v !== undefined) return v;
-        } else if (typeof value === "string") {
-          const v = stringCheck(value, p);
-          if (v !== undefined) return v.replace(at(p), `${at(p)}["${k}"]`);
-        }
-      }
-      return undefined;
+      const v = get(m);
+      const empty = v === "" || v === 0 || v === 0n || (v instanceof Uint8Array && v.length === 0) || v === undefined;
+      return empty ? `${at(p)}: is required` : undefined;
     });
   }
-  return out.map(present);
+  return out;
+}
+
+function messageChecks(child: DescMessage, r: FieldRules | undefined, get: Reader, at: (path: string) => string): Check[] {
+  const out: Check[] = [];
+  if (r?.required) out.push((m, p) => (get(m) === undefined ? `${at(p)}: is required` : undefined));
+  out.push((m, p) => {
+    const v = get(m) as Record<string, unknown> | undefined;
+    return v === undefined ? undefined : run(checksOf(child), v, at(p));
+  });
+  return out;
+}
+
+function listCheck(field: DescField & { fieldKind: "list" }, r: FieldRules | undefined, get: Reader, at: (path: string) => string): Check {
+  const itemString = field.listKind === "scalar" && field.scalar === 9 ? stringCheck(r, at) : undefined;
+  return (m, p) => {
+    const items = get(m) as unknown[];
+    if (r?.required && items.length === 0) return `${at(p)}: needs at least one item`;
+    if (r?.maxItems && items.length > r.maxItems) return `${at(p)}: must have at most ${r.maxItems} items, got ${items.length}`;
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i];
+      const path = `${at(p)}[${i}]`;
+      let v: string | undefined;
+      if (field.listKind === "message") v = run(checksOf(field.message), item as Record<string, unknown>, path);
+      else if (itemString) v = itemString(item as string, p)?.replace(at(p), path);
+      if (v !== undefined) return v;
+    }
+    return undefined;
+  };
+}
+
+function mapCheck(field: DescField & { fieldKind: "map" }, r: FieldRules | undefined, get: Reader, at: (path: string) => string): Check {
+  const valueString = stringCheck(r, at);
+  return (m, p) => {
+    const entries = Object.entries(get(m) as Record<string, unknown>);
+    if (r?.required && entries.length === 0) return `${at(p)}: needs at least one entry`;
+    if (r?.maxItems && entries.length > r.maxItems) return `${at(p)}: must have at most ${r.maxItems} entries, got ${entries.length}`;
+    for (const [k, value] of entries) {
+      if (k.includes("\0") || k.length > DEFAULT_MAX_STRING) return `${at(p)}: has an invalid key`;
+      if (field.mapKind === "message") {
+        const v = run(checksOf(field.message), value as Record<string, unknown>, `${at(p)}["${k}"]`);
+        if (v !== undefined) return v;
+      } else if (typeof value === "string") {
+        const v = valueString(value, p);
+        if (v !== undefined) return v.replace(at(p), `${at(p)}["${k}"]`);
+      }
+    }
+    return undefined;
+  };
 }
 
 function isHttpUrl(s: string): boolean {

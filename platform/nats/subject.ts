@@ -6,12 +6,11 @@
  * unless it is a plain id) or `encodeSubjectToken` (any string, encoded).
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-
-const tokenPattern = /^[A-Za-z0-9_-]{1,64}$/;
+import { ID_RULE, isId } from "../ids.js";
 
 /** Whether `value` may be used as a subject token as it is: 1 to 64 of `A-Z a-z 0-9 _ -`. */
 export function isSubjectToken(value: string): boolean {
-  return tokenPattern.test(value);
+  return isId(value);
 }
 
 /**
@@ -20,9 +19,9 @@ export function isSubjectToken(value: string): boolean {
  * dots, whitespace, empty and overlong ids never reach a subject).
  */
 export function subjectToken(id: string, what = "id"): string {
-  if (tokenPattern.test(id)) return id;
+  if (isId(id)) return id;
   const shown = JSON.stringify(id.length > 70 ? `${id.slice(0, 64)}…` : id);
-  throw new ConnectError(`${what} ${shown} cannot be used: it must be 1 to 64 letters, digits, "_" or "-"`, Code.InvalidArgument);
+  throw new ConnectError(`${what} ${shown} cannot be used: it must be ${ID_RULE}`, Code.InvalidArgument);
 }
 
 /**

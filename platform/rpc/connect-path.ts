@@ -11,6 +11,7 @@
  * end-of-stream, gRPC-Web trailer).
  */
 import type { DescMethod } from "@bufbuild/protobuf";
+import { base64Decode } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError, createConnectRouter, createContextValues, type HandlerContext, type MethodImpl } from "@connectrpc/connect";
 import {
   compressionGzip,
@@ -54,6 +55,13 @@ export function createConnectPath(methods: readonly PlatformMethod[], options: C
     const path = req.url?.split("?", 2)[0] ?? "";
     const handler = handlers.get(path);
     if (handler === undefined) return false;
+    const badQuery = req.method === "GET" ? badGetMessage(req.url ?? "") : undefined;
+    if (badQuery !== undefined) {
+      const body = JSON.stringify({ code: "invalid_argument", message: badQuery });
+      res.writeHead(400, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+      res.end(body);
+      return true;
+    }
     const values = createContextValues().set(peerAddressKey, req.socket.remoteAddress);
     const uReq = universalRequestFromNodeRequest(req, res, undefined, values);
     handler(uReq)
@@ -65,6 +73,23 @@ export function createConnectPath(methods: readonly PlatformMethod[], options: C
       });
     return true;
   };
+}
+
+/**
+ * Why a Connect GET's `message` query parameter cannot be decoded, or
+ * undefined. connect-node decodes `base64=1` messages outside its error
+ * handling, so a bad one would answer 500 `internal` on every RPC; it is the
+ * caller's fault and answered 400 `invalid_argument` here, before the call.
+ */
+export function badGetMessage(url: string): string | undefined {
+  const query = new URLSearchParams(url.split("?", 2)[1] ?? "");
+  if (query.get("base64") !== "1") return undefined;
+  try {
+    base64Decode(query.get("message") ?? "");
+    return undefined;
+  } catch {
+    return 'message: is not base64 (or base64url), though the query says base64=1';
+  }
 }
 
 const parsePrefix = "parse binary: ";

@@ -5,12 +5,12 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { createHash, randomUUID } from "node:crypto";
 import { AuthService, TokensSchema, type Tokens } from "../../gen/switchyard/auth/v1/auth_pb.js";
 import { UserLoggedInSchema, UserRegisteredSchema } from "../../gen/switchyard/events/v1/events_pb.js";
-import { clientAddress, type Database, type Events, type Principal, principalKey, register, type ServiceRegistration, type TransactionSql } from "../../platform/index.js";
-import { MAX_PASSWORD_CHARS, type PasswordHasher } from "./passwords.js";
+import { clientAddress, type Database, type Events, principalOf as caller, register, type ServiceRegistration, type TransactionSql } from "../../platform/index.js";
+import type { PasswordHasher } from "./passwords.js";
 import type { IssuedRefreshToken, RefreshTokens } from "./refresh-tokens.js";
 import type { Throttle } from "./throttle.js";
 import type { IssuedToken, TokenIssuer } from "./tokens.js";
@@ -40,18 +40,6 @@ export interface AuthHandlerDeps {
 const badCredentials = () => new ConnectError("the email or the password is wrong", Code.Unauthenticated);
 
 const updatable = new Set(["display_name", "email"]);
-
-function tooLong(password: string): void {
-  if (password.length > MAX_PASSWORD_CHARS) {
-    throw new ConnectError(`password: must be at most ${MAX_PASSWORD_CHARS} characters, got ${password.length}`, Code.InvalidArgument);
-  }
-}
-
-function caller(ctx: HandlerContext): Principal {
-  const p = ctx.values.get(principalKey);
-  if (p === undefined) throw new ConnectError("this RPC needs an access token", Code.Unauthenticated);
-  return p;
-}
 
 /**
  * Throttle key of an email as folded by `foldEmail` (the fold that finds the account, so every
@@ -86,7 +74,6 @@ export function createAuthHandlers(deps: AuthHandlerDeps): ServiceRegistration {
 
   return register(AuthService, {
     async register(req, ctx) {
-      tooLong(req.password);
       const address = clientAddress(ctx, deps.trustedProxyHops);
       await throttle.attempt([{ key: `register-address:${address}`, max: limits.registerPerAddress }], limits.registerWindowMs, "too many registrations from this address");
       const passwordHash = await passwords.hash(req.password);
@@ -109,7 +96,6 @@ export function createAuthHandlers(deps: AuthHandlerDeps): ServiceRegistration {
     },
 
     async login(req, ctx) {
-      tooLong(req.password);
       const account = accountKey(await foldEmail(db.sql, req.email));
       const address = `login-address:${clientAddress(ctx, deps.trustedProxyHops)}`;
       await throttle.attempt(

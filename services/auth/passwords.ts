@@ -6,9 +6,17 @@
  */
 import { hash, parseOptions, verify, type Algorithm, type Options } from "@node-rs/argon2";
 import { randomBytes } from "node:crypto";
+import { RegisterRequestSchema } from "../../gen/switchyard/auth/v1/auth_pb.js";
+import { rulesOf } from "../../platform/middleware/validate.js";
 
-/** The longest password accepted, in characters (the contract's max_len). */
-export const MAX_PASSWORD_CHARS = 1024;
+/** The longest password accepted, in characters: the contract's max_len of RegisterRequest.password, read from auth.proto. */
+export const MAX_PASSWORD_CHARS = contractMaxLen();
+
+function contractMaxLen(): number {
+  const max = rulesOf(RegisterRequestSchema.field.password!)?.maxLen;
+  if (!max) throw new Error("auth.proto gives RegisterRequest.password no max_len rule: the hasher needs one");
+  return max;
+}
 /** OWASP's minimum for argon2id: 19 MiB, 2 passes, 1 lane. */
 export const OWASP_ARGON2 = { memoryKiB: 19456, timeCost: 2 } as const;
 

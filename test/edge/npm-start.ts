@@ -23,8 +23,8 @@ export interface NpmStart {
   stop(): Promise<void>;
 }
 
-/** The start script's command, as package.json says it. */
-function startCommand(): string[] {
+/** The start script's command (node's arguments), as package.json says it. */
+export function startCommand(): string[] {
   const script = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts.start!;
   const words = script.split(/\s+/).filter(Boolean);
   if (words[0] !== "node") throw new Error(`the start script is not a node command: ${script}`);

@@ -119,6 +119,18 @@ describe("gateway bad input", () => {
       await device(a.port, { token });
     });
 
+    test("one bearer grammar: two spaces after Bearer are accepted on the upgrade and on RPCs alike; another scheme is refused", async () => {
+      const token = await keys.mint(newUser());
+      await device(a.port, { token: ` ${token}` }); // "Bearer  <token>"
+      const rpcs = rpcClients(a.baseUrl, ` ${token}`);
+      assert.deepEqual((await rpcs.devices.listDevices({})).devices.length, 1);
+      const ws = new WebSocket(`ws://127.0.0.1:${a.port}/ws/device`, ["switchyard.device.v1+proto"], { headers: { authorization: `Token ${token}` } });
+      const status = await new Promise<number | undefined>((resolve) => (ws.once("unexpected-response", (_q, res) => resolve(res.statusCode)), ws.once("open", () => resolve(undefined))));
+      ws.on("error", () => {});
+      ws.terminate();
+      assert.equal(status, 401);
+    });
+
     test("no known subprotocol: 400", async () => {
       const r = await refusal(connectDevice(a.port, { token: await keys.mint(newUser()), protocol: "chat" }));
       assert.equal(r.status, 400);
