@@ -13,7 +13,9 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from "./db/embedded.js";
 import { migrate } from "./db/migrate.js";
 import type { Database } from "./db/types.js";
 import { createEventBus, type EventBus } from "./events/events.js";
-import { createRateLimiter } from "./limits/limiter.js";
+import { createLeasedLimiter } from "./limits/leases.js";
+import { createBudgetStore } from "./limits/limiter.js";
+import { tierLimitsOf } from "./limits/vars.js";
 import { rateLimit } from "./limits/middleware.js";
 import type { Logger } from "./log.js";
 import { connectNats, isNatsConnected } from "./nats/connection.js";
@@ -114,17 +116,14 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
     }
     const limits: Middleware[] = [];
     if (db !== undefined && settings.RATE_LIMIT_ENABLED) {
-      const limiter = createRateLimiter(db.sql);
+      const limiter = createLeasedLimiter(createBudgetStore(db.sql));
       const timer = setInterval(() => void limiter.prune().catch(() => undefined), 10 * 60_000);
       timer.unref();
-      closers.push(async () => clearInterval(timer));
-      limits.push(
-        rateLimit(
-          limiter,
-          { free: settings.RATE_LIMIT_FREE, pro: settings.RATE_LIMIT_PRO, power: settings.RATE_LIMIT_POWER, team: settings.RATE_LIMIT_TEAM },
-          log.child({ component: "rate-limit" }),
-        ),
-      );
+      closers.push(async () => {
+        clearInterval(timer);
+        await limiter.close().catch(() => undefined); // unused leases back to the shared budget
+      });
+      limits.push(rateLimit(limiter, tierLimitsOf(settings), log.child({ component: "rate-limit" })));
     }
     const readiness: Record<string, ReadinessProbe> = {};
     if (db !== undefined) readiness.postgres = () => db.ping();

@@ -2,7 +2,9 @@
  * Rate-limit variables: requests per minute per user, by tier. Part of the
  * platform settings (see ../settings.ts) so tests give each process its own.
  */
+import { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 import { bool, env, int } from "../config.js";
+import type { TierLimits } from "./middleware.js";
 
 const perMinute = int(1, 1_000_000);
 
@@ -14,3 +16,13 @@ export const limitVars = {
   RATE_LIMIT_POWER: env("requests per minute a power-tier user may make, across all instances", perMinute, 120),
   RATE_LIMIT_TEAM: env("requests per minute a team-tier user may make, across all instances", perMinute, 200),
 };
+
+/** The per-tier limits the settings give (the one place a tier meets its variable). */
+export function tierLimitsOf(settings: { readonly [K in Exclude<keyof typeof limitVars, "RATE_LIMIT_ENABLED">]: number }): TierLimits {
+  return {
+    [Tier.FREE]: settings.RATE_LIMIT_FREE,
+    [Tier.PRO]: settings.RATE_LIMIT_PRO,
+    [Tier.POWER]: settings.RATE_LIMIT_POWER,
+    [Tier.TEAM]: settings.RATE_LIMIT_TEAM,
+  };
+}
