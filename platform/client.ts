@@ -3,11 +3,18 @@
  * made while serving a request carries that request's trace (`traceparent`),
  * its request id, and at most the time that remains of its deadline, so a
  * caller that gives up stops the whole chain instead of leaving work behind.
+ *
+ * The transport is connect's `Transport` over a grpc-js channel (see
+ * rpc/grpc-transport.ts): one channel per target URL in the process,
+ * long-lived HTTP/2 connections with keepalive, calls spread over every
+ * address a DNS name resolves to, UNAVAILABLE retried for idempotent methods
+ * within a budget. Propagation is done by connect interceptors, so more
+ * (tracing, auth) can be stacked the same way.
  */
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type CallOptions, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import { currentRequest, traceparentOf } from "./request-context.js";
+import { createGrpcChannelTransport } from "./rpc/grpc-transport.js";
 import { failedStream, returnsStream } from "./rpc/pipeline.js";
 
 /** Adds the current request's trace context and request id to outgoing calls. */
@@ -20,9 +27,13 @@ export const propagateRequestContext: Interceptor = (next) => (req) => {
   return next(req);
 };
 
-/** A gRPC (h2c) transport to another service, with context propagation. */
+/**
+ * A gRPC (h2c) transport to another service, with context propagation, then
+ * `interceptors` (e.g. a service token source's) in order. Each transport owns
+ * its channel: create one per target and keep it for the process's life.
+ */
 export function createServiceTransport(baseUrl: string, interceptors: Interceptor[] = []): Transport {
-  return createGrpcTransport({ baseUrl, interceptors: [propagateRequestContext, ...interceptors] });
+  return createGrpcChannelTransport({ baseUrl, interceptors: [propagateRequestContext, ...interceptors] });
 }
 
 /**

@@ -13,9 +13,10 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from "./db/embedded.js";
 import { migrate } from "./db/migrate.js";
 import type { Database } from "./db/types.js";
 import { createEventBus, type EventBus } from "./events/events.js";
-import { createRateLimiter } from "./limits/limiter.js";
-import { rateLimit, type TierLimits } from "./limits/middleware.js";
-import { TIERS } from "./auth/claims.js";
+import { createLeasedLimiter } from "./limits/leases.js";
+import { createBudgetStore } from "./limits/limiter.js";
+import { tierLimitsOf } from "./limits/vars.js";
+import { rateLimit } from "./limits/middleware.js";
 import type { Logger } from "./log.js";
 import { connectNats, isNatsConnected } from "./nats/connection.js";
 import { ensureLocalNats, type LocalNats } from "./nats/local-server.js";
@@ -116,17 +117,14 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
     }
     const limits: Middleware[] = [];
     if (db !== undefined && settings.RATE_LIMIT_ENABLED) {
-      const limiter = createRateLimiter(db.sql);
+      const limiter = createLeasedLimiter(createBudgetStore(db.sql));
       const timer = setInterval(() => void limiter.prune().catch(() => undefined), 10 * 60_000);
       timer.unref();
-      closers.push(async () => clearInterval(timer));
-      limits.push(
-        rateLimit(
-          limiter,
-          tierLimitsOf(settings),
-          log.child({ component: "rate-limit" }),
-        ),
-      );
+      closers.push(async () => {
+        clearInterval(timer);
+        await limiter.close().catch(() => undefined); // unused leases back to the shared budget
+      });
+      limits.push(rateLimit(limiter, tierLimitsOf(settings), log.child({ component: "rate-limit" })));
     }
     if (db !== undefined) readiness.postgres = () => db.ping();
     if (nats !== undefined) readiness.nats = () => isNatsConnected(nats);
@@ -153,12 +151,6 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
     await closeAll();
     throw err;
   }
-}
-
-/** Requests per minute of each tier in TIERS, from its RATE_LIMIT_<TIER> setting. */
-function tierLimitsOf(settings: PlatformSettings): TierLimits {
-  const byName = settings as unknown as Record<string, number>;
-  return Object.fromEntries(TIERS.map(({ name }) => [name, byName[`RATE_LIMIT_${name.toUpperCase()}`]])) as unknown as TierLimits;
 }
 
 function thrower(err: Error): never {

@@ -10,7 +10,11 @@
  * - origin:  the origin design: HGET of the user-to-instance hash, SUBSCRIBE
  *            tool_result:{id}, PUBLISH tool_call:{user}, wait, UNSUBSCRIBE;
  * - rpc:     CallTool over gRPC to a second gateway process (caller → gateway A
- *            → JetStream → gateway B → device), for reference.
+ *            → JetStream → gateway B → device), with connect-node's client;
+ * - rpc-platform: the same RPC with the platform's service client
+ *            (platform/client.ts), what a service calls;
+ * - grpc-unary: a grpc-js client calling a bare grpc-js echo server in
+ *            another process (bench/unary/servers.ts): the least an RPC costs.
  *
  *   BENCH_SERVICE_TOKEN=<token> node --import tsx bench/toolcall/caller.ts <json config>
  */
@@ -29,6 +33,10 @@ import { structBytes } from "../../gateway/codec.js";
 import { ensureGatewayStore } from "../../gateway/nats-setup.js";
 import { createPresenceCache } from "../../gateway/presence-cache.js";
 import { gatewayNames } from "../../gateway/subjects.js";
+import * as grpc from "@grpc/grpc-js";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { UnaryCallRequestSchema, UnaryCallResponseSchema } from "../../gen/switchyard/testing/v1/testing_pb.js";
+import { createServiceClient, createServiceTransport } from "../../platform/client.js";
 import { createLogger } from "../../platform/log.js";
 
 interface Config {
@@ -36,6 +44,8 @@ interface Config {
   prefix: string;
   userId: string;
   rpcPort: number;
+  /** Port of a bare grpc-js UnaryCall echo server. */
+  grpcUnaryPort: number;
   calls1: number;
   calls64: number;
   /** Designs to run (all when empty). */
@@ -171,6 +181,25 @@ await run("floor", () => nc.request("bench.floor.x", rawPayload, { timeout: 5000
   };
   const client = createClient(DeviceService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${cfg.rpcPort}`, interceptors: [auth] }));
   await run("rpc", () => client.callTool({ userId: cfg.userId, tool: "echo", arguments: args }));
+  const platformClient = createServiceClient(DeviceService, createServiceTransport(`http://127.0.0.1:${cfg.rpcPort}`, [auth]));
+  await run("rpc-platform", () => platformClient.callTool({ userId: cfg.userId, tool: "echo", arguments: args }));
+}
+
+// grpc-unary: bare grpc-js client → bare grpc-js server
+{
+  const client = new grpc.Client(`127.0.0.1:${cfg.grpcUnaryPort}`, grpc.credentials.createInsecure());
+  const request = create(UnaryCallRequestSchema, { text: "hello from the agent" });
+  const ser = (v: typeof request) => Buffer.from(toBinary(UnaryCallRequestSchema, v));
+  const de = (b: Buffer) => b;
+  void UnaryCallResponseSchema;
+  await run(
+    "grpc-unary",
+    () =>
+      new Promise<void>((resolve, reject) =>
+        client.makeUnaryRequest("/switchyard.testing.v1.TestingService/UnaryCall", ser, de, request, (err) => (err ? reject(err) : resolve())),
+      ),
+  );
+  client.close();
 }
 
 await nc.close();

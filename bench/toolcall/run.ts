@@ -7,7 +7,9 @@
  * - Switchyard: the gateway's caller code → JetStream → a gateway process
  *   (SERVICES=gateway) → the device;
  * - the origin design: Redis pub/sub + the user-to-instance hash;
- * - for reference, CallTool over gRPC through a second gateway process.
+ * - CallTool over gRPC through a second gateway process, with connect-node's
+ *   client and with the platform's service client (what services call),
+ *   beside a bare grpc-js unary call (grpc-js client → bare grpc-js server).
  *
  * Then the memory of idle device sockets: 10k connections (hello sent) on one
  * gateway, heap and RSS before and after (after a forced GC).
@@ -63,7 +65,7 @@ async function start(script: string, args: string[], env: Record<string, string>
 }
 
 async function startGateway(nodeArgs: string[] = [], script = "app/main.ts"): Promise<PlatformProcess> {
-  const p = await spawnPlatform({ env: gatewayEnv, nodeArgs, script, stdout: "ignore" });
+  const p = await spawnPlatform({ env: gatewayEnv, nodeArgs, script, stdout: "ignore", timeoutMs: 90_000 }); // a loaded machine starts slowly
   children.push(p.child);
   return p;
 }
@@ -85,19 +87,20 @@ const sockets = Number(values.sockets);
 try {
   const tsx = ["--import", "tsx"];
   const user = "bench-user";
-  const [holder, front, floorRelay, redisRelay] = await Promise.all([
+  const [holder, front, floorRelay, redisRelay, grpcUnary] = await Promise.all([
     startGateway(),
     startGateway(),
     start("bench/toolcall/relay.ts", ["nats", nats], {}, /port (\d+)/),
     start("bench/toolcall/relay.ts", ["redis", nats], {}, /port (\d+)/),
+    start("bench/unary/servers.ts", ["grpc-js"], {}, /port (\d+)/),
   ]);
   const device = await start("bench/toolcall/device.ts", [String(holder.port), floorRelay.match[1]!, redisRelay.match[1]!], { BENCH_DEVICE_TOKEN: await mint(user) }, /ready/);
 
   {
     const natsPort = new URL(nats).port || "4222";
     const natsPid = Number(/:(\d+)\s.*pid=(\d+)/.exec(execSync("ss -ltnpH").toString().split("\n").find((l) => l.includes(`:${natsPort} `) && l.includes("nats-server")) ?? "")?.[2] ?? 0);
-    const pids = { "nats-server": natsPid, holder: holder.child.pid!, device: device.child.pid!, "relay-nats": floorRelay.child.pid!, "relay-redis": redisRelay.child.pid!, "gateway A": front.child.pid!, redis: Number(execSync("pgrep -x redis-server || true").toString().trim().split("\n")[0] || 0) };
-    const config = { pids, natsUrl: nats, prefix, userId: user, rpcPort: front.port, calls1: Number(values.calls1), calls64: Number(values.calls64), only: values.only ? values.only.split(",") : [] };
+    const pids = { "nats-server": natsPid, holder: holder.child.pid!, device: device.child.pid!, "relay-nats": floorRelay.child.pid!, "relay-redis": redisRelay.child.pid!, "gateway A": front.child.pid!, "grpc-js server": grpcUnary.child.pid!, redis: Number(execSync("pgrep -x redis-server || true").toString().trim().split("\n")[0] || 0) };
+    const config = { pids, natsUrl: nats, prefix, userId: user, rpcPort: front.port, grpcUnaryPort: grpcUnary.port, calls1: Number(values.calls1), calls64: Number(values.calls64), only: values.only ? values.only.split(",") : [] };
     const caller = spawn(process.execPath, [...tsx, "bench/toolcall/caller.ts", JSON.stringify(config)], {
       env: { ...process.env, BENCH_SERVICE_TOKEN: await mint("bench-agent", ["service"]) },
       stdio: ["ignore", "pipe", "inherit"],
@@ -113,7 +116,7 @@ try {
       else results.set(r.name, r.rows);
     }
   }
-  for (const c of [device.child, floorRelay.child, redisRelay.child, front.child, holder.child]) c.kill("SIGKILL");
+  for (const c of [device.child, floorRelay.child, redisRelay.child, front.child, holder.child, grpcUnary.child]) c.kill("SIGKILL");
 
   // Memory of idle sockets on a fresh gateway.
   const probe = await startGateway(["--expose-gc"], "bench/toolcall/gateway-probe.ts");
@@ -150,6 +153,8 @@ const labels: Record<string, string> = {
   switchyard: "Switchyard: JetStream + gateway",
   origin: "origin: Redis pub/sub + hash",
   rpc: "CallTool RPC via gateway A",
+  "rpc-platform": "CallTool, platform client, via A",
+  "grpc-unary": "bare grpc-js unary (reference)",
 };
 console.log(`\nbench/toolcall: caller process → bus → process holding the device's WebSocket → device process → back`);
 console.log(`(${values.calls1} calls at 1 in flight, ${values.calls64} at 64; nats-server ${nats}, redis 127.0.0.1:6379, one 2-core machine)\n`);
@@ -178,6 +183,20 @@ const ours64 = ours.find((r) => r.inflight === 64)!;
 const fl1 = floor.find((r) => r.inflight === 1)!;
 console.log(`\ngoal: p50 at 1 in flight <= 1.5x floor: ${f(ours1.p50 / fl1.p50, 2)}x ${ours1.p50 <= 1.5 * fl1.p50 ? "(met)" : "(NOT met)"}`);
 console.log(`goal: >= 8000 calls/s at 64 in flight: ${f(ours64.cps, 0)} ${ours64.cps >= 8000 ? "(met)" : "(NOT met)"}`);
+const platformRpc = results.get("rpc-platform");
+const unary = results.get("grpc-unary");
+if (platformRpc && unary && results.get("switchyard")) {
+  const p1 = platformRpc.find((r) => r.inflight === 1)!;
+  const p64 = platformRpc.find((r) => r.inflight === 64)!;
+  const u1 = unary.find((r) => r.inflight === 1)!;
+  const bound = 1.3 * (ours1.p50 + u1.p50);
+  console.log(
+    `goal: CallTool with the platform client at 64 in flight >= 0.5x the bus path: ${f(p64.cps, 0)} / ${f(ours64.cps, 0)} = ${f(p64.cps / ours64.cps, 2)}x ${p64.cps >= 0.5 * ours64.cps ? "(met)" : "(NOT met)"}`,
+  );
+  console.log(
+    `goal: its p50 at 1 in flight <= 1.3 x (bus path p50 ${f(ours1.p50)} + bare grpc-js unary p50 ${f(u1.p50)}) = ${f(bound)} ms: ${f(p1.p50)} ms = ${f(p1.p50 / (ours1.p50 + u1.p50), 2)}x the sum ${p1.p50 <= bound ? "(met)" : "(NOT met)"}`,
+  );
+}
 if (offline) {
   console.log(`"no device online" answered after p50 ${f(offline.cached)} ms (user's presence cached), ${f(offline.fresh)} ms (first call for the user: one KV read)`);
 }

@@ -1,12 +1,14 @@
 /**
  * Drives UnaryCall at a fixed number of calls in flight for a fixed time and
  * prints one JSON line: {rps, p50, p99} (latencies in ms). Run as
- * `tsx bench/unary/client.ts <grpc-js|connect> <port> <inflight> <ms>`.
+ * `tsx bench/unary/client.ts <grpc-js|connect|platform> <port> <inflight> <ms>`;
+ * `platform` is the platform's service client (platform/client.ts).
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
+import { createServiceClient, createServiceTransport } from "../../platform/client.js";
 import { TestingService, UnaryCallRequestSchema, UnaryCallResponseSchema } from "../../gen/switchyard/testing/v1/testing_pb.js";
 
 const [clientKind, portArg, inflightArg, msArg] = process.argv.slice(2);
@@ -25,6 +27,11 @@ if (clientKind === "grpc-js") {
     new Promise((resolve, reject) =>
       client.makeUnaryRequest("/switchyard.testing.v1.TestingService/UnaryCall", ser, de, request, (err) => (err ? reject(err) : resolve())),
     );
+} else if (clientKind === "platform") {
+  const client = createServiceClient(TestingService, createServiceTransport(`http://127.0.0.1:${port}`));
+  call = async () => {
+    await client.unaryCall(request);
+  };
 } else {
   const client = createClient(TestingService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }));
   call = async () => {

@@ -2,8 +2,9 @@
  * bench/unary: a small unary RPC through the full platform against a bare
  * grpc-js server, a bare connect-node handler and a raw node:http2 echo doing
  * the same work, at 1 and 64 calls in flight, with grpc-js and connect
- * clients. Servers and clients run in separate processes. Prints req/s,
- * p50/p99 and each server's ratio to bare grpc-js.
+ * clients, and the platform's own service client (platform/client.ts).
+ * Servers and clients run in separate processes. Prints req/s, p50/p99 and
+ * each server's ratio to bare grpc-js.
  *
  *   npm run bench:unary [-- --ms 3000 --rounds 1]
  */
@@ -13,7 +14,7 @@ import { spawnScript } from "../../test/support/spawn.js";
 
 const { values } = parseArgs({ options: { ms: { type: "string", default: "3000" }, rounds: { type: "string", default: "1" } } });
 const servers = ["platform", "grpc-js", "connect-node", "http2"] as const;
-const clients = ["grpc-js", "connect"] as const;
+const clients = ["grpc-js", "connect", "platform"] as const;
 const inflights = [1, 64] as const;
 const tsx = ["--import", "tsx"];
 
@@ -60,3 +61,8 @@ for (const client of clients) {
 }
 const goal = best("platform", "grpc-js", 64) / best("grpc-js", "grpc-js", 64);
 console.log(`\nplatform / bare grpc-js at 64 in flight over gRPC (grpc-js client): ${goal.toFixed(2)} (goal >= 0.85)`);
+const clientGoal = best("platform", "platform", 64) / best("grpc-js", "grpc-js", 64);
+console.log(
+  `platform client → platform server / grpc-js client → bare grpc-js server at 64 in flight: ${clientGoal.toFixed(2)} (goal >= 0.85); ` +
+    `platform client / grpc-js client, both to bare grpc-js: ${(best("grpc-js", "platform", 64) / best("grpc-js", "grpc-js", 64)).toFixed(2)}`,
+);

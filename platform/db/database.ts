@@ -36,6 +36,11 @@ export function afterCommit(tx: TransactionSql, fn: () => void): boolean {
   return true;
 }
 
+/** Whether `afterCommit(tx, …)` would be honoured (`tx` was opened by `Database.tx`). */
+export function canHookCommit(tx: TransactionSql): boolean {
+  return commitHooks.has(tx);
+}
+
 /**
  * Creates the pool for `url` (connections open lazily, on first use). One per
  * process: services share it and keep to their own schemas.

@@ -13,10 +13,10 @@ import type { Logger } from "../log.js";
 import type { ReadinessProbe } from "../server.js";
 import { findViolation } from "../middleware/validate.js";
 import { currentRequest, traceparentOf } from "../request-context.js";
-import { afterCommit } from "../db/database.js";
+import { afterCommit, canHookCommit } from "../db/database.js";
 import type { Database } from "../db/types.js";
 import { startConsumer } from "./consumer.js";
-import { startRelay, type RelayOptions } from "./relay.js";
+import { OUTBOX_CHANNEL, startRelay, type CommittedRow, type RelayOptions } from "./relay.js";
 import { ensureEventStreams } from "./streams.js";
 import { eventSubject } from "./subject.js";
 import type { ConsumerOptions, Events } from "./types.js";
@@ -62,14 +62,34 @@ export async function createEventBus(options: EventBusOptions): Promise<EventBus
       // The same limits as request fields: no NUL, no string over 64 KiB.
       const violation = findViolation(schema, event);
       if (violation !== undefined) throw new ConnectError(`event ${schema.typeName}: ${violation}`, Code.InvalidArgument);
-      const id = randomUUID();
       const request = currentRequest();
-      const traceparent = request === undefined ? null : traceparentOf(request);
-      await tx`
-        insert into platform.outbox (id, subject, type_name, payload, traceparent)
-        values (${id}, ${subject}, ${schema.typeName}, ${toBinary(schema, event)}, ${traceparent})`;
-      afterCommit(tx, kick);
-      return id;
+      const row: CommittedRow = {
+        id: randomUUID(),
+        subject,
+        type_name: schema.typeName,
+        payload: toBinary(schema, event),
+        traceparent: request === undefined ? null : traceparentOf(request),
+        created_at: new Date(),
+      };
+      // With a relay here and a commit hook, the row is written claimed by
+      // this relay and published from memory at commit; otherwise every
+      // relay is notified (see relay.ts). A savepoint's `sql` has no commit
+      // hook, so an event published in a savepoint takes the notified path.
+      const direct = relay !== undefined && canHookCommit(tx);
+      if (direct) {
+        await tx`
+          insert into platform.outbox (id, subject, type_name, payload, traceparent, claimed_until)
+          values (${row.id}, ${subject}, ${row.type_name}, ${row.payload}, ${row.traceparent},
+                  clock_timestamp() + ${relay.claimMs} * interval '1 millisecond')`;
+        afterCommit(tx, () => relay.send(row));
+      } else {
+        await tx`
+          with written as (
+            insert into platform.outbox (id, subject, type_name, payload, traceparent)
+            values (${row.id}, ${subject}, ${row.type_name}, ${row.payload}, ${row.traceparent}) returning 1)
+          select pg_notify(${OUTBOX_CHANNEL}, '') from written`;
+      }
+      return row.id;
     },
     async consume(consumerOptions: ConsumerOptions<DescMessage>) {
       const consumer = await startConsumer({ db, js, jsm, log }, consumerOptions);

@@ -2,14 +2,22 @@
  * The outbox relay: publishes committed outbox rows to JetStream and marks
  * them sent.
  *
- * Why polling plus an in-process nudge, not LISTEN/NOTIFY: the embedded
- * PostgreSQL (PGlite behind a socket) delivers no notifications to other
- * connections, and a LISTEN connection is one more thing to lose and re-arm
- * across database restarts. A transaction opened with `Database.tx` nudges
- * the relay right after it commits (no delay for the common case); a poll
- * every `pollMs` picks up everything else (rows written by another process
- * or in `sql.begin`, rows whose claim expired after a crash). One indexed
- * query per poll is a negligible cost.
+ * Three ways a row reaches JetStream, fastest first:
+ *
+ * 1. Straight after its commit, from the process that wrote it. A row
+ *    written in `Database.tx` of a process that runs a relay is inserted
+ *    already claimed by that relay (`claimed_until`, see events.ts), and the
+ *    transaction's commit hook hands the row, still in memory, to `send`:
+ *    no query before the publish, and the rows of many commits are marked
+ *    sent in one UPDATE. Nothing polls for it.
+ * 2. On a notification: rows written otherwise (in `sql.begin`, or in a
+ *    process that runs no relay) come with `pg_notify('${OUTBOX_CHANNEL}')` in
+ *    their transaction, and every relay LISTENs, so the next pass starts as
+ *    the transaction commits, in whichever process.
+ * 3. A poll every `pollMs`, the safety net: rows whose notification was
+ *    lost (a LISTEN connection being re-established; the embedded PGlite
+ *    delivers none), and rows whose claim lapsed because the process that
+ *    held it died before marking them sent.
  *
  * Several processes may relay the same outbox: a batch is claimed with
  * `FOR UPDATE SKIP LOCKED` and a lease (`claimed_until`), so each row goes to
@@ -47,11 +55,28 @@ export interface RelayOptions {
   readonly onStage?: (stage: "claimed" | "published", ids: readonly string[]) => void | Promise<void>;
 }
 
+/** The notification channel a transaction that wrote the outbox without a local relay notifies. */
+export const OUTBOX_CHANNEL = "switchyard_outbox";
+
+/** An outbox row as written, for the direct path. */
+export interface CommittedRow {
+  readonly id: string;
+  readonly subject: string;
+  readonly type_name: string;
+  readonly payload: Uint8Array;
+  readonly traceparent: string | null;
+  readonly created_at: Date;
+}
+
 /** A running relay. */
 export interface Relay {
-  /** Asks for a publish pass now (after a commit that wrote the outbox). */
+  /** Milliseconds a row inserted already claimed for `send` stays claimed. */
+  readonly claimMs: number;
+  /** Publishes a committed row this relay already holds the claim of (way 1 in the module comment). */
+  send(row: CommittedRow): void;
+  /** Asks for a publish pass now. */
   kick(): void;
-  /** Finishes the batch in hand and stops. */
+  /** Finishes the batch in hand and the rows sent, and stops. */
   stop(): Promise<void>;
 }
 
@@ -60,7 +85,7 @@ interface OutboxRow {
   seq: string;
   subject: string;
   type_name: string;
-  payload: Buffer;
+  payload: Uint8Array;
   traceparent: string | null;
   created_at: Date;
 }
@@ -90,6 +115,17 @@ export function startRelay(options: RelayOptions): Relay {
       wake = done;
     });
 
+  const publishRow = (r: CommittedRow) => {
+    const h = headers();
+    h.set(EVENT_ID, r.id);
+    h.set(EVENT_TYPE, r.type_name);
+    h.set(OCCURRED_AT, String(r.created_at.getTime()));
+    if (r.traceparent) h.set(TRACEPARENT, r.traceparent);
+    return js.publish(r.subject, r.payload, { msgID: r.id, headers: h, timeout: publishTimeoutMs });
+  };
+
+  const direct = createDirectPath({ sql, nc, log, onStage: options.onStage, publish: publishRow, retry: () => kick() });
+
   const batch = async (): Promise<number> => {
     const rows = await sql<OutboxRow[]>`
       update platform.outbox o
@@ -106,16 +142,7 @@ export function startRelay(options: RelayOptions): Relay {
     const ids = rows.map((r) => r.id);
     await options.onStage?.("claimed", ids);
     // Issued in order on one connection, so JetStream stores them in seq order.
-    const results = await Promise.allSettled(
-      rows.map((r) => {
-        const h = headers();
-        h.set(EVENT_ID, r.id);
-        h.set(EVENT_TYPE, r.type_name);
-        h.set(OCCURRED_AT, String(r.created_at.getTime()));
-        if (r.traceparent) h.set(TRACEPARENT, r.traceparent);
-        return js.publish(r.subject, r.payload, { msgID: r.id, headers: h, timeout: publishTimeoutMs });
-      }),
-    );
+    const results = await Promise.allSettled(rows.map(publishRow));
     const sent = ids.filter((_, i) => results[i]!.status === "fulfilled");
     const failed = ids.filter((_, i) => results[i]!.status === "rejected");
     await options.onStage?.("published", sent);
@@ -162,15 +189,100 @@ export function startRelay(options: RelayOptions): Relay {
     }
   })();
 
+  const kick = () => {
+    dirty = true;
+    wake?.();
+  };
+  // Rows other processes (or sql.begin) commit: a pass as soon as they do.
+  // postgres re-listens by itself after a reconnect; until then, the poll.
+  const listening = sql.listen(OUTBOX_CHANNEL, kick, kick).catch((err: unknown) => {
+    log.warn({ err: String(err) }, "cannot LISTEN for outbox notifications; relying on the poll");
+    return undefined;
+  });
+
   return {
-    kick() {
-      dirty = true;
-      wake?.();
-    },
+    claimMs,
+    send: direct.send,
+    kick,
     async stop() {
       stopped = true;
       wake?.();
       await loop;
+      await direct.settle();
+      await (await listening)?.unlisten().catch(() => undefined);
+    },
+  };
+}
+
+interface DirectPathOptions {
+  readonly sql: Sql;
+  readonly nc: NatsConnection;
+  readonly log: Logger;
+  readonly onStage: RelayOptions["onStage"];
+  readonly publish: (row: CommittedRow) => Promise<unknown>;
+  /** Asks the claiming path to try rows this path gave up. */
+  readonly retry: () => void;
+}
+
+/**
+ * Way 1 of the module comment: publishes rows handed over at commit, then
+ * marks them sent in batches (one UPDATE in flight at a time, taking all
+ * that finished meanwhile). A row that cannot be published has its claim
+ * released so the claiming path retries it at once; a row whose marking
+ * fails stays claimed and is published again, deduplicated, after its lease.
+ */
+function createDirectPath(o: DirectPathOptions) {
+  const toMark: string[] = [];
+  const toRelease: string[] = [];
+  let writing: Promise<void> | undefined;
+  const inFlight = new Set<Promise<void>>();
+
+  const write = () =>
+    (writing ??= (async () => {
+      try {
+        while (toMark.length > 0 || toRelease.length > 0) {
+          const sent = toMark.splice(0, 1000);
+          const released = toRelease.splice(0, 1000);
+          if (sent.length > 0) {
+            await o.sql`update platform.outbox set sent_at = clock_timestamp(), claimed_until = null where id in ${o.sql(sent)}`;
+          }
+          if (released.length > 0) {
+            await o.sql`update platform.outbox set claimed_until = null where id in ${o.sql(released)} and sent_at is null`;
+            o.retry();
+          }
+        }
+      } catch (err) {
+        o.log.warn({ err: String(err) }, "outbox relay could not record published rows; they are published again, deduplicated, after their claim lapses");
+      } finally {
+        writing = undefined;
+      }
+    })());
+
+  const sendOne = async (row: CommittedRow) => {
+    await o.onStage?.("claimed", [row.id]);
+    try {
+      if (!isNatsConnected(o.nc)) throw new Error("NATS is not connected");
+      await o.publish(row);
+    } catch (err) {
+      o.log.warn({ err: String(err) }, "outbox relay could not publish at commit; the claiming path retries");
+      toRelease.push(row.id);
+      void write();
+      return;
+    }
+    await o.onStage?.("published", [row.id]);
+    toMark.push(row.id);
+    void write();
+  };
+
+  return {
+    send(row: CommittedRow) {
+      const p = sendOne(row).finally(() => inFlight.delete(p));
+      inFlight.add(p);
+    },
+    /** Waits for the rows in hand to be published and recorded. */
+    async settle() {
+      await Promise.allSettled([...inFlight]);
+      await writing;
     },
   };
 }

@@ -2,7 +2,10 @@
  * The per-user rate limit is one budget across processes: two separate
  * processes share it, the call over it answers RESOURCE_EXHAUSTED with a
  * RetryInfo detail saying when to retry, other users and higher tiers have
- * their own budgets, and calls without a principal are not counted.
+ * their own budgets, and calls without a principal are not counted. A burst
+ * spread over both processes is admitted within the limiter's stated
+ * accuracy (platform/limits/leases.ts): never over the limit, and short of
+ * it by at most (N − 1) · 2k requests, k being the lease size.
  */
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -12,17 +15,19 @@ import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 import { TestingService } from "../../gen/switchyard/testing/v1/testing_pb.js";
 import { createTestDatabase, startNats, type OwnNats } from "../support/infra.js";
+import { leaseSize } from "../../platform/limits/leases.js";
 import { spawnLedger, type LedgerProcess } from "./helpers.js";
 
 let nats: OwnNats;
 let dbHandle: { url: string; drop(): Promise<void> };
 let procs: LedgerProcess[] = [];
 let clients: Client<typeof TestingService>[] = [];
+const TEAM_LIMIT = 100;
 
 before(async () => {
   nats = await startNats();
   dbHandle = await createTestDatabase("sy_ratelimit");
-  const env = { DATABASE_URL: dbHandle.url, NATS_URL: nats.url, RATE_LIMIT_FREE: "4", RATE_LIMIT_PRO: "8" };
+  const env = { DATABASE_URL: dbHandle.url, NATS_URL: nats.url, RATE_LIMIT_FREE: "4", RATE_LIMIT_PRO: "8", RATE_LIMIT_TEAM: String(TEAM_LIMIT) };
   // One first, so the second finds the schema migrated (both would be fine; this keeps start quick).
   procs.push(await spawnLedger(env));
   procs.push(await spawnLedger(env));
@@ -69,4 +74,35 @@ test("two processes share one per-user limit; the refusal carries RetryInfo", as
 
   // No principal (a public call without a token): not counted.
   for (let i = 0; i < 10; i++) await a.unaryCall({ text: `anonymous ${i}` }, { timeoutMs: 5000 });
+});
+
+test("a burst spread over both processes: never over the limit, short of it by at most (N − 1) · 2k", async () => {
+  const k = leaseSize(TEAM_LIMIT);
+  assert.ok(k > 1, "the team limit is large enough for leases of several requests");
+  const calls = Math.round(TEAM_LIMIT * 1.5);
+  let admitted = 0;
+  let refusedCalls = 0;
+  let next = 0;
+  const started = Date.now();
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (next < calls) {
+        const i = next++;
+        await clients[i % clients.length]!.unaryCall({ text: `dave ${i}` }, as("dave", Tier.TEAM)).then(
+          () => admitted++,
+          (e: unknown) => {
+            assert.ok(e instanceof ConnectError && e.code === Code.ResourceExhausted, String(e));
+            refusedCalls++;
+          },
+        );
+      }
+    }),
+  );
+  const elapsedMin = (Date.now() - started) / 60_000;
+  // GCRA refills L per minute while the burst runs.
+  const ceiling = TEAM_LIMIT + Math.ceil(elapsedMin * TEAM_LIMIT);
+  const floor = TEAM_LIMIT - (clients.length - 1) * 2 * k;
+  assert.equal(admitted + refusedCalls, calls);
+  assert.ok(admitted <= ceiling, `admitted ${admitted} of a limit of ${TEAM_LIMIT} (at most ${ceiling} with refill)`);
+  assert.ok(admitted >= floor, `admitted ${admitted}: more than (N − 1) · 2k = ${TEAM_LIMIT - floor} short of ${TEAM_LIMIT}`);
 });
