@@ -239,6 +239,16 @@ for (const format of ["openai", "anthropic"] as const satisfies LlmWireFormat[])
       await until(() => server.openStreams() === 0, "the stalled stream to close");
     });
 
+    test("a provider that never answers is UNAVAILABLE after the stall timeout", async () => {
+      server.script({ kind: "hang" });
+      const quickToGiveUp = createModelProvider(readModelSettings({ ...server.env(format), LLM_STALL_TIMEOUT_MS: String(STALL_MS) }))!;
+      const { events, error } = await failure(quickToGiveUp);
+      assert.equal(error.code, Code.Unavailable);
+      assert.match(error.message, /sent nothing for 1000 ms/);
+      assert.deepEqual(events, []);
+      await until(() => server.openStreams() === 0, "the unanswered request to close");
+    });
+
     test("a stream cut before the finish is UNAVAILABLE, never a silent short answer", async () => {
       server.script({ kind: "reply", text: ["half"], fault: { afterParts: 1, type: "cut" } });
       const { events, error } = await failure(provider);
@@ -270,6 +280,15 @@ for (const format of ["openai", "anthropic"] as const satisfies LlmWireFormat[])
       assert.equal(caught.code, Code.Canceled);
       assert.equal(texts(events), "first ");
       await until(() => server.openStreams() === 0, "the cancelled stream to close");
+    });
+
+    test("a consumer that stops reading early closes the request", async () => {
+      server.script({ kind: "reply", text: ["enough", "more"], fault: { afterParts: 1, type: "stall" } });
+      for await (const event of provider.stream(request(), new AbortController().signal)) {
+        assert.equal(event.type, "text");
+        break;
+      }
+      await until(() => server.openStreams() === 0, "the abandoned stream to close");
     });
 
     test("an abort reason that is a ConnectError (a deadline) is what the stream throws", async () => {
