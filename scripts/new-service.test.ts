@@ -97,7 +97,7 @@ test("with no other edit, npm run migrate applies its migration to a fresh datab
     assert.equal(migrated.status, 0, migrated.stderr);
     assert.match(migrated.stdout, /inventory\/001_init\.sql/);
 
-    const app = await spawnPlatform({ script: join(copy, "app", "main.ts"), env: { DATABASE_URL: db.url, SERVICES: "inventory", RATE_LIMIT_ENABLED: "false", LOG_LEVEL: "warn" } });
+    const app = await spawnPlatform({ script: join(copy, "app", "main.ts"), timeoutMs: 120_000, env: { DATABASE_URL: db.url, SERVICES: "inventory", RATE_LIMIT_ENABLED: "false", LOG_LEVEL: "warn" } });
     try {
       const listed = spawnSync(join(root, "node_modules", ".bin", "buf"), ["curl", "--http2-prior-knowledge", "--protocol", "grpc", "--list-services", app.baseUrl], { encoding: "utf8" });
       assert.equal(listed.status, 0, listed.stderr);

@@ -67,7 +67,7 @@ it("a module registering a service it did not declare stops the start, naming th
 });
 
 it("SERVICES naming a module the catalogue does not have stops `npm start` with exit 2, naming SERVICES and the known modules", () => {
-  const r = spawnSync(process.execPath, ["--import", "tsx", "app/main.ts"], { env: { ...process.env, SERVICES: "auth,inventory", PORT: "0" }, encoding: "utf8", timeout: 30_000 });
+  const r = spawnSync(process.execPath, ["--import", "tsx", "app/main.ts"], { env: { ...process.env, SERVICES: "auth,inventory", PORT: "0" }, encoding: "utf8", timeout: 120_000 });
   assert.equal(r.status, 2, r.stderr);
   assert.match(r.stderr, /SERVICES: unknown service "inventory"; known: auth, gateway, chat/);
 });
