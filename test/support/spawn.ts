@@ -81,7 +81,7 @@ export function spawnScript(
  * Spawns the platform (`script`, default app/main.ts) with PORT set to a
  * free port and `env` over process.env; resolves once GET /readyz answers 200
  * (polled every 100 ms). Throws with its output if it exits first or is not
- * ready within `timeoutMs` (default 30000; it is killed then).
+ * ready within `timeoutMs` (default 90000: a loaded 2-core machine starts a process slowly, and failing later costs nothing when all is well; it is killed then).
  */
 export async function spawnPlatform(options: {
   env: Record<string, string>;
@@ -92,7 +92,7 @@ export async function spawnPlatform(options: {
 }): Promise<PlatformProcess> {
   const port = await freePort();
   const script = options.script ?? "app/main.ts";
-  const timeoutMs = options.timeoutMs ?? 30_000;
+  const timeoutMs = options.timeoutMs ?? 90_000;
   const p = launch(script, { env: { ...options.env, PORT: String(port) }, nodeArgs: options.nodeArgs, stdout: options.stdout });
   const baseUrl = `http://127.0.0.1:${port}`;
   const until = Date.now() + timeoutMs;
