@@ -71,8 +71,10 @@ export function createWebhookRoute(deps: WebhookDeps): HttpRoute {
       event = Stripe.webhooks.constructEvent(body, signature, deps.webhookSecret, deps.toleranceS);
     } catch (err) {
       if (!(err instanceof Stripe.errors.StripeSignatureVerificationError)) return refuse(res, 400, "the body is not a JSON Stripe event");
-      log.warn({ reason: err.message }, "webhook refused: bad signature");
-      return refuse(res, 400, `signature verification failed: ${err.message}`);
+      // The SDK's message goes on with advice for integrators; its first sentence is the reason.
+      const reason = /^[^.\n]*/.exec(err.message)![0];
+      log.warn({ reason }, "webhook refused: bad signature");
+      return refuse(res, 400, `signature verification failed: ${reason}`);
     }
     if (typeof event?.id !== "string" || typeof event.type !== "string" || typeof event.data?.object !== "object") {
       return refuse(res, 400, "the body is not a Stripe event");

@@ -103,7 +103,7 @@ export async function startBilling(options: { env?: Record<string, string>; node
       if (stripe.webhookUrl) stripe.webhookUrl = `${t.platform.baseUrl}/billing/webhook`;
     },
     async tierChanges(userId) {
-      await eventually(async () => (await sql`select 1 from platform.outbox where sent_at is null limit 1`).length === 0, "outbox drained");
+      await eventually(async () => (await sql`select 1 from platform.outbox where sent_at is null limit 1`).length === 0, "outbox drained (a killed relay's claim lasts 15 s)", 45_000);
       const nc = await connect({ servers: nats.url });
       try {
         const jsm = await jetstreamManager(nc);
