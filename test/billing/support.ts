@@ -63,7 +63,7 @@ export async function eventually<T>(check: () => Promise<T | undefined | false>,
 }
 
 /** Starts Stripe, nats-server, a database and the platform (auth + billing) in a child process. */
-export async function startBilling(options: { env?: Record<string, string>; nodeArgs?: string[] } = {}): Promise<BillingUnderTest> {
+export async function startBilling(options: { env?: Record<string, string>; nodeArgs?: string[]; port?: number } = {}): Promise<BillingUnderTest> {
   const stripe = await startStripeServer();
   const nats = await startNats();
   const db = await createTestDatabase("sy_billing");
@@ -80,7 +80,7 @@ export async function startBilling(options: { env?: Record<string, string>; node
     ...stripeEnv(stripe),
     ...options.env,
   };
-  const launch = (nodeArgs?: string[]) => spawnPlatform({ env, nodeArgs });
+  const launch = (nodeArgs?: string[]) => spawnPlatform({ env, nodeArgs, port: options.port });
   const platform = await launch(options.nodeArgs);
   stripe.webhookUrl = `${platform.baseUrl}/billing/webhook`;
   const sql = postgres(db.url, { max: 2, onnotice: () => {} });
