@@ -61,14 +61,20 @@ export async function findSubscription(sql: Sql | TransactionSql, userId: string
   return rows[0] ? toState(rows[0]) : undefined;
 }
 
-/** Writes the user's subscription; returns it as stored. */
+/**
+ * Writes the user's subscription; returns it as stored. `updated_at` is the
+ * clock at the write, not the transaction's start (`now()`): a transaction
+ * that waited for the customer lock started before the one it waited for
+ * committed, and its change (the occur_time of its events, which auth
+ * compares) must still come out later.
+ */
 export async function saveSubscription(tx: TransactionSql, userId: string, s: SubscriptionState): Promise<StoredSubscription> {
   const rows = await tx<SubscriptionRow[]>`
     insert into billing.subscriptions (user_id, stripe_subscription_id, tier, status, current_period_end, cancel_at_period_end, updated_at)
-    values (${userId}, ${s.stripeSubscriptionId}, ${s.tier}, ${s.status}, ${s.currentPeriodEnd ?? null}, ${s.cancelAtPeriodEnd}, now())
+    values (${userId}, ${s.stripeSubscriptionId}, ${s.tier}, ${s.status}, ${s.currentPeriodEnd ?? null}, ${s.cancelAtPeriodEnd}, clock_timestamp())
     on conflict (user_id) do update set
       stripe_subscription_id = excluded.stripe_subscription_id, tier = excluded.tier, status = excluded.status,
-      current_period_end = excluded.current_period_end, cancel_at_period_end = excluded.cancel_at_period_end, updated_at = now()
+      current_period_end = excluded.current_period_end, cancel_at_period_end = excluded.cancel_at_period_end, updated_at = excluded.updated_at
     returning stripe_subscription_id, tier, status, current_period_end, cancel_at_period_end, updated_at`;
   return toState(rows[0]!);
 }

@@ -142,6 +142,20 @@ describe("webhooks at least once, in any order", () => {
     await tokenWithTier(user, "team");
   });
 
+  test("the same event delivered five times at once: applied once, one TierChanged", async () => {
+    const user = await b.signUp();
+    const subId = await subscribe(user, Tier.PRO);
+    const url = b.stripe.webhookUrl;
+    b.stripe.webhookUrl = undefined;
+    const [change] = await b.stripe.changeSubscription(subId, { price: "price_power" });
+    b.stripe.webhookUrl = url;
+    const answers = await Promise.all(Array.from({ length: 5 }, () => b.stripe.deliver(change!)));
+    assert.deepEqual(answers.map((a) => a.status), [200, 200, 200, 200, 200]);
+    assert.deepEqual(answers.map((a) => JSON.parse(a.body).outcome).sort(), ["applied", "duplicate", "duplicate", "duplicate", "duplicate"]);
+    const changes = await b.tierChanges(user.userId);
+    assert.deepEqual(changes.map((c) => c.newTier), [Tier.PRO, Tier.POWER]);
+  });
+
   test("a failed payment keeps the tier (PAST_DUE); when Stripe gives up, the tier falls to free", async () => {
     const user = await b.signUp();
     const subId = await subscribe(user, Tier.POWER);

@@ -80,8 +80,17 @@ export async function startBilling(options: { env?: Record<string, string>; node
     ...stripeEnv(stripe),
     ...options.env,
   };
-  const launch = (nodeArgs?: string[]) => spawnPlatform({ env, nodeArgs, port: options.port });
-  const platform = await launch(options.nodeArgs);
+  // A generous readiness wait: on a busy 2-core machine a cold start can take tens of seconds.
+  const launch = (nodeArgs?: string[]) => spawnPlatform({ env, nodeArgs, port: options.port, timeoutMs: 120_000 });
+  let platform: PlatformProcess;
+  try {
+    platform = await launch(options.nodeArgs);
+  } catch (err) {
+    await stripe.close();
+    await nats.kill();
+    await db.drop();
+    throw err;
+  }
   stripe.webhookUrl = `${platform.baseUrl}/billing/webhook`;
   const sql = postgres(db.url, { max: 2, onnotice: () => {} });
   const t: BillingUnderTest = {
