@@ -134,7 +134,21 @@ try {
     return figures(latencies, performance.now() - start);
   }
 
+  /** Context for a loaded machine: a bare HTTP round trip to the same process (GET /healthz), one at a time. */
+  async function healthRoundTrip(): Promise<Figures> {
+    const latencies: number[] = [];
+    const start = performance.now();
+    const until = start + SECONDS * 1000;
+    while (performance.now() < until) {
+      const t = performance.now();
+      await (await fetch(`${platform.baseUrl}/healthz`)).text();
+      latencies.push(performance.now() - t);
+    }
+    return figures(latencies, performance.now() - start);
+  }
+
   await endToEnd(1); // warm-up round (JIT, pools, prepared statements)
+  const health = await healthRoundTrip();
   const one = await endToEnd(1);
   const many = await endToEnd(USERS);
   const verify = verifyOnly(many.samples);
@@ -142,12 +156,13 @@ try {
 
   console.log(`bench/billing: ${SECONDS} s per round; ${USERS} users; webhook ledger rows ${n}`);
   console.log(`signature verification alone (constructEvent, in process) ${fmt(verify)}`);
+  console.log(`HTTP round trip to the process (GET /healthz), 1 in flight ${fmt(health)}`);
   console.log(`webhook end to end, 1 in flight                           ${fmt(one.f)}`);
   console.log(`webhook end to end, ${String(USERS).padEnd(2)} in flight                          ${fmt(many.f)}`);
   console.log(`  of which POST to 2xx (committed), 1 in flight             ${fmt(one.answered)}`);
   console.log(`  of which POST to 2xx (committed), ${String(USERS).padEnd(2)} in flight            ${fmt(many.answered)}`);
   console.log(`ratio end to end / verification alone: ${(one.f.perSecond / verify.perSecond).toFixed(4)}× (1 in flight), ${(many.f.perSecond / verify.perSecond).toFixed(4)}× (${USERS} in flight)`);
-  console.log(`p50 end to end / verification alone: ${(one.f.p50 / verify.p50).toFixed(0)}× (1 in flight)`);
+  console.log(`p50 end to end / verification alone: ${(one.f.p50 / verify.p50).toFixed(0)}×; / bare HTTP round trip: ${(one.f.p50 / health.p50).toFixed(1)}× (1 in flight)`);
 } finally {
   await nc.close();
   await sql.end();
