@@ -12,8 +12,8 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type Stripe from "stripe";
 import { SubscriptionStatus } from "../../gen/switchyard/billing/v1/billing_pb.js";
-import type { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
-import { SubscriptionChangedSchema, TierChangedSchema } from "../../gen/switchyard/events/v1/events_pb.js";
+import { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
+import { SubscriptionChangedSchema, TierChangedSchema, type TierChangeSource } from "../../gen/switchyard/events/v1/events_pb.js";
 import type { Database, Events, Logger, TransactionSql } from "../../platform/index.js";
 import { findSubscription, isEventRecorded, lockCustomer, recordEvent, saveSubscription, type StoredSubscription } from "./store.js";
 import { readStripeSubscription, transition } from "./subscription-state.js";
@@ -43,10 +43,10 @@ export function createSubscriptionSync(deps: {
 }) {
   const { db, events, stripe, tierOfPrice, log } = deps;
 
-  async function publishChange(tx: TransactionSql, userId: string, before: StoredSubscription | undefined, after: StoredSubscription, tierChanged: boolean, source: number, reason: string) {
+  async function publishChange(tx: TransactionSql, userId: string, before: StoredSubscription | undefined, after: StoredSubscription, tierChanged: boolean, source: TierChangeSource, reason: string) {
     const occurTime = timestampFromDate(after.updatedAt);
     if (tierChanged) {
-      await events.publish(tx, TierChangedSchema, create(TierChangedSchema, { userId, oldTier: before?.tier ?? 1, newTier: after.tier, source, reason, occurTime }));
+      await events.publish(tx, TierChangedSchema, create(TierChangedSchema, { userId, oldTier: before?.tier ?? Tier.FREE, newTier: after.tier, source, reason, occurTime }));
     }
     await events.publish(
       tx,
