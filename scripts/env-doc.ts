@@ -16,6 +16,7 @@ import { platformVars } from "../platform/settings.js";
 import { authVars } from "../services/auth/settings.js";
 import { pluginVars } from "../services/plugins/settings.js";
 import { modelVars } from "../services/chat/model/settings.js";
+import { billingVars } from "../services/billing/settings.js";
 
 const groups: [string, Record<string, EnvVar<unknown>>][] = [
   ["every process (platform)", platformVars],
@@ -23,6 +24,7 @@ const groups: [string, Record<string, EnvVar<unknown>>][] = [
   ["gateway", gatewayVars],
   ["plugins service", pluginVars],
   ["chat: the language model (services/chat/model)", modelVars],
+  ["billing service", billingVars],
   ["`npm run envoy` (edge generator)", edgeVars],
 ];
 

@@ -89,8 +89,10 @@ export async function spawnPlatform(options: {
   script?: string;
   timeoutMs?: number;
   stdout?: "pipe" | "ignore";
+  /** The port to serve on (default: a free one), for tests whose env must name the process's own origin. */
+  port?: number;
 }): Promise<PlatformProcess> {
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const script = options.script ?? "app/main.ts";
   const timeoutMs = options.timeoutMs ?? 90_000;
   const p = launch(script, { env: { ...options.env, PORT: String(port) }, nodeArgs: options.nodeArgs, stdout: options.stdout });

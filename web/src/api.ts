@@ -6,6 +6,7 @@
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AuthService, type Tokens, type User } from "../../gen/switchyard/auth/v1/auth_pb.js";
+import { BillingService } from "../../gen/switchyard/billing/v1/billing_pb.js";
 import { DeviceService } from "../../gen/switchyard/device/v1/device_pb.js";
 import { NotificationService } from "../../gen/switchyard/notify/v1/notify_pb.js";
 
@@ -20,6 +21,7 @@ export interface Session {
   readonly auth: Client<typeof AuthService>;
   readonly devices: Client<typeof DeviceService>;
   readonly notifications: Client<typeof NotificationService>;
+  readonly billing: Client<typeof BillingService>;
   readonly signedIn: boolean;
   /** Registers and signs in; returns the new user. */
   register(email: string, password: string, displayName: string): Promise<User>;
@@ -65,6 +67,7 @@ export function createSession(baseUrl = location.origin): Session {
     auth,
     devices: createClient(DeviceService, transport),
     notifications: createClient(NotificationService, transport),
+    billing: createClient(BillingService, transport),
     get signedIn() {
       return creds !== undefined;
     },

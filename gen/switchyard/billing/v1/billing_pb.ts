@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file switchyard/billing/v1/billing.proto.
  */
 export const file_switchyard_billing_v1_billing: GenFile = /*@__PURE__*/
-  fileDesc("CiNzd2l0Y2h5YXJkL2JpbGxpbmcvdjEvYmlsbGluZy5wcm90bxIVc3dpdGNoeWFyZC5iaWxsaW5nLnYxIpkCCgxTdWJzY3JpcHRpb24SDAoEbmFtZRgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEigKBHRpZXIYAyABKA4yGi5zd2l0Y2h5YXJkLmNvbW1vbi52MS5UaWVyEjkKBnN0YXR1cxgEIAEoDjIpLnN3aXRjaHlhcmQuYmlsbGluZy52MS5TdWJzY3JpcHRpb25TdGF0dXMSNgoSY3VycmVudF9wZXJpb2RfZW5kGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRjYW5jZWxfYXRfcGVyaW9kX2VuZBgGIAEoCBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAirQEKFUNyZWF0ZUNoZWNrb3V0UmVxdWVzdBIwCgR0aWVyGAEgASgOMhouc3dpdGNoeWFyZC5jb21tb24udjEuVGllckIG0vMYAggBEiAKC3N1Y2Nlc3NfdXJsGAIgASgJQgvS8xgHCAEYgBAoAxIfCgpjYW5jZWxfdXJsGAMgASgJQgvS8xgHCAEYgBAoAxIfCg9pZGVtcG90ZW5jeV9rZXkYBCABKAlCBtLzGAIoAiJ8ChZDcmVhdGVDaGVja291dFJlc3BvbnNlEhQKDGNoZWNrb3V0X3VybBgBIAEoCRIbChNjaGVja291dF9zZXNzaW9uX2lkGAIgASgJEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIxChZHZXRTdWJzY3JpcHRpb25SZXF1ZXN0EhcKB3VzZXJfaWQYASABKAlCBtLzGAIoAiJUChdHZXRTdWJzY3JpcHRpb25SZXNwb25zZRI5CgxzdWJzY3JpcHRpb24YASABKAsyIy5zd2l0Y2h5YXJkLmJpbGxpbmcudjEuU3Vic2NyaXB0aW9uIlMKGUNhbmNlbFN1YnNjcmlwdGlvblJlcXVlc3QSFQoNYXRfcGVyaW9kX2VuZBgBIAEoCBIfCg9pZGVtcG90ZW5jeV9rZXkYAiABKAlCBtLzGAIoAiJXChpDYW5jZWxTdWJzY3JpcHRpb25SZXNwb25zZRI5CgxzdWJzY3JpcHRpb24YASABKAsyIy5zd2l0Y2h5YXJkLmJpbGxpbmcudjEuU3Vic2NyaXB0aW9uKoECChJTdWJzY3JpcHRpb25TdGF0dXMSIwofU1VCU0NSSVBUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGFNVQlNDUklQVElPTl9TVEFUVVNfTk9ORRABEiAKHFNVQlNDUklQVElPTl9TVEFUVVNfVFJJQUxJTkcQAhIeChpTVUJTQ1JJUFRJT05fU1RBVFVTX0FDVElWRRADEiAKHFNVQlNDUklQVElPTl9TVEFUVVNfUEFTVF9EVUUQBBIiCh5TVUJTQ1JJUFRJT05fU1RBVFVTX0lOQ09NUExFVEUQBRIgChxTVUJTQ1JJUFRJT05fU1RBVFVTX0NBTkNFTEVEEAYy9gIKDkJpbGxpbmdTZXJ2aWNlEm0KDkNyZWF0ZUNoZWNrb3V0Eiwuc3dpdGNoeWFyZC5iaWxsaW5nLnYxLkNyZWF0ZUNoZWNrb3V0UmVxdWVzdBotLnN3aXRjaHlhcmQuYmlsbGluZy52MS5DcmVhdGVDaGVja291dFJlc3BvbnNlEnUKD0dldFN1YnNjcmlwdGlvbhItLnN3aXRjaHlhcmQuYmlsbGluZy52MS5HZXRTdWJzY3JpcHRpb25SZXF1ZXN0Gi4uc3dpdGNoeWFyZC5iaWxsaW5nLnYxLkdldFN1YnNjcmlwdGlvblJlc3BvbnNlIgOQAgESfgoSQ2FuY2VsU3Vic2NyaXB0aW9uEjAuc3dpdGNoeWFyZC5iaWxsaW5nLnYxLkNhbmNlbFN1YnNjcmlwdGlvblJlcXVlc3QaMS5zd2l0Y2h5YXJkLmJpbGxpbmcudjEuQ2FuY2VsU3Vic2NyaXB0aW9uUmVzcG9uc2UiA5ACAmIGcHJvdG8z", [file_google_protobuf_timestamp, file_switchyard_common_v1_tier, file_switchyard_options_v1_options]);
+  fileDesc("CiNzd2l0Y2h5YXJkL2JpbGxpbmcvdjEvYmlsbGluZy5wcm90bxIVc3dpdGNoeWFyZC5iaWxsaW5nLnYxIpkCCgxTdWJzY3JpcHRpb24SDAoEbmFtZRgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEigKBHRpZXIYAyABKA4yGi5zd2l0Y2h5YXJkLmNvbW1vbi52MS5UaWVyEjkKBnN0YXR1cxgEIAEoDjIpLnN3aXRjaHlhcmQuYmlsbGluZy52MS5TdWJzY3JpcHRpb25TdGF0dXMSNgoSY3VycmVudF9wZXJpb2RfZW5kGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRjYW5jZWxfYXRfcGVyaW9kX2VuZBgGIAEoCBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAirQEKFUNyZWF0ZUNoZWNrb3V0UmVxdWVzdBIwCgR0aWVyGAEgASgOMhouc3dpdGNoeWFyZC5jb21tb24udjEuVGllckIG0vMYAggBEiAKC3N1Y2Nlc3NfdXJsGAIgASgJQgvS8xgHCAEYgBAoAxIfCgpjYW5jZWxfdXJsGAMgASgJQgvS8xgHCAEYgBAoAxIfCg9pZGVtcG90ZW5jeV9rZXkYBCABKAlCBtLzGAIoAiJ8ChZDcmVhdGVDaGVja291dFJlc3BvbnNlEhQKDGNoZWNrb3V0X3VybBgBIAEoCRIbChNjaGVja291dF9zZXNzaW9uX2lkGAIgASgJEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIxChZHZXRTdWJzY3JpcHRpb25SZXF1ZXN0EhcKB3VzZXJfaWQYASABKAlCBtLzGAIoAiJUChdHZXRTdWJzY3JpcHRpb25SZXNwb25zZRI5CgxzdWJzY3JpcHRpb24YASABKAsyIy5zd2l0Y2h5YXJkLmJpbGxpbmcudjEuU3Vic2NyaXB0aW9uIlMKGUNhbmNlbFN1YnNjcmlwdGlvblJlcXVlc3QSFQoNYXRfcGVyaW9kX2VuZBgBIAEoCBIfCg9pZGVtcG90ZW5jeV9rZXkYAiABKAlCBtLzGAIoAiJXChpDYW5jZWxTdWJzY3JpcHRpb25SZXNwb25zZRI5CgxzdWJzY3JpcHRpb24YASABKAsyIy5zd2l0Y2h5YXJkLmJpbGxpbmcudjEuU3Vic2NyaXB0aW9uKqECChJTdWJzY3JpcHRpb25TdGF0dXMSIwofU1VCU0NSSVBUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGFNVQlNDUklQVElPTl9TVEFUVVNfTk9ORRABEiAKHFNVQlNDUklQVElPTl9TVEFUVVNfVFJJQUxJTkcQAhIeChpTVUJTQ1JJUFRJT05fU1RBVFVTX0FDVElWRRADEiAKHFNVQlNDUklQVElPTl9TVEFUVVNfUEFTVF9EVUUQBBIiCh5TVUJTQ1JJUFRJT05fU1RBVFVTX0lOQ09NUExFVEUQBRIgChxTVUJTQ1JJUFRJT05fU1RBVFVTX0NBTkNFTEVEEAYSHgoaU1VCU0NSSVBUSU9OX1NUQVRVU19VTlBBSUQQBzL2AgoOQmlsbGluZ1NlcnZpY2USbQoOQ3JlYXRlQ2hlY2tvdXQSLC5zd2l0Y2h5YXJkLmJpbGxpbmcudjEuQ3JlYXRlQ2hlY2tvdXRSZXF1ZXN0Gi0uc3dpdGNoeWFyZC5iaWxsaW5nLnYxLkNyZWF0ZUNoZWNrb3V0UmVzcG9uc2USdQoPR2V0U3Vic2NyaXB0aW9uEi0uc3dpdGNoeWFyZC5iaWxsaW5nLnYxLkdldFN1YnNjcmlwdGlvblJlcXVlc3QaLi5zd2l0Y2h5YXJkLmJpbGxpbmcudjEuR2V0U3Vic2NyaXB0aW9uUmVzcG9uc2UiA5ACARJ+ChJDYW5jZWxTdWJzY3JpcHRpb24SMC5zd2l0Y2h5YXJkLmJpbGxpbmcudjEuQ2FuY2VsU3Vic2NyaXB0aW9uUmVxdWVzdBoxLnN3aXRjaHlhcmQuYmlsbGluZy52MS5DYW5jZWxTdWJzY3JpcHRpb25SZXNwb25zZSIDkAICYgZwcm90bzM", [file_google_protobuf_timestamp, file_switchyard_common_v1_tier, file_switchyard_options_v1_options]);
 
 /**
  * A user's subscription; one per user.
@@ -289,8 +289,8 @@ export enum SubscriptionStatus {
   ACTIVE = 3,
 
   /**
-   * A payment failed; the provider retries. The tier stays until the
-   * provider gives up.
+   * A payment failed; the provider retries (Stripe's Smart Retries). The
+   * tier stays until the provider gives up.
    *
    * @generated from enum value: SUBSCRIPTION_STATUS_PAST_DUE = 4;
    */
@@ -309,6 +309,15 @@ export enum SubscriptionStatus {
    * @generated from enum value: SUBSCRIPTION_STATUS_CANCELED = 6;
    */
   CANCELED = 6,
+
+  /**
+   * The provider gave up collecting a failed payment but keeps the
+   * subscription open (Stripe's "unpaid", or "paused"): the user is on
+   * TIER_FREE until a later invoice is paid, which makes it ACTIVE again.
+   *
+   * @generated from enum value: SUBSCRIPTION_STATUS_UNPAID = 7;
+   */
+  UNPAID = 7,
 }
 
 /**
@@ -323,6 +332,14 @@ export const SubscriptionStatusSchema: GenEnum<SubscriptionStatus> = /*@__PURE__
  * what happened, and every change of a user's tier is published as
  * switchyard.events.v1.TierChanged (and every change of a subscription as
  * switchyard.events.v1.SubscriptionChanged).
+ *
+ * Payment failure policy: when a renewal payment fails the subscription is
+ * SUBSCRIPTION_STATUS_PAST_DUE and keeps its paid tier while the provider
+ * retries. When the provider gives up (its retry schedule ends: the
+ * subscription becomes canceled, or unpaid/paused), the tier falls to
+ * TIER_FREE at once (TierChanged with TIER_CHANGE_SOURCE_PAYMENT_FAILURE);
+ * a later paid invoice restores it. Only ACTIVE, TRIALING and PAST_DUE give
+ * a paid tier.
  *
  * Who may act for whom: a user may name only their own user_id; a service
  * (an access token whose roles include "service") may name any user.
@@ -362,8 +379,9 @@ export const BillingService: GenService<{
    * TIER_FREE with status SUBSCRIPTION_STATUS_NONE.
    *
    * Errors: INVALID_ARGUMENT if user_id is not an id (or empty when the
-   * caller is a service); PERMISSION_DENIED if a user names another
-   * user_id; UNAUTHENTICATED without a valid access token.
+   * caller is a service); NOT_FOUND if a user names another user_id
+   * (whether that user exists is not revealed); UNAUTHENTICATED without a
+   * valid access token.
    *
    * @generated from rpc switchyard.billing.v1.BillingService.GetSubscription
    */
