@@ -70,13 +70,15 @@ function fieldChecks(field: DescField): Check[] {
     : (m) => m[field.localName];
   const present = (check: Check): Check => (oneof ? (m, p) => (get(m) === undefined ? undefined : check(m, p)) : check);
   const at = (path: string) => (path === "" ? name : `${path}.${name}`);
+  // Compiled once per field, not per request.
+  const pattern = r?.pattern ? new RegExp(`^(?:${r.pattern})$`) : undefined;
   const stringCheck = (s: string, path: string): string | undefined => {
     if (s.includes("\0")) return `${at(path)}: must not contain a NUL character`;
     const max = r?.maxLen || DEFAULT_MAX_STRING;
     if (s.length > max) return `${at(path)}: must be at most ${max} characters, got ${s.length}`;
     if (r === undefined || s === "") return undefined;
     if (r.minLen && s.length < r.minLen) return `${at(path)}: must be at least ${r.minLen} characters`;
-    if (r.pattern && !new RegExp(`^(?:${r.pattern})$`).test(s)) return `${at(path)}: must match ${r.pattern}`;
+    if (pattern !== undefined && !pattern.test(s)) return `${at(path)}: must match ${r.pattern}`;
     if (r.format === StringFormat.EMAIL && (s.length > 254 || !emailPattern.test(s))) return `${at(path)}: must be an email address`;
     if (r.format === StringFormat.ID && !idPattern.test(s)) return `${at(path)}: must be 1 to 64 letters, digits, "_" or "-"`;
     if (r.format === StringFormat.URL && !isHttpUrl(s)) return `${at(path)}: must be an absolute http or https URL`;
