@@ -46,7 +46,7 @@ test("three processes starting at once on an empty database apply each migration
       select service, version, count(*)::int as n from platform.migrations group by service, version order by service, version`;
     assert.deepEqual(
       rows.map((r) => `${r.service}/${r.version}:${r.n}`),
-      ["ledger/1:1", "platform/1:1", "platform/2:1", "platform/3:1"],
+      ["ledger/1:1", "platform/1:1", "platform/2:1", "platform/3:1", "platform/4:1"],
     );
     assert.equal((await sql`select count(*)::int as n from ledger.seed`)[0]!.n, 1);
     await sql.end();
