@@ -12,7 +12,11 @@
  *   remembered until that delay passes: a user over their limit costs no
  *   round trips either.
  * - Unused requests go back to the shared budget once their lease is
- *   `leaseMs` old (default 1 s), and when the process stops.
+ *   `leaseMs` old (default 1 s), and when the process stops. So a busy key
+ *   costs an instance one lease per `leaseMs` or per k requests, whichever
+ *   comes first (plus a refund), and the request that finds its lease
+ *   expired waits for that one round trip; every other request is decided in
+ *   memory.
  *
  * Accuracy, for N instances and a limit of L per minute: every admitted
  * request was first counted in PostgreSQL, so the union of the instances
