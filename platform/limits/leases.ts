@@ -12,16 +12,24 @@
  *   remembered until that delay passes: a user over their limit costs no
  *   round trips either.
  * - Unused requests go back to the shared budget once their lease is
- *   `leaseMs` old (default 1 s), and when the process stops.
+ *   `leaseMs` old (default 1 s), and when the process stops. So a busy key
+ *   costs an instance one lease per `leaseMs` or per k requests, whichever
+ *   comes first (plus a refund), and the request that finds its lease
+ *   expired waits for that one round trip; every other request is decided in
+ *   memory.
  *
  * Accuracy, for N instances and a limit of L per minute: every admitted
- * request was first counted in PostgreSQL, so the union of the instances
- * never admits more than GCRA allows (a burst of L, then L per minute):
- * zero over the limit. The error is on the other side: each instance holds
- * at most 2k unused requests (a lease and the one fetched ahead), so while a
+ * request was first counted in PostgreSQL, so counted from any moment when
+ * no lease is outstanding, the union of the instances admits no more than
+ * GCRA allows (a burst of L, then L per minute). Counted from an arbitrary
+ * moment it can exceed that by at most the leases outstanding then: at most
+ * 2k per instance (a lease and the one fetched ahead), gone within `leaseMs`
+ * of an instance's last lease. The usual error is on the other side: while a
  * burst is spread over instances, up to (N − 1) · 2k requests can be refused
- * early, for at most `leaseMs` before those leases return. With L ≤ 10,
+ * early, for at most `leaseMs`, before those leases return. With L ≤ 10,
  * k = 1 and the limiter is as exact as one round trip per request.
+ * Measured (test/data/rate-limit.test.ts, bench/limits): bursts over 2 and 3
+ * instances admitted exactly L.
  */
 import type { BudgetStore, RateDecision, RateLimiter } from "./limiter.js";
 

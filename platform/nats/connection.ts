@@ -48,6 +48,7 @@ export async function connectNats(url: string, log: Logger, options: NatsOptions
       return base / 2 + Math.random() * (base / 2);
     },
   });
+  coalesceWrites(nc, log);
   const s = { connected: true };
   state.set(nc, s);
   void (async () => {
@@ -71,6 +72,55 @@ export async function connectNats(url: string, log: Logger, options: NatsOptions
   })().catch(() => undefined);
   void nc.closed().then(() => (s.connected = false));
   return nc;
+}
+
+/** The parts of nats.js's protocol handler that `coalesceWrites` replaces. */
+interface ProtocolInternals {
+  outbound: { length(): number; size(): number; fill(buf: Uint8Array, ...payloads: Uint8Array[]): void };
+  pendingLimit: number;
+  flushPending(): void;
+  sendCommand(cmd: string | Uint8Array, ...payloads: Uint8Array[]): void;
+}
+
+/**
+ * Makes the client write what it has queued once per event-loop turn
+ * instead of once per microtask checkpoint. nats.js flushes in a microtask,
+ * and Node runs microtasks after every callback from native code, so a
+ * server handling many RPCs that arrived in one socket read (HTTP/2 frames)
+ * wrote one small packet per publish: measured in bench/toolcall, the
+ * gateway serving CallTool and nats-server each spent several times the CPU
+ * per call of the same code called in one tick. `setImmediate` runs after
+ * the turn's I/O callbacks, so their publishes leave in one write; a lone
+ * publish waits no more than the rest of the turn. Left as is (with a
+ * warning) if nats.js's internals are not the shape this expects.
+ */
+function coalesceWrites(nc: NatsConnection, log: Logger): void {
+  const ph = (nc as unknown as { protocol?: Partial<ProtocolInternals> }).protocol;
+  if (
+    ph === undefined ||
+    typeof ph.sendCommand !== "function" ||
+    typeof ph.flushPending !== "function" ||
+    typeof ph.outbound?.fill !== "function" ||
+    typeof ph.pendingLimit !== "number"
+  ) {
+    log.warn("nats.js internals changed: NATS writes are not coalesced per event-loop turn");
+    return;
+  }
+  const p = ph as ProtocolInternals;
+  const encoder = new TextEncoder();
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    p.flushPending();
+  };
+  p.sendCommand = (cmd, ...payloads) => {
+    p.outbound.fill(typeof cmd === "string" ? encoder.encode(cmd) : cmd, ...payloads);
+    if (p.outbound.size() >= p.pendingLimit) p.flushPending();
+    else if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+  };
 }
 
 /** Whether `nc` is connected now (false while reconnecting or once closed). */

@@ -148,3 +148,9 @@ test("a target that keeps failing exhausts the retry budget: later calls are tri
   assert.ok(received.unaryCall <= calls + 5, `${received.unaryCall} attempts for ${calls} calls`);
   failNext = 0;
 });
+
+test("a DNS name is resolved by the channel (round robin over the addresses that answer)", async () => {
+  // localhost may resolve to ::1 as well, where nothing listens: round_robin uses what connects.
+  const client = createServiceClient(TestingService, createServiceTransport(`http://localhost:${platform.port}`));
+  for (let i = 0; i < 5; i++) assert.equal((await client.unaryCall({ text: `n${i}` }, { timeoutMs: 5000 })).text, `n${i}`);
+});
