@@ -18,7 +18,7 @@ import {
   type UpsertPluginRequest,
 } from "../../gen/switchyard/plugins/v1/plugins_pb.js";
 import { type Database, type Events, type Principal, principalKey, register, SERVICE_ROLE, type ServiceRegistration, type TransactionSql } from "../../platform/index.js";
-import { findInstallation, findPlugin, installedTools, listPlugins, toolsJson, toPlugin, upsertPlugin, type PluginRow } from "./catalog.js";
+import { findInstallation, findPlugin, installedTools, listPlugins, lockUser, toolsJson, toPlugin, upsertPlugin, type PluginRow } from "./catalog.js";
 import { type AllowedHost, endpointRefusal } from "./hosts.js";
 import type { McpClients } from "./mcp.js";
 import { decodePageToken, encodePageToken, queryFingerprint } from "./page-token.js";
@@ -79,6 +79,7 @@ export function createPluginHandlers(deps: PluginHandlerDeps): ServiceRegistrati
   const { db, events, mcp } = deps;
 
   async function install(tx: TransactionSql, user: Principal, pluginId: string, idempotencyKey: string) {
+    await lockUser(tx, user.userId);
     if (idempotencyKey !== "") {
       const [prior] = await tx<{ plugin_id: string }[]>`
         select plugin_id from plugins.install_requests
@@ -133,12 +134,14 @@ export function createPluginHandlers(deps: PluginHandlerDeps): ServiceRegistrati
     if (installed === undefined || installed.tool.runtime !== ToolRuntime.SERVER) {
       throw new ConnectError(`the user has no active installation of "${pluginId}" with a server tool "${toolName}"`, Code.NotFound);
     }
+    // Checked again at every call (the list may have changed since the listing was stored); nothing ran, so nothing is recorded.
+    const refusal = endpointRefusal(installed.endpoint, deps.allowedHosts);
+    if (refusal !== undefined) return create(CallPluginToolResponseSchema, { content: `the tool ${toolName} may not be called: ${refusal}`, isError: true });
     const [claimed] = await db.sql<{ call_id: string }[]>`
       insert into plugins.tool_calls (user_id, call_id, plugin_id, tool_name) values (${userId}, ${callId}, ${pluginId}, ${toolName})
       on conflict do nothing returning call_id`;
     if (claimed === undefined) return recordedOutcome(userId, callId);
-    const refusal = endpointRefusal(installed.endpoint, deps.allowedHosts);
-    const outcome = refusal !== undefined ? { content: `the tool ${toolName} may not be called: ${refusal}`, isError: true, structuredJson: "" } : await mcp.call(installed.endpoint, toolName, args, timeoutMs);
+    const outcome = await mcp.call(installed.endpoint, toolName, args, timeoutMs);
     await db.sql`update plugins.tool_calls set content = ${outcome.content}, is_error = ${outcome.isError}, structured_json = ${outcome.structuredJson}
                  where user_id = ${userId} and call_id = ${callId}`;
     return create(CallPluginToolResponseSchema, outcome);
@@ -194,6 +197,7 @@ export function createPluginHandlers(deps: PluginHandlerDeps): ServiceRegistrati
     async uninstall(req, ctx) {
       const user = callingUser(ctx);
       await db.tx(async (tx) => {
+        await lockUser(tx, user.userId);
         const [gone] = await tx`delete from plugins.installations where user_id = ${user.userId} and plugin_id = ${req.pluginId} returning plugin_id`;
         if (gone === undefined) throw new ConnectError(`"${req.pluginId}" is not installed`, Code.NotFound);
         await tx`update plugins.plugins set install_count = install_count - 1 where id = ${req.pluginId}`;
