@@ -257,6 +257,49 @@ describe("installs under races", () => {
   });
 });
 
+describe("retries", () => {
+  test("a late retry of an install whose plugin was uninstalled since does not install or charge again", async () => {
+    const pluginId = `retry${randomBytes(3).toString("hex")}`;
+    await service.upsertPlugin({ pluginId, displayName: "Paid retry", category: "testing", publisher: "Pub", version: "1.0.0", priceMinorUnits: 100n, currencyCode: "EUR", tools: [] });
+    const userId = id();
+    const user = await asUser(userId);
+    await user.install({ pluginId, idempotencyKey: "once" });
+    await user.uninstall({ pluginId });
+    await assert.rejects(user.install({ pluginId, idempotencyKey: "once" }), (e) => codeOf(e) === Code.AlreadyExists && /new key/.test(ConnectError.from(e).rawMessage));
+    assert.equal((await sql`select 1 from plugins.installations where user_id = ${userId}`).length, 0);
+    assert.equal((await sql`select 1 from plugins.revenue_events where user_id = ${userId}`).length, 1);
+    await user.install({ pluginId, idempotencyKey: "twice" });
+    assert.equal((await sql`select 1 from plugins.revenue_events where user_id = ${userId}`).length, 2, "a new key is a new (paid) install");
+  });
+
+  test("a repeated call id while the first call runs waits for its outcome; the MCP server runs it once", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const held = await startMcpServer({ echo: { description: "Waits for the gate.", run: async (args) => (await gate, { text: `echo: ${String(args.text)}` }) } });
+    try {
+      const userId = id();
+      await upsertMcpPlugin("mcp-held", { mcpEndpoint: held.url, tools: [{ name: "echo", description: "echo", inputSchema: { type: "object" }, runtime: ToolRuntime.SERVER }] });
+      await (await asUser(userId)).install({ pluginId: "mcp-held" });
+      const callId = randomUUID();
+      const call = (timeoutMs = 10_000) => service.callPluginTool({ userId, pluginId: "mcp-held", toolName: "echo", callId, argumentsJson: '{"text":"once"}', timeoutMs });
+      const first = call();
+      await until("the first call to reach the server", async () => (held.calls.length === 1 ? true : undefined));
+      // A repeat that gives up before the first finishes says so (not "unknown": the first may still answer).
+      const impatient = await call(200);
+      assert.equal(impatient.isError, true);
+      assert.match(impatient.content, /still running/);
+      const repeat = call();
+      release();
+      const [a, b] = await Promise.all([first, repeat]);
+      assert.deepEqual([a.content, a.isError, b.content, b.isError], ["echo: once", false, "echo: once", false]);
+      assert.equal(held.calls.length, 1);
+    } finally {
+      release();
+      await held.close();
+    }
+  });
+});
+
 describe("chat's view of plugin changes", () => {
   test("every chat instance hears installs and uninstalls (watchPluginChanges over NATS)", async () => {
     const nc = await connectNats({ servers: nats.url });

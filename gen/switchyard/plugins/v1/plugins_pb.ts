@@ -872,7 +872,8 @@ export const PluginService: GenService<{
    * Errors: INVALID_ARGUMENT if plugin_id is missing or not an id, or
    * idempotency_key is not an id; NOT_FOUND if there is no such plugin;
    * ALREADY_EXISTS if the caller has it installed (without a matching
-   * idempotency_key), or idempotency_key was used for another plugin;
+   * idempotency_key), or idempotency_key was used for another plugin or for
+   * an installation uninstalled since;
    * FAILED_PRECONDITION if the plugin needs a higher tier than the caller's
    * (the message names it: upgrading changes the answer);
    * PERMISSION_DENIED if the caller is a service; RESOURCE_EXHAUSTED if the
