@@ -118,6 +118,8 @@ test("a server tool is called through CallPluginTool with the call id, the user,
   const [tool] = await source.list("u1", never);
   const outcome = await source.call("u1", tool!, "call-1", '{"city":"Oslo"}', 500_000, never);
   assert.deepEqual(outcome, { ok: true, content: "sunny", result: { sky: "clear" } });
+  const plain = createPluginToolSource({ plugins: plugins([installed("weather", "weather.forecast", ToolRuntime.SERVER)], () => ({ content: "rain" })).client });
+  assert.deepEqual(await plain.call("u1", tool!, "call-2", "{}", 1000, never), { ok: true, content: "rain", result: { content: "rain" } }, "text only: the stream shows it as {content}");
   const req = asked.calls[0]!;
   assert.deepEqual([req.userId, req.pluginId, req.toolName, req.callId, req.argumentsJson, req.timeoutMs], ["u1", "weather", "weather.forecast", "call-1", '{"city":"Oslo"}', 120_000]);
   assert.equal(asked.callTimeouts[0], 122_000, "the RPC outlives the tool's own timeout so its error answer arrives");

@@ -105,19 +105,23 @@ export function listedTools(installed: readonly InstalledTool[], withDeviceTools
   return out;
 }
 
-/** A CallPluginTool answer as the model reads it. */
+/**
+ * A CallPluginTool answer as the model reads it: `content` is the tool's
+ * text (what MCP gives the model); `result`, what the chat stream shows, is
+ * the tool's structuredContent, or `{content: text}` when it gave none.
+ */
 export function outcomeOfPluginResponse(res: CallPluginToolResponse): ToolOutcome {
   if (res.isError) return { ok: false, code: ToolErrorCode.FAILED, error: res.content || "the plugin's tool failed without saying why" };
-  return { ok: true, content: res.content, ...structuredResult(res.structuredJson) };
+  return { ok: true, content: res.content, result: structuredResult(res.structuredJson) ?? { content: res.content } };
 }
 
-function structuredResult(json: string): { result?: JsonObject } {
-  if (json === "") return {};
+function structuredResult(json: string): JsonObject | undefined {
+  if (json === "") return undefined;
   try {
     const v: unknown = JSON.parse(json);
-    return v !== null && typeof v === "object" && !Array.isArray(v) ? { result: v as JsonObject } : {};
+    return v !== null && typeof v === "object" && !Array.isArray(v) ? (v as JsonObject) : undefined;
   } catch {
-    return {};
+    return undefined;
   }
 }
 
