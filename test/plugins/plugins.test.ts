@@ -257,6 +257,21 @@ describe("installs under races", () => {
   });
 });
 
+describe("the tier's install limit", () => {
+  test("six concurrent installs of six plugins by a free user: five installed, one RESOURCE_EXHAUSTED", async () => {
+    const ids = Array.from({ length: 6 }, (_, i) => `limit${i}${randomBytes(2).toString("hex")}`);
+    for (const pluginId of ids) await service.upsertPlugin({ pluginId, displayName: pluginId, category: "testing", publisher: "Pub", version: "1.0.0", tools: [] });
+    const userId = id();
+    const user = await asUser(userId, "free");
+    const results = await Promise.allSettled(ids.map((pluginId) => user.install({ pluginId })));
+    assert.equal(results.filter((r) => r.status === "fulfilled").length, 5);
+    const refused = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+    assert.deepEqual(refused.map((r) => codeOf(r.reason)), [Code.ResourceExhausted]);
+    assert.match(ConnectError.from(refused[0]!.reason).rawMessage, /free tier allows 5/);
+    assert.equal((await sql`select 1 from plugins.installations where user_id = ${userId}`).length, 5);
+  });
+});
+
 describe("retries", () => {
   test("a late retry of an install whose plugin was uninstalled since does not install or charge again", async () => {
     const pluginId = `retry${randomBytes(3).toString("hex")}`;
