@@ -14,7 +14,7 @@ export type { ReadinessProbe } from "./server.js";
 // RPCs and plain HTTP.
 export { register, rpcPath, returnsStream, type ServiceRegistration, type Middleware, type RpcCall, type RpcHandler } from "./rpc/pipeline.js";
 export { sendJson, readBody, type HttpRoute, type UpgradeRoute } from "./http-routes.js";
-export { findViolation } from "./middleware/validate.js";
+export { findViolation, rulesOf } from "./middleware/validate.js";
 export { createServiceClient, createServiceTransport } from "./client.js";
 
 // Configuration and logs.
@@ -40,5 +40,6 @@ export { migrate } from "./db/migrate.js";
 
 // Events and NATS.
 export type { Events, EventMeta, ConsumerOptions } from "./events/types.js";
+export { eventSubject } from "./events/subject.js";
 export { isNatsConnected, requireNats } from "./nats/connection.js";
 export { subjectToken, encodeSubjectToken, decodeSubjectToken, isSubjectToken } from "./nats/subject.js";

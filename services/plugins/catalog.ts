@@ -57,6 +57,16 @@ export function toPlugin(row: PluginRow, caller: { installed: boolean; suspended
   });
 }
 
+/**
+ * Serializes one user's installs, uninstalls and tier changes (a transaction
+ * lock): a retry racing its first attempt then finds the first's idempotency
+ * key, the per-tier install limit cannot be passed by installs side by side,
+ * and an install cannot slip past a tier change that suspends plugins.
+ */
+export async function lockUser(tx: TransactionSql, userId: string): Promise<void> {
+  await tx`select pg_advisory_xact_lock(hashtextextended(${`plugins.user:${userId}`}, 0))`;
+}
+
 /** The plugin `id`, or undefined. */
 export async function findPlugin(db: Db, id: string): Promise<PluginRow | undefined> {
   const [row] = await db<PluginRow[]>`select * from plugins.plugins where id = ${id}`;

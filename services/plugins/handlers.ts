@@ -18,7 +18,7 @@ import {
   type UpsertPluginRequest,
 } from "../../gen/switchyard/plugins/v1/plugins_pb.js";
 import { type Database, type Events, type Principal, principalKey, register, SERVICE_ROLE, type ServiceRegistration, type TransactionSql } from "../../platform/index.js";
-import { findInstallation, findPlugin, installedTools, listPlugins, toolsJson, toPlugin, upsertPlugin, type PluginRow } from "./catalog.js";
+import { findInstallation, findPlugin, installedTools, listPlugins, lockUser, toolsJson, toPlugin, upsertPlugin, type PluginRow } from "./catalog.js";
 import { type AllowedHost, endpointRefusal } from "./hosts.js";
 import type { McpClients } from "./mcp.js";
 import { decodePageToken, encodePageToken, queryFingerprint } from "./page-token.js";
@@ -74,11 +74,17 @@ export function upsertRefusal(req: UpsertPluginRequest, allowedHosts: readonly A
   return undefined;
 }
 
+/** Time after a call's timeout for its outcome to be written, before a repeat calls it unknown. */
+const outcomeWriteMarginMs = 2000;
+/** How often a repeated call id looks for the first call's outcome. */
+const repeatPollMs = 25;
+
 /** Creates the PluginService registration. */
 export function createPluginHandlers(deps: PluginHandlerDeps): ServiceRegistration {
   const { db, events, mcp } = deps;
 
   async function install(tx: TransactionSql, user: Principal, pluginId: string, idempotencyKey: string) {
+    await lockUser(tx, user.userId);
     if (idempotencyKey !== "") {
       const [prior] = await tx<{ plugin_id: string }[]>`
         select plugin_id from plugins.install_requests
@@ -86,6 +92,8 @@ export function createPluginHandlers(deps: PluginHandlerDeps): ServiceRegistrati
       if (prior !== undefined && prior.plugin_id !== pluginId) throw new ConnectError("idempotency_key: it was used for another plugin", Code.AlreadyExists);
       const existing = prior && (await findInstallation(tx, user.userId, pluginId));
       if (existing) return existing;
+      // The key's install happened (and was paid for); a late retry of it must not install and charge again.
+      if (prior !== undefined) throw new ConnectError("idempotency_key: its installation has been uninstalled since; install again with a new key", Code.AlreadyExists);
     }
     const plugin = await findPlugin(tx, pluginId);
     if (plugin === undefined) throw new ConnectError(`no plugin "${pluginId}" in the marketplace`, Code.NotFound);
@@ -133,25 +141,43 @@ export function createPluginHandlers(deps: PluginHandlerDeps): ServiceRegistrati
     if (installed === undefined || installed.tool.runtime !== ToolRuntime.SERVER) {
       throw new ConnectError(`the user has no active installation of "${pluginId}" with a server tool "${toolName}"`, Code.NotFound);
     }
-    const [claimed] = await db.sql<{ call_id: string }[]>`
-      insert into plugins.tool_calls (user_id, call_id, plugin_id, tool_name) values (${userId}, ${callId}, ${pluginId}, ${toolName})
-      on conflict do nothing returning call_id`;
-    if (claimed === undefined) return recordedOutcome(userId, callId);
+    // Checked again at every call (the list may have changed since the listing was stored); nothing ran, so nothing is recorded.
     const refusal = endpointRefusal(installed.endpoint, deps.allowedHosts);
-    const outcome = refusal !== undefined ? { content: `the tool ${toolName} may not be called: ${refusal}`, isError: true, structuredJson: "" } : await mcp.call(installed.endpoint, toolName, args, timeoutMs);
+    if (refusal !== undefined) return create(CallPluginToolResponseSchema, { content: `the tool ${toolName} may not be called: ${refusal}`, isError: true });
+    const [claimed] = await db.sql<{ call_id: string }[]>`
+      insert into plugins.tool_calls (user_id, call_id, plugin_id, tool_name, deadline)
+      values (${userId}, ${callId}, ${pluginId}, ${toolName}, ${new Date(Date.now() + timeoutMs + outcomeWriteMarginMs)})
+      on conflict do nothing returning call_id`;
+    if (claimed === undefined) return recordedOutcome(userId, callId, timeoutMs);
+    const outcome = await mcp.call(installed.endpoint, toolName, args, timeoutMs);
     await db.sql`update plugins.tool_calls set content = ${outcome.content}, is_error = ${outcome.isError}, structured_json = ${outcome.structuredJson}
                  where user_id = ${userId} and call_id = ${callId}`;
     return create(CallPluginToolResponseSchema, outcome);
   }
 
-  async function recordedOutcome(userId: string, callId: string): Promise<CallPluginToolResponse> {
-    const [row] = await db.sql<{ content: string | null; is_error: boolean | null; structured_json: string }[]>`
-      select content, is_error, structured_json from plugins.tool_calls where user_id = ${userId} and call_id = ${callId}`;
-    if (row?.content === null || row?.content === undefined) {
-      // Started before and never finished (a crash): it may have run, so it is not run again.
-      return create(CallPluginToolResponseSchema, { content: "this call was started before and its outcome is unknown; it was not repeated", isError: true });
+  /**
+   * The outcome of a call id seen before. While the first call may still be
+   * running (its deadline is ahead), waits for it, at most `waitMs`, so a
+   * retry after a lost reply or a chat takeover gets the real outcome.
+   */
+  async function recordedOutcome(userId: string, callId: string, waitMs: number): Promise<CallPluginToolResponse> {
+    const giveUp = Date.now() + waitMs;
+    for (;;) {
+      const [row] = await db.sql<{ content: string | null; is_error: boolean | null; structured_json: string; deadline: Date | null }[]>`
+        select content, is_error, structured_json, deadline from plugins.tool_calls where user_id = ${userId} and call_id = ${callId}`;
+      if (row !== undefined && row.content !== null) {
+        return create(CallPluginToolResponseSchema, { content: row.content, isError: row.is_error === true, structuredJson: row.structured_json });
+      }
+      const firstMayFinish = row?.deadline != null && row.deadline.getTime() > Date.now();
+      if (!firstMayFinish) {
+        // Started before and never finished (a crash): it may have run, so it is not run again.
+        return create(CallPluginToolResponseSchema, { content: "this call was started before and its outcome is unknown; it was not repeated", isError: true });
+      }
+      if (Date.now() >= giveUp) {
+        return create(CallPluginToolResponseSchema, { content: "this call is still running from an earlier attempt; its outcome is not known yet", isError: true });
+      }
+      await new Promise((r) => setTimeout(r, repeatPollMs));
     }
-    return create(CallPluginToolResponseSchema, { content: row.content, isError: row.is_error === true, structuredJson: row.structured_json });
   }
 
   return register(PluginService, {
@@ -194,6 +220,7 @@ export function createPluginHandlers(deps: PluginHandlerDeps): ServiceRegistrati
     async uninstall(req, ctx) {
       const user = callingUser(ctx);
       await db.tx(async (tx) => {
+        await lockUser(tx, user.userId);
         const [gone] = await tx`delete from plugins.installations where user_id = ${user.userId} and plugin_id = ${req.pluginId} returning plugin_id`;
         if (gone === undefined) throw new ConnectError(`"${req.pluginId}" is not installed`, Code.NotFound);
         await tx`update plugins.plugins set install_count = install_count - 1 where id = ${req.pluginId}`;

@@ -7,6 +7,7 @@
  */
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { ErrorCode, McpError } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "../../platform/index.js";
 
 /** What a tool call came to, in the words the model reads. */
@@ -34,40 +35,47 @@ export function contentText(content: readonly ContentPart[]): string {
 export function createMcpClients(log: Logger, clientName = "switchyard-plugins"): McpClients {
   const clients = new Map<string, Promise<Client>>();
 
-  function connected(endpoint: string): Promise<Client> {
+  function connected(endpoint: string, timeoutMs: number): Promise<Client> {
     let c = clients.get(endpoint);
     if (c === undefined) {
       c = (async () => {
         const client = new Client({ name: clientName, version: "1.0.0" });
-        await client.connect(new StreamableHTTPClientTransport(new URL(endpoint)));
+        // Bounded, so a server that never answers the handshake does not hold a pending client for the SDK's 60 s.
+        await client.connect(new StreamableHTTPClientTransport(new URL(endpoint)), { timeout: timeoutMs });
         return client;
       })();
       clients.set(endpoint, c);
-      c.catch(() => clients.delete(endpoint));
+      const mine = c;
+      c.catch(() => clients.get(endpoint) === mine && clients.delete(endpoint));
     }
     return c;
   }
 
-  async function drop(endpoint: string): Promise<void> {
+  /** Forgets the endpoint's client and closes it in the background (a caller never waits for that). */
+  function drop(endpoint: string): Promise<void> {
     const c = clients.get(endpoint);
     clients.delete(endpoint);
-    await c?.then((client) => client.close()).catch(() => undefined);
+    return c === undefined ? Promise.resolve() : c.then((client) => client.close()).catch(() => undefined);
   }
 
   return {
     async call(endpoint, tool, args, timeoutMs) {
       const started = Date.now();
+      let connectedYet = false;
       try {
-        const client = await withTimeout(connected(endpoint), timeoutMs, "connecting to the plugin's server");
+        const client = await withTimeout(connected(endpoint, timeoutMs), timeoutMs, "connecting to the plugin's server");
+        connectedYet = true;
         const left = Math.max(1, timeoutMs - (Date.now() - started));
         const result = await client.callTool({ name: tool, arguments: args }, undefined, { timeout: left, signal: AbortSignal.timeout(left) });
         const content = contentText((result.content ?? []) as ContentPart[]);
         const structuredJson = result.structuredContent === undefined ? "" : JSON.stringify(result.structuredContent);
         return { content, isError: result.isError === true, structuredJson };
       } catch (err) {
-        await drop(endpoint);
         const why = err instanceof Error ? err.message : String(err);
         const timedOut = Date.now() - started >= timeoutMs || /timed? ?out|aborted/i.test(why);
+        // A call that ran out of time, or that the server answered with an error, says nothing bad about the
+        // connection, which other calls in flight share; anything else may be a dead connection or session.
+        if (!connectedYet || !(timedOut || answeredByServer(err))) void drop(endpoint);
         log.warn({ endpoint: new URL(endpoint).host, tool, err: why }, "plugin tool call failed");
         return {
           content: timedOut ? `the tool ${tool} did not answer within ${timeoutMs} ms` : `the tool ${tool} could not be reached: ${why}`,
@@ -80,6 +88,11 @@ export function createMcpClients(log: Logger, clientName = "switchyard-plugins")
       await Promise.all([...clients.keys()].map(drop));
     },
   };
+}
+
+/** Whether `err` is a JSON-RPC error the server sent (it answered, so its connection works). */
+function answeredByServer(err: unknown): boolean {
+  return err instanceof McpError && err.code !== ErrorCode.ConnectionClosed && err.code !== ErrorCode.RequestTimeout;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {

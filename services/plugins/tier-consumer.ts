@@ -9,6 +9,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 import { TierChangedSchema } from "../../gen/switchyard/events/v1/events_pb.js";
 import type { Events, Logger } from "../../platform/index.js";
+import { lockUser } from "./catalog.js";
 
 /** The durable consumer's name. */
 export const PLUGINS_TIER_CHANGED_DURABLE = "plugins-tier-changed";
@@ -18,11 +19,14 @@ export function consumeTierChanges(events: Events, log: Logger): Promise<() => P
   return events.consume({
     schema: TierChangedSchema,
     durable: PLUGINS_TIER_CHANGED_DURABLE,
+    // One user's lock per transaction: batches locking several users could deadlock each other.
+    batchSize: 1,
     async handle(event, meta, tx) {
       if (event.newTier === Tier.UNSPECIFIED || !(event.newTier in Tier) || event.userId === "") {
         log.warn({ eventId: meta.eventId }, "TierChanged ignored: no user or tier");
         return;
       }
+      await lockUser(tx, event.userId);
       const at = event.occurTime ? timestampDate(event.occurTime) : meta.occurredAt;
       const [applied] = await tx`
         insert into plugins.user_tiers (user_id, tier, changed_at) values (${event.userId}, ${event.newTier}, ${at})

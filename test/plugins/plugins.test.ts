@@ -10,13 +10,17 @@ import { Code, ConnectError, createClient, type Client } from "@connectrpc/conne
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
+import { connect as connectNats } from "@nats-io/transport-node";
 import postgres from "postgres";
 import { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 import { TierChangedSchema, TierChangeSource } from "../../gen/switchyard/events/v1/events_pb.js";
 import { PluginService, ToolRuntime } from "../../gen/switchyard/plugins/v1/plugins_pb.js";
 import { createLogger, readPlatformSettings, startProcess, type RunningProcess, type ServiceContext } from "../../platform/index.js";
 import { bearer } from "../../services/auth/testing.js";
+import { watchPluginChanges } from "../../services/chat/plugin-events.js";
 import { startTestKeys, type TestKeys } from "../gateway/support.js";
 import { createTestDatabase, startNats, type OwnNats } from "../support/infra.js";
 import { startMcpServer, type TestMcpServer } from "../support/mcp-server.js";
@@ -238,6 +242,167 @@ describe("server-side plugin tools over MCP", () => {
   test("an endpoint outside PLUGINS_ALLOWED_HOSTS is refused at upsert and nothing is written", async () => {
     await assert.rejects(upsertMcpPlugin("mcp-evil", { mcpEndpoint: "http://evil.example.com/mcp" }), (e) => codeOf(e) === Code.InvalidArgument && /PLUGINS_ALLOWED_HOSTS/.test(ConnectError.from(e).rawMessage));
     assert.equal((await sql`select 1 from plugins.plugins where id = 'mcp-evil'`).length, 0);
+  });
+});
+
+describe("installs under races", () => {
+  test("two concurrent installs with the same idempotency key both answer the one installation; install_count up by one", async () => {
+    const userId = id();
+    const user = await asUser(userId);
+    const count = async () => BigInt((await sql<{ n: string }[]>`select install_count::text as n from plugins.plugins where id = 'clipboard'`)[0]!.n);
+    const before = await count();
+    const [a, b] = await Promise.all([user.install({ pluginId: "clipboard", idempotencyKey: "twice" }), user.install({ pluginId: "clipboard", idempotencyKey: "twice" })]);
+    assert.equal(a.installation!.name, b.installation!.name);
+    assert.equal((await count()) - before, 1n);
+  });
+});
+
+describe("the tier's install limit", () => {
+  test("six concurrent installs of six plugins by a free user: five installed, one RESOURCE_EXHAUSTED", async () => {
+    const ids = Array.from({ length: 6 }, (_, i) => `limit${i}${randomBytes(2).toString("hex")}`);
+    for (const pluginId of ids) await service.upsertPlugin({ pluginId, displayName: pluginId, category: "testing", publisher: "Pub", version: "1.0.0", tools: [] });
+    const userId = id();
+    const user = await asUser(userId, "free");
+    const results = await Promise.allSettled(ids.map((pluginId) => user.install({ pluginId })));
+    assert.equal(results.filter((r) => r.status === "fulfilled").length, 5);
+    const refused = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+    assert.deepEqual(refused.map((r) => codeOf(r.reason)), [Code.ResourceExhausted]);
+    assert.match(ConnectError.from(refused[0]!.reason).rawMessage, /free tier allows 5/);
+    assert.equal((await sql`select 1 from plugins.installations where user_id = ${userId}`).length, 5);
+  });
+});
+
+describe("retries", () => {
+  test("a late retry of an install whose plugin was uninstalled since does not install or charge again", async () => {
+    const pluginId = `retry${randomBytes(3).toString("hex")}`;
+    await service.upsertPlugin({ pluginId, displayName: "Paid retry", category: "testing", publisher: "Pub", version: "1.0.0", priceMinorUnits: 100n, currencyCode: "EUR", tools: [] });
+    const userId = id();
+    const user = await asUser(userId);
+    await user.install({ pluginId, idempotencyKey: "once" });
+    await user.uninstall({ pluginId });
+    await assert.rejects(user.install({ pluginId, idempotencyKey: "once" }), (e) => codeOf(e) === Code.AlreadyExists && /new key/.test(ConnectError.from(e).rawMessage));
+    assert.equal((await sql`select 1 from plugins.installations where user_id = ${userId}`).length, 0);
+    assert.equal((await sql`select 1 from plugins.revenue_events where user_id = ${userId}`).length, 1);
+    await user.install({ pluginId, idempotencyKey: "twice" });
+    assert.equal((await sql`select 1 from plugins.revenue_events where user_id = ${userId}`).length, 2, "a new key is a new (paid) install");
+  });
+
+  test("a repeated call id while the first call runs waits for its outcome; the MCP server runs it once", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const held = await startMcpServer({ echo: { description: "Waits for the gate.", run: async (args) => (await gate, { text: `echo: ${String(args.text)}` }) } });
+    try {
+      const userId = id();
+      await upsertMcpPlugin("mcp-held", { mcpEndpoint: held.url, tools: [{ name: "echo", description: "echo", inputSchema: { type: "object" }, runtime: ToolRuntime.SERVER }] });
+      await (await asUser(userId)).install({ pluginId: "mcp-held" });
+      const callId = randomUUID();
+      const call = (timeoutMs = 10_000) => service.callPluginTool({ userId, pluginId: "mcp-held", toolName: "echo", callId, argumentsJson: '{"text":"once"}', timeoutMs });
+      const first = call();
+      await until("the first call to reach the server", async () => (held.calls.length === 1 ? true : undefined));
+      // A repeat that gives up before the first finishes says so (not "unknown": the first may still answer).
+      const impatient = await call(200);
+      assert.equal(impatient.isError, true);
+      assert.match(impatient.content, /still running/);
+      const repeat = call();
+      release();
+      const [a, b] = await Promise.all([first, repeat]);
+      assert.deepEqual([a.content, a.isError, b.content, b.isError], ["echo: once", false, "echo: once", false]);
+      assert.equal(held.calls.length, 1);
+    } finally {
+      release();
+      await held.close();
+    }
+  });
+});
+
+describe("chat's view of plugin changes", () => {
+  test("every chat instance hears installs and uninstalls (watchPluginChanges over NATS)", async () => {
+    const nc = await connectNats({ servers: nats.url });
+    const heard: string[] = [];
+    const stop = watchPluginChanges(nc, (userId) => heard.push(userId), createLogger("silent"));
+    try {
+      await nc.flush();
+      const userId = id();
+      const user = await asUser(userId);
+      await user.install({ pluginId: "clipboard" });
+      await until("the install to be heard", async () => (heard.includes(userId) ? true : undefined));
+      heard.length = 0;
+      await user.uninstall({ pluginId: "clipboard" });
+      await until("the uninstall to be heard", async () => (heard.includes(userId) ? true : undefined));
+    } finally {
+      await stop();
+      await nc.close();
+    }
+  });
+});
+
+describe("MCP failure modes", () => {
+  /** A server that takes requests and never answers them. */
+  async function silentServer() {
+    const held: http.ServerResponse[] = [];
+    const server = http.createServer((_req, res) => void held.push(res));
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    return {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`,
+      close: () => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))),
+    };
+  }
+
+  test("a server that never answers the MCP handshake is a tool error within the call's timeout", async () => {
+    const silent = await silentServer();
+    try {
+      const userId = id();
+      await upsertMcpPlugin("mcp-silent", { mcpEndpoint: silent.url });
+      await (await asUser(userId)).install({ pluginId: "mcp-silent" });
+      const callId = randomUUID();
+      // The RPC's own deadline is far below the SDK's 60 s request timeout: a hang fails here as DEADLINE_EXCEEDED.
+      const res = await service.callPluginTool({ userId, pluginId: "mcp-silent", toolName: "echo", callId, argumentsJson: "{}", timeoutMs: 300 }, { timeoutMs: 10_000 });
+      assert.equal(res.isError, true);
+      assert.match(res.content, /did not answer within 300 ms/);
+    } finally {
+      await silent.close();
+    }
+  });
+
+  test("one call timing out does not fail other calls in flight to the same server", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const shared = await startMcpServer({
+      echo: { description: "Waits for the gate, then echoes.", run: async (args) => (await gate, { text: `echo: ${String(args.text)}` }) },
+      slow: { description: "Never answers in time.", run: (_args, signal) => new Promise((r) => signal.addEventListener("abort", () => r({ text: "aborted" }))) },
+    });
+    try {
+      const userId = id();
+      await upsertMcpPlugin("mcp-shared", { mcpEndpoint: shared.url });
+      await (await asUser(userId)).install({ pluginId: "mcp-shared" });
+      const call = (toolName: string, timeoutMs: number) =>
+        service.callPluginTool({ userId, pluginId: "mcp-shared", toolName, callId: randomUUID(), argumentsJson: '{"text":"still here"}', timeoutMs });
+      const waiting = call("echo", 10_000);
+      await until("the echo call to reach the server", async () => (shared.calls.some((c) => c.tool === "echo") ? true : undefined));
+      const timedOut = await call("slow", 300);
+      assert.equal(timedOut.isError, true);
+      release();
+      const answered = await waiting;
+      assert.deepEqual([answered.isError, answered.content], [false, "echo: still here"]);
+    } finally {
+      release();
+      await shared.close();
+    }
+  });
+
+  test("an endpoint whose host left PLUGINS_ALLOWED_HOSTS is refused at call time: a tool error, no request, nothing written", async () => {
+    const userId = id();
+    await upsertMcpPlugin("mcp-moved");
+    await (await asUser(userId)).install({ pluginId: "mcp-moved" });
+    // As if the operator had removed the plugin's host from the list after it was listed.
+    await sql`update plugins.plugins set mcp_endpoint = 'http://evil.example.com/mcp' where id = 'mcp-moved'`;
+    const before = mcp.calls.length;
+    const callId = randomUUID();
+    const res = await service.callPluginTool({ userId, pluginId: "mcp-moved", toolName: "echo", callId, argumentsJson: "{}" });
+    assert.equal(res.isError, true);
+    assert.match(res.content, /PLUGINS_ALLOWED_HOSTS/);
+    assert.equal(mcp.calls.length, before);
+    assert.equal((await sql`select 1 from plugins.tool_calls where user_id = ${userId} and call_id = ${callId}`).length, 0);
   });
 });
 

@@ -65,6 +65,8 @@ export async function startMcpServer(tools: Record<string, ScriptedTool>): Promi
     await server.connect(transport);
     await transport.handleRequest(req, res);
   });
+  // Idle keep-alive sockets outlive the client's own idle timeout, so a busy client never reuses one the server is closing.
+  httpServer.keepAliveTimeout = 65_000;
   await new Promise<void>((r) => httpServer.listen(0, "127.0.0.1", r));
   const port = (httpServer.address() as AddressInfo).port;
   return {

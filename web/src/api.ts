@@ -3,7 +3,7 @@
  * uses, on the origin that served the page (npm start, or Envoy in
  * production), with the signed-in user's access token attached.
  */
-import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AuthService, type Tokens, type User } from "../../gen/switchyard/auth/v1/auth_pb.js";
 import { BillingService } from "../../gen/switchyard/billing/v1/billing_pb.js";
@@ -22,6 +22,8 @@ export interface Session {
   readonly devices: Client<typeof DeviceService>;
   readonly notifications: Client<typeof NotificationService>;
   readonly billing: Client<typeof BillingService>;
+  /** The gRPC-Web transport with the user's token, for a panel's own clients (e.g. plugins.ts). */
+  readonly transport: Transport;
   readonly signedIn: boolean;
   /** Registers and signs in; returns the new user. */
   register(email: string, password: string, displayName: string): Promise<User>;
@@ -68,6 +70,7 @@ export function createSession(baseUrl = location.origin): Session {
     devices: createClient(DeviceService, transport),
     notifications: createClient(NotificationService, transport),
     billing: createClient(BillingService, transport),
+    transport,
     get signedIn() {
       return creds !== undefined;
     },

@@ -11,6 +11,7 @@ import { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 import type { User } from "../../gen/switchyard/auth/v1/auth_pb.js";
 import { createSession, describeError } from "./api.js";
 import { mountBilling } from "./billing.js";
+import { mountPlugins } from "./plugins.js";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => {
   const el = document.getElementById(id);
@@ -245,3 +246,4 @@ $("tool-form").addEventListener("submit", async (ev) => {
 
 showSignedIn(false);
 mountBilling(session);
+mountPlugins(session);

@@ -828,6 +828,9 @@ export const ToolRuntimeSchema: GenEnum<ToolRuntime> = /*@__PURE__*/
  * When a user's tier falls below a plugin's min_tier, the installation is
  * kept but suspended: its tools are no longer offered or callable, and it
  * resumes by itself when the tier rises again (or the user uninstalls it).
+ * Raising a plugin's min_tier with UpsertPlugin leaves existing
+ * installations as they are: the tier is checked at install and again when
+ * the user's tier falls.
  *
  * Every RPC may also answer RESOURCE_EXHAUSTED when the caller passes their
  * tier's request rate, and UNAVAILABLE when the service cannot reach its
@@ -872,11 +875,13 @@ export const PluginService: GenService<{
    * Errors: INVALID_ARGUMENT if plugin_id is missing or not an id, or
    * idempotency_key is not an id; NOT_FOUND if there is no such plugin;
    * ALREADY_EXISTS if the caller has it installed (without a matching
-   * idempotency_key), or idempotency_key was used for another plugin;
+   * idempotency_key), or idempotency_key was used for another plugin or for
+   * an installation uninstalled since;
    * FAILED_PRECONDITION if the plugin needs a higher tier than the caller's
    * (the message names it: upgrading changes the answer);
    * PERMISSION_DENIED if the caller is a service; RESOURCE_EXHAUSTED if the
-   * caller has as many plugins installed as their tier allows;
+   * caller has as many plugins installed as their tier allows (free 5, pro
+   * 20, power 50, team 100; suspended ones count);
    * UNAUTHENTICATED without a valid access token.
    *
    * @generated from rpc switchyard.plugins.v1.PluginService.Install
