@@ -312,12 +312,17 @@ export const RestoreBackupResponseSchema: GenMessage<RestoreBackupResponse> = /*
  * client's keys, which the client must keep to read them after a restore.
  *
  * Each tier keeps a bounded number of backups per user (free 1, pro 5,
- * power 20, team 50 as a starting point): creating one past the bound
- * deletes the user's oldest.
+ * power 20, team 50 as a starting point; STORAGE_BACKUPS_KEEP_*): creating
+ * one past the bound deletes the user's oldest.
  *
- * Who may act for whom: a user may name only their own backups ("users/{their
- * user_id}/..."); a service (an access token whose roles include "service")
- * may name any user's.
+ * The archive (records as stored, vectors, their metadata) is encrypted at
+ * rest under a fresh data key wrapped by the operator's key-encryption key,
+ * and stored like a record's bytes (PostgreSQL or the S3 backend).
+ *
+ * Who may act for whom: a user acts only for themselves; a name or parent
+ * holding another user's id answers NOT_FOUND, whether that backup exists or
+ * not. A service (an access token whose roles include "service") acts for
+ * exactly the user its request names, and must name one.
  *
  * Every RPC may also answer RESOURCE_EXHAUSTED when the caller passes their
  * tier's request rate, and UNAVAILABLE when the service cannot reach its
@@ -333,8 +338,8 @@ export const BackupService: GenService<{
    * call took instead of taking another.
    *
    * Errors: INVALID_ARGUMENT if parent is malformed, description is longer
-   * than 200 characters, or idempotency_key is not an id; PERMISSION_DENIED
-   * if a user names another user; ALREADY_EXISTS if idempotency_key was used
+   * than 200 characters, or idempotency_key is not an id, or a service
+   * names no user; NOT_FOUND if a user names another user; ALREADY_EXISTS if idempotency_key was used
    * with a different description; UNAUTHENTICATED without a valid access
    * token.
    *
@@ -349,8 +354,8 @@ export const BackupService: GenService<{
    * Returns a backup.
    *
    * Errors: INVALID_ARGUMENT if name is missing or malformed;
-   * PERMISSION_DENIED if a user names another user's backup; NOT_FOUND if
-   * there is no such backup (or it was rotated out); UNAUTHENTICATED without
+   * NOT_FOUND if there is no such backup, it was rotated out, or it is
+   * another user's; UNAUTHENTICATED without
    * a valid access token.
    *
    * @generated from rpc switchyard.storage.v1.BackupService.GetBackup
@@ -365,7 +370,7 @@ export const BackupService: GenService<{
    *
    * Errors: INVALID_ARGUMENT if parent is malformed, page_size is negative
    * or above 1000, or page_token is malformed or came from a call with
-   * another parent; PERMISSION_DENIED if a user names another user;
+   * another parent or caller; NOT_FOUND if a user names another user;
    * UNAUTHENTICATED without a valid access token.
    *
    * @generated from rpc switchyard.storage.v1.BackupService.ListBackups
@@ -376,14 +381,13 @@ export const BackupService: GenService<{
     output: typeof ListBackupsResponseSchema;
   },
   /**
-   * Replaces all the user's records and vectors with the backup's contents,
-   * in one transaction: records and vectors made after the backup are
-   * deleted. Backups themselves are kept. Restoring the same backup again
+   * Replaces (never merges) all the user's records and vectors with the
+   * backup's contents, in one transaction: records and vectors made after
+   * the backup are deleted; restored records keep their ids and etags. Backups themselves are kept. Restoring the same backup again
    * gives the same state, so a retry is harmless.
    *
    * Errors: INVALID_ARGUMENT if name is missing or malformed;
-   * PERMISSION_DENIED if a user names another user's backup; NOT_FOUND if
-   * there is no such backup; UNAUTHENTICATED without a valid access token.
+   * NOT_FOUND if there is no such backup or it is another user's; UNAUTHENTICATED without a valid access token.
    *
    * @generated from rpc switchyard.storage.v1.BackupService.RestoreBackup
    */
