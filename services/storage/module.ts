@@ -12,6 +12,8 @@ import { pruneIdempotencyKeys } from "./idempotency.js";
 import { loadKeyring } from "./keyring.js";
 import { createPageTokens } from "./page-token.js";
 import { createRecordHandlers } from "./records.js";
+import { createFeatureHashingEmbedder, createOpenAiEmbedder } from "./embedder.js";
+import { createVectorHandlers, hasPgvector } from "./vectors.js";
 import { readStorageSettings } from "./settings.js";
 import type { Quotas } from "./usage.js";
 
@@ -55,6 +57,11 @@ export function createStorageModule(source: NodeJS.ProcessEnv = process.env, opt
       const quotas: Quotas = { records: s.STORAGE_QUOTA_RECORDS, bytes: s.STORAGE_QUOTA_BYTES, vectors: s.STORAGE_QUOTA_VECTORS, backups: s.STORAGE_BACKUPS_KEEP };
       const pages = createPageTokens(keyring.macKey("page-token"));
       const records = createRecordHandlers({ db, bodies, pages, quotas, log });
+      const embedder =
+        s.EMBEDDINGS_BASE_URL === ""
+          ? createFeatureHashingEmbedder()
+          : createOpenAiEmbedder({ baseUrl: s.EMBEDDINGS_BASE_URL, apiKey: s.EMBEDDINGS_API_KEY, model: s.EMBEDDINGS_MODEL });
+      const vectors = createVectorHandlers({ db, quotas, embedder, log }, await hasPgvector(db));
 
       const timer = setInterval(() => {
         Promise.all([bodies.sweep(), pruneIdempotencyKeys(db.sql)]).catch((err: unknown) =>
@@ -63,7 +70,7 @@ export function createStorageModule(source: NodeJS.ProcessEnv = process.env, opt
       }, MAINTAIN_EVERY_MS);
       timer.unref();
       return {
-        services: [records, register(VectorService, {}), register(BackupService, {})],
+        services: [records, vectors, register(BackupService, {})],
         async stop() {
           clearInterval(timer);
         },
