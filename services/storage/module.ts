@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { BackupService } from "../../gen/switchyard/storage/v1/backup_pb.js";
 import { RecordService } from "../../gen/switchyard/storage/v1/record_pb.js";
 import { VectorService } from "../../gen/switchyard/storage/v1/vector_pb.js";
-import { register, type ServiceModule } from "../../platform/index.js";
+import { type ServiceModule } from "../../platform/index.js";
 import { type BlobStore, createBodies, createS3BlobStore } from "./blobs.js";
 import { pruneIdempotencyKeys } from "./idempotency.js";
 import { loadKeyring } from "./keyring.js";
@@ -14,6 +14,7 @@ import { createPageTokens } from "./page-token.js";
 import { createRecordHandlers } from "./records.js";
 import { createFeatureHashingEmbedder, createOpenAiEmbedder } from "./embedder.js";
 import { createVectorHandlers, hasPgvector } from "./vectors.js";
+import { createBackupHandlers } from "./backups.js";
 import { readStorageSettings } from "./settings.js";
 import type { Quotas } from "./usage.js";
 
@@ -61,7 +62,9 @@ export function createStorageModule(source: NodeJS.ProcessEnv = process.env, opt
         s.EMBEDDINGS_BASE_URL === ""
           ? createFeatureHashingEmbedder()
           : createOpenAiEmbedder({ baseUrl: s.EMBEDDINGS_BASE_URL, apiKey: s.EMBEDDINGS_API_KEY, model: s.EMBEDDINGS_MODEL });
-      const vectors = createVectorHandlers({ db, quotas, embedder, log }, await hasPgvector(db));
+      const pgvector = await hasPgvector(db);
+      const vectors = createVectorHandlers({ db, quotas, embedder, log }, pgvector);
+      const backups = createBackupHandlers({ db, bodies, pages, quotas, pgvector, log });
 
       const timer = setInterval(() => {
         Promise.all([bodies.sweep(), pruneIdempotencyKeys(db.sql)]).catch((err: unknown) =>
@@ -70,7 +73,7 @@ export function createStorageModule(source: NodeJS.ProcessEnv = process.env, opt
       }, MAINTAIN_EVERY_MS);
       timer.unref();
       return {
-        services: [records, vectors, register(BackupService, {})],
+        services: [records, vectors, backups],
         async stop() {
           clearInterval(timer);
         },

@@ -67,6 +67,35 @@ function checkVectors(vectors: readonly Vector[]): void {
   });
 }
 
+/** A vector to write: its id, numbers and labels. */
+export interface VectorRow {
+  readonly vectorId: string;
+  readonly embedding: readonly number[] | Float32Array;
+  readonly labels: Readonly<Record<string, string>>;
+}
+
+/** Inserts or replaces `vectors` of one collection in one statement (the collection row must exist). */
+export async function writeVectors(tx: TransactionSql, pgvector: boolean, userId: string, collection: string, dims: number, vectors: readonly VectorRow[]): Promise<void> {
+  const ids = vectors.map((v) => v.vectorId);
+  const embeddings = vectors.map((v) => encodeEmbedding(v.embedding).toString("base64"));
+  const labels = vectors.map((v) => JSON.stringify(v.labels));
+  if (pgvector) {
+    const literals = vectors.map((v) => vectorLiteral(v.embedding));
+    await tx`
+      insert into storage.vectors (user_id, collection, vector_id, dims, embedding, labels, embedding_v)
+      select ${userId}, ${collection}, t.id, ${dims}, decode(t.e, 'base64'), t.l::jsonb, t.v::public.vector
+      from unnest(${tx.array(ids)}::text[], ${tx.array(embeddings)}::text[], ${tx.array(labels)}::text[], ${tx.array(literals)}::text[]) as t(id, e, l, v)
+      on conflict (user_id, collection, vector_id) do update
+        set embedding = excluded.embedding, labels = excluded.labels, embedding_v = excluded.embedding_v, update_time = now()`;
+    return;
+  }
+  await tx`
+    insert into storage.vectors (user_id, collection, vector_id, dims, embedding, labels)
+    select ${userId}, ${collection}, t.id, ${dims}, decode(t.e, 'base64'), t.l::jsonb
+    from unnest(${tx.array(ids)}::text[], ${tx.array(embeddings)}::text[], ${tx.array(labels)}::text[]) as t(id, e, l)
+    on conflict (user_id, collection, vector_id) do update set embedding = excluded.embedding, labels = excluded.labels, update_time = now()`;
+}
+
 /** Creates the VectorService registration; `pgvector` says whether the database has it. */
 export function createVectorHandlers(deps: VectorDeps, pgvector: boolean): ServiceRegistration {
   const { db, quotas, embedder, log } = deps;
@@ -94,27 +123,6 @@ export function createVectorHandlers(deps: VectorDeps, pgvector: boolean): Servi
     await tx`insert into storage.collections (user_id, collection, dimensions) values (${userId}, ${collection}, ${dims}) on conflict do nothing`;
     const [c] = await tx<{ dimensions: number }[]>`select dimensions from storage.collections where user_id = ${userId} and collection = ${collection} for update`;
     return c!.dimensions;
-  }
-
-  async function upsert(tx: TransactionSql, userId: string, collection: string, dims: number, vectors: readonly Vector[]): Promise<void> {
-    const ids = vectors.map((v) => v.vectorId);
-    const embeddings = vectors.map((v) => encodeEmbedding(v.embedding).toString("base64"));
-    const labels = vectors.map((v) => JSON.stringify(v.labels));
-    if (pgvector) {
-      const literals = vectors.map((v) => vectorLiteral(v.embedding));
-      await tx`
-        insert into storage.vectors (user_id, collection, vector_id, dims, embedding, labels, embedding_v)
-        select ${userId}, ${collection}, t.id, ${dims}, decode(t.e, 'base64'), t.l::jsonb, t.v::public.vector
-        from unnest(${tx.array(ids)}::text[], ${tx.array(embeddings)}::text[], ${tx.array(labels)}::text[], ${tx.array(literals)}::text[]) as t(id, e, l, v)
-        on conflict (user_id, collection, vector_id) do update
-          set embedding = excluded.embedding, labels = excluded.labels, embedding_v = excluded.embedding_v, update_time = now()`;
-      return;
-    }
-    await tx`
-      insert into storage.vectors (user_id, collection, vector_id, dims, embedding, labels)
-      select ${userId}, ${collection}, t.id, ${dims}, decode(t.e, 'base64'), t.l::jsonb
-      from unnest(${tx.array(ids)}::text[], ${tx.array(embeddings)}::text[], ${tx.array(labels)}::text[]) as t(id, e, l)
-      on conflict (user_id, collection, vector_id) do update set embedding = excluded.embedding, labels = excluded.labels, update_time = now()`;
   }
 
   async function searchHnsw(userId: string, req: SearchVectorsRequest, dims: number, k: number): Promise<Found[]> {
@@ -166,7 +174,7 @@ export function createVectorHandlers(deps: VectorDeps, pgvector: boolean): Servi
         const ids = req.vectors.map((v) => v.vectorId);
         const [{ n }] = (await tx`select count(*)::int as n from storage.vectors where user_id = ${me.userId} and collection = ${req.collection} and vector_id = any(${tx.array(ids)}::text[])`) as unknown as [{ n: number }];
         await charge(tx, me.userId, me.tier, { vectors: ids.length - n }, quotas);
-        await upsert(tx, me.userId, req.collection, dims, req.vectors);
+        await writeVectors(tx, pgvector, me.userId, req.collection, dims, req.vectors);
       });
       await ensureIndex(dims);
       return { upsertedCount: req.vectors.length, dimensions: dims };

@@ -58,7 +58,7 @@ describe("VectorService", () => {
 
   test("exact search: same ids, order and scores (within 1e-5) with pgvector (PGlite) and without (PostgreSQL 15)", async () => {
     for (const [i, embedding] of queries.entries()) {
-      const labels = i % 2 === 0 ? {} : { bucket: "1" };
+      const labels: Record<string, string> = i % 2 === 0 ? {} : { bucket: "1" };
       const a = await onPlain.vectors.searchVectors({ collection: "memory", embedding, topK: 20, exact: true, labels });
       const b = await onEmbedded.vectors.searchVectors({ collection: "memory", embedding, topK: 20, exact: true, labels });
       assert.equal(a.method, "exact");

@@ -452,7 +452,8 @@ export const RecordViewSchema: GenEnum<RecordView> = /*@__PURE__*/
  * Quotas per tier, on the records a user keeps and on their ciphertext
  * bytes: free 1,000 records and 100 MiB, pro 10,000 and 1 GiB, power 100,000
  * and 10 GiB, team 1,000,000 and 100 GiB (the operator may change them with
- * STORAGE_QUOTA_*). A write past either answers RESOURCE_EXHAUSTED.
+ * STORAGE_QUOTA_RECORDS and STORAGE_QUOTA_BYTES). A write past either
+ * answers RESOURCE_EXHAUSTED.
  *
  * At rest the server encrypts every record's stored bytes once more, with a
  * fresh data key (AES-256-GCM, bound to the user and record ids) wrapped by

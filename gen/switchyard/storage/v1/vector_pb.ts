@@ -420,7 +420,7 @@ export const EmbedTextResponseSchema: GenMessage<EmbedTextResponse> = /*@__PURE_
  * and scores (within 1e-5) on either kind of database.
  *
  * Quotas per tier, on the vectors a user keeps: free 10,000, pro 100,000,
- * power 1,000,000, team 5,000,000 (STORAGE_QUOTA_*_VECTORS).
+ * power 1,000,000, team 5,000,000 (STORAGE_QUOTA_VECTORS).
  *
  * Who may act for whom: a user acts only for themselves; a user_id naming
  * another user answers NOT_FOUND. A service (an access token whose roles
