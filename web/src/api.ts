@@ -3,7 +3,7 @@
  * uses, on the origin that served the page (npm start, or Envoy in
  * production), with the signed-in user's access token attached.
  */
-import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AuthService, type Tokens, type User } from "../../gen/switchyard/auth/v1/auth_pb.js";
 import { DeviceService } from "../../gen/switchyard/device/v1/device_pb.js";
@@ -20,6 +20,8 @@ export interface Session {
   readonly auth: Client<typeof AuthService>;
   readonly devices: Client<typeof DeviceService>;
   readonly notifications: Client<typeof NotificationService>;
+  /** The transport the clients share (it attaches the access token), for panels making clients of their own. */
+  readonly transport: Transport;
   readonly signedIn: boolean;
   /** Registers and signs in; returns the new user. */
   register(email: string, password: string, displayName: string): Promise<User>;
@@ -65,6 +67,7 @@ export function createSession(baseUrl = location.origin): Session {
     auth,
     devices: createClient(DeviceService, transport),
     notifications: createClient(NotificationService, transport),
+    transport,
     get signedIn() {
       return creds !== undefined;
     },
