@@ -21,7 +21,7 @@ let app: NpmStart;
 before(
   async () => {
     ensureChromium();
-    app = await startNpmStart({ RATE_LIMIT_ENABLED: "false", STORAGE_MASTER_KEY: randomBytes(32).toString("base64") });
+    app = await startNpmStart({ RATE_LIMIT_ENABLED: "false" });
   },
   { timeout: 900_000 },
 );
