@@ -35,3 +35,24 @@ test("STORAGE_MASTER_KEY must be 32-byte base64 keys", () => {
   assert.throws(() => parseKeyList("c2hvcnQ="), /32 random bytes/);
   assert.throws(() => parseKeyList(" , "), /at least one/);
 });
+
+test("STORAGE_MASTER_KEY is required with a real database; the embedded one gets a development key file, made once", async () => {
+  const { mkdtempSync, readFileSync, rmSync, statSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const { ConfigError, createLogger } = await import("../../platform/index.js");
+  const { loadKeyring } = await import("./keyring.js");
+  const log = createLogger("silent");
+  assert.throws(() => loadKeyring("", undefined, log), (err: unknown) => err instanceof ConfigError && /STORAGE_MASTER_KEY is required/.test(err.message));
+  const dir = mkdtempSync(join(tmpdir(), "sy-storage-key-"));
+  try {
+    const file = join(dir, "storage-master-key");
+    const first = loadKeyring("", file, log);
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    const contents = readFileSync(file, "utf8");
+    assert.equal(loadKeyring("", file, log).current.id, first.current.id);
+    assert.equal(readFileSync(file, "utf8"), contents);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
