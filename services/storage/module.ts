@@ -13,7 +13,7 @@ import { loadKeyring } from "./keyring.js";
 import { createPageTokens } from "./page-token.js";
 import { createRecordHandlers } from "./records.js";
 import { createFeatureHashingEmbedder, createOpenAiEmbedder } from "./embedder.js";
-import { createVectorHandlers, hasPgvector } from "./vectors.js";
+import { createVectorHandlers, pgvectorSupport } from "./vectors.js";
 import { createBackupHandlers } from "./backups.js";
 import { readStorageSettings } from "./settings.js";
 import type { Quotas } from "./usage.js";
@@ -62,9 +62,9 @@ export function createStorageModule(source: NodeJS.ProcessEnv = process.env, opt
         s.EMBEDDINGS_BASE_URL === ""
           ? createFeatureHashingEmbedder()
           : createOpenAiEmbedder({ baseUrl: s.EMBEDDINGS_BASE_URL, apiKey: s.EMBEDDINGS_API_KEY, model: s.EMBEDDINGS_MODEL });
-      const pgvector = await hasPgvector(db);
-      const vectors = createVectorHandlers({ db, quotas, embedder, log }, pgvector);
-      const backups = createBackupHandlers({ db, bodies, pages, quotas, pgvector, log });
+      const support = await pgvectorSupport(db);
+      const vectors = createVectorHandlers({ db, quotas, embedder, log }, support);
+      const backups = createBackupHandlers({ db, bodies, pages, quotas, pgvector: support.present, log });
 
       const timer = setInterval(() => {
         Promise.all([bodies.sweep(), pruneIdempotencyKeys(db.sql)]).catch((err: unknown) =>

@@ -41,11 +41,21 @@ interface Found {
 const MAX_INDEXED_DIMS = 2000;
 const DEFAULT_TOP_K = 10;
 
-/** Whether storage.vectors has the pgvector column (the migration adds it where the extension exists). */
-export async function hasPgvector(db: Database): Promise<boolean> {
-  const [row] = await db.sql<{ present: boolean }[]>`
-    select exists (select 1 from information_schema.columns where table_schema = 'storage' and table_name = 'vectors' and column_name = 'embedding_v') as present`;
-  return row!.present;
+/** What the database offers for vectors. */
+export interface PgvectorSupport {
+  /** storage.vectors has the pgvector column (the migration adds it where the extension exists). */
+  readonly present: boolean;
+  /** pgvector 0.8 or later: HNSW scans can go on until enough rows pass the filters. */
+  readonly iterativeScan: boolean;
+}
+
+/** Whether storage.vectors has the pgvector column, and whether its pgvector scans iteratively. */
+export async function pgvectorSupport(db: Database): Promise<PgvectorSupport> {
+  const [row] = await db.sql<{ present: boolean; version: string | null }[]>`
+    select exists (select 1 from information_schema.columns where table_schema = 'storage' and table_name = 'vectors' and column_name = 'embedding_v') as present,
+           (select extversion from pg_extension where extname = 'vector') as version`;
+  const [major = 0, minor = 0] = (row!.version ?? "0.0").split(".").map(Number);
+  return { present: row!.present, iterativeScan: row!.present && (major > 0 || minor >= 8) };
 }
 
 function checkEmbedding(values: readonly number[], field: string): void {
@@ -96,9 +106,11 @@ export async function writeVectors(tx: TransactionSql, pgvector: boolean, userId
     on conflict (user_id, collection, vector_id) do update set embedding = excluded.embedding, labels = excluded.labels, update_time = now()`;
 }
 
-/** Creates the VectorService registration; `pgvector` says whether the database has it. */
-export function createVectorHandlers(deps: VectorDeps, pgvector: boolean): ServiceRegistration {
+/** Creates the VectorService registration; `support` says what pgvector the database has. */
+export function createVectorHandlers(deps: VectorDeps, support: PgvectorSupport): ServiceRegistration {
   const { db, quotas, embedder, log } = deps;
+  const pgvector = support.present;
+  const iterativeScan = support.iterativeScan;
   const indexed = new Set<number>();
 
   const who = (ctx: HandlerContext, userId: string) =>
@@ -130,6 +142,9 @@ export function createVectorHandlers(deps: VectorDeps, pgvector: boolean): Servi
       // A label filter is applied to the index's candidates: look at more of them. (The filter is
       // sent as text: a jsonb-typed parameter never matched through the embedded PGlite's socket.)
       await tx.unsafe(`set local hnsw.ef_search = ${Math.min(1000, Math.max(100, k * 4))}`);
+      // The index holds every user's vectors of this size: without iterative scans (pgvector 0.8+), a
+      // small collection among large ones would find few or none of its own in the candidates.
+      if (iterativeScan) await tx.unsafe("set local hnsw.iterative_scan = strict_order");
       return tx.unsafe<Found[]>(
         `select vector_id, labels, embedding, 1 - (embedding_v::public.vector(${dims}) operator(public.<=>) $1::public.vector(${dims})) as score
          from storage.vectors

@@ -82,6 +82,14 @@ describe("VectorService", () => {
     assert.equal(exact.matches[0]!.vectorId, "v7");
   });
 
+  test("HNSW finds a small collection's vectors among another user's many of the same size", async () => {
+    const small = embedded.clients(await plain.keys.mint("small-user", { tier: "pro" }));
+    await small.vectors.upsertVectors({ collection: "few", vectors: vectors.slice(0, 3).map((v, i) => ({ ...v, vectorId: `mine${i}` })) });
+    const found = await small.vectors.searchVectors({ collection: "few", embedding: queries[0]!, topK: 10 });
+    assert.equal(found.method, "hnsw");
+    assert.deepEqual(found.matches.map((m) => m.vectorId).sort(), ["mine0", "mine1", "mine2"]);
+  });
+
   test("another user: NOT_FOUND naming the owner; their own search of the same collection name finds only theirs", async () => {
     const other = await plain.user("pro");
     const err = await failure(other.vectors.searchVectors({ userId: onPlain.id, collection: "memory", embedding: queries[0]! }));
