@@ -17,6 +17,7 @@ import { authVars } from "../services/auth/settings.js";
 import { pluginVars } from "../services/plugins/settings.js";
 import { modelVars } from "../services/chat/model/settings.js";
 import { billingVars } from "../services/billing/settings.js";
+import { storageVars } from "../services/storage/settings.js";
 
 const groups: [string, Record<string, EnvVar<unknown>>][] = [
   ["every process (platform)", platformVars],
@@ -25,6 +26,7 @@ const groups: [string, Record<string, EnvVar<unknown>>][] = [
   ["plugins service", pluginVars],
   ["chat: the language model (services/chat/model)", modelVars],
   ["billing service", billingVars],
+  ["storage service", storageVars],
   ["`npm run envoy` (edge generator)", edgeVars],
 ];
 

@@ -16,7 +16,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export interface NpmStart {
   readonly port: number;
   readonly baseUrl: string;
-  /** The environment it runs with (DATABASE_URL, AUTH_MASTER_KEY, NATS_URL, ...). */
+  /** The environment it runs with (DATABASE_URL, AUTH_MASTER_KEY, STORAGE_MASTER_KEY, NATS_URL, ...). */
   readonly env: Record<string, string>;
   /** What it printed so far (for failure messages). */
   output(): string;
@@ -42,6 +42,7 @@ export async function startNpmStart(extraEnv: Record<string, string> = {}, timeo
     DATABASE_URL: db.url,
     NATS_URL: nats.url,
     AUTH_MASTER_KEY: randomBytes(32).toString("base64"),
+    STORAGE_MASTER_KEY: randomBytes(32).toString("base64"),
     LOG_LEVEL: "warn",
     SHUTDOWN_GRACE_MS: "1000",
     ...extraEnv,

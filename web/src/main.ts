@@ -12,6 +12,7 @@ import type { User } from "../../gen/switchyard/auth/v1/auth_pb.js";
 import { createSession, describeError } from "./api.js";
 import { mountBilling } from "./billing.js";
 import { mountPlugins } from "./plugins.js";
+import { mountStorage } from "./storage.js";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => {
   const el = document.getElementById(id);
@@ -247,3 +248,4 @@ $("tool-form").addEventListener("submit", async (ev) => {
 showSignedIn(false);
 mountBilling(session);
 mountPlugins(session);
+mountStorage(session);

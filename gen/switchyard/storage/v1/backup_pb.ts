@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file switchyard/storage/v1/backup.proto.
  */
 export const file_switchyard_storage_v1_backup: GenFile = /*@__PURE__*/
-  fileDesc("CiJzd2l0Y2h5YXJkL3N0b3JhZ2UvdjEvYmFja3VwLnByb3RvEhVzd2l0Y2h5YXJkLnN0b3JhZ2UudjEiwAEKBkJhY2t1cBIMCgRuYW1lGAEgASgJEhEKCWJhY2t1cF9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEhMKC2Rlc2NyaXB0aW9uGAQgASgJEhQKDHJlY29yZF9jb3VudBgFIAEoAxIUCgx2ZWN0b3JfY291bnQYBiABKAMSEgoKc2l6ZV9ieXRlcxgHIAEoAxIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAijAEKE0NyZWF0ZUJhY2t1cFJlcXVlc3QSNgoGcGFyZW50GAEgASgJQibS8xgiGFAiHl4odXNlcnMvW0EtWmEtejAtOV8tXXsxLDY0fSk/JBIcCgtkZXNjcmlwdGlvbhgCIAEoCUIH0vMYAxjIARIfCg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCBtLzGAIoAiJFChRDcmVhdGVCYWNrdXBSZXNwb25zZRItCgZiYWNrdXAYASABKAsyHS5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuQmFja3VwImQKEEdldEJhY2t1cFJlcXVlc3QSUAoEbmFtZRgBIAEoCUJC0vMYPggBGKABIjdedXNlcnMvW0EtWmEtejAtOV8tXXsxLDY0fS9iYWNrdXBzL1tBLVphLXowLTlfLV17MSw2NH0kIkIKEUdldEJhY2t1cFJlc3BvbnNlEi0KBmJhY2t1cBgBIAEoCzIdLnN3aXRjaHlhcmQuc3RvcmFnZS52MS5CYWNrdXAijwEKEkxpc3RCYWNrdXBzUmVxdWVzdBI2CgZwYXJlbnQYASABKAlCJtLzGCIYUCIeXih1c2Vycy9bQS1aYS16MC05Xy1dezEsNjR9KT8kEiQKCXBhZ2Vfc2l6ZRgCIAEoBUIR0vMYDUEAAAAAAECPQEgBUAESGwoKcGFnZV90b2tlbhgDIAEoCUIH0vMYAxiACCJeChNMaXN0QmFja3Vwc1Jlc3BvbnNlEi4KB2JhY2t1cHMYASADKAsyHS5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuQmFja3VwEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJoChRSZXN0b3JlQmFja3VwUmVxdWVzdBJQCgRuYW1lGAEgASgJQkLS8xg+CAEYoAEiN151c2Vycy9bQS1aYS16MC05Xy1dezEsNjR9L2JhY2t1cHMvW0EtWmEtejAtOV8tXXsxLDY0fSQihAEKFVJlc3RvcmVCYWNrdXBSZXNwb25zZRItCgZiYWNrdXAYASABKAsyHS5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuQmFja3VwEh0KFXJlc3RvcmVkX3JlY29yZF9jb3VudBgCIAEoAxIdChVyZXN0b3JlZF92ZWN0b3JfY291bnQYAyABKAMyuQMKDUJhY2t1cFNlcnZpY2USZwoMQ3JlYXRlQmFja3VwEiouc3dpdGNoeWFyZC5zdG9yYWdlLnYxLkNyZWF0ZUJhY2t1cFJlcXVlc3QaKy5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuQ3JlYXRlQmFja3VwUmVzcG9uc2USYwoJR2V0QmFja3VwEicuc3dpdGNoeWFyZC5zdG9yYWdlLnYxLkdldEJhY2t1cFJlcXVlc3QaKC5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuR2V0QmFja3VwUmVzcG9uc2UiA5ACARJpCgtMaXN0QmFja3VwcxIpLnN3aXRjaHlhcmQuc3RvcmFnZS52MS5MaXN0QmFja3Vwc1JlcXVlc3QaKi5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuTGlzdEJhY2t1cHNSZXNwb25zZSIDkAIBEm8KDVJlc3RvcmVCYWNrdXASKy5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuUmVzdG9yZUJhY2t1cFJlcXVlc3QaLC5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuUmVzdG9yZUJhY2t1cFJlc3BvbnNlIgOQAgJiBnByb3RvMw", [file_google_protobuf_timestamp, file_switchyard_options_v1_options]);
+  fileDesc("CiJzd2l0Y2h5YXJkL3N0b3JhZ2UvdjEvYmFja3VwLnByb3RvEhVzd2l0Y2h5YXJkLnN0b3JhZ2UudjEiwAEKBkJhY2t1cBIMCgRuYW1lGAEgASgJEhEKCWJhY2t1cF9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEhMKC2Rlc2NyaXB0aW9uGAQgASgJEhQKDHJlY29yZF9jb3VudBgFIAEoAxIUCgx2ZWN0b3JfY291bnQYBiABKAMSEgoKc2l6ZV9ieXRlcxgHIAEoAxIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAijAEKE0NyZWF0ZUJhY2t1cFJlcXVlc3QSNgoGcGFyZW50GAEgASgJQibS8xgiGFAiHl4odXNlcnMvW0EtWmEtejAtOV8tXXsxLDY0fSk/JBIcCgtkZXNjcmlwdGlvbhgCIAEoCUIH0vMYAxjIARIfCg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCBtLzGAIoAiJFChRDcmVhdGVCYWNrdXBSZXNwb25zZRItCgZiYWNrdXAYASABKAsyHS5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuQmFja3VwImQKEEdldEJhY2t1cFJlcXVlc3QSUAoEbmFtZRgBIAEoCUJC0vMYPggBGKABIjdedXNlcnMvW0EtWmEtejAtOV8tXXsxLDY0fS9iYWNrdXBzL1tBLVphLXowLTlfLV17MSw2NH0kIkIKEUdldEJhY2t1cFJlc3BvbnNlEi0KBmJhY2t1cBgBIAEoCzIdLnN3aXRjaHlhcmQuc3RvcmFnZS52MS5CYWNrdXAijwEKEkxpc3RCYWNrdXBzUmVxdWVzdBI2CgZwYXJlbnQYASABKAlCJtLzGCIYUCIeXih1c2Vycy9bQS1aYS16MC05Xy1dezEsNjR9KT8kEiQKCXBhZ2Vfc2l6ZRgCIAEoBUIR0vMYDUEAAAAAAECPQEgBUAESGwoKcGFnZV90b2tlbhgDIAEoCUIH0vMYAxiACCJeChNMaXN0QmFja3Vwc1Jlc3BvbnNlEi4KB2JhY2t1cHMYASADKAsyHS5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuQmFja3VwEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKnAQoUUmVzdG9yZUJhY2t1cFJlcXVlc3QSUAoEbmFtZRgBIAEoCUJC0vMYPggBGKABIjdedXNlcnMvW0EtWmEtejAtOV8tXXsxLDY0fS9iYWNrdXBzL1tBLVphLXowLTlfLV17MSw2NH0kEj0KDXRhcmdldF9wYXJlbnQYAiABKAlCJtLzGCIYUCIeXih1c2Vycy9bQS1aYS16MC05Xy1dezEsNjR9KT8kIoQBChVSZXN0b3JlQmFja3VwUmVzcG9uc2USLQoGYmFja3VwGAEgASgLMh0uc3dpdGNoeWFyZC5zdG9yYWdlLnYxLkJhY2t1cBIdChVyZXN0b3JlZF9yZWNvcmRfY291bnQYAiABKAMSHQoVcmVzdG9yZWRfdmVjdG9yX2NvdW50GAMgASgDMrkDCg1CYWNrdXBTZXJ2aWNlEmcKDENyZWF0ZUJhY2t1cBIqLnN3aXRjaHlhcmQuc3RvcmFnZS52MS5DcmVhdGVCYWNrdXBSZXF1ZXN0Gisuc3dpdGNoeWFyZC5zdG9yYWdlLnYxLkNyZWF0ZUJhY2t1cFJlc3BvbnNlEmMKCUdldEJhY2t1cBInLnN3aXRjaHlhcmQuc3RvcmFnZS52MS5HZXRCYWNrdXBSZXF1ZXN0Giguc3dpdGNoeWFyZC5zdG9yYWdlLnYxLkdldEJhY2t1cFJlc3BvbnNlIgOQAgESaQoLTGlzdEJhY2t1cHMSKS5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuTGlzdEJhY2t1cHNSZXF1ZXN0Giouc3dpdGNoeWFyZC5zdG9yYWdlLnYxLkxpc3RCYWNrdXBzUmVzcG9uc2UiA5ACARJvCg1SZXN0b3JlQmFja3VwEisuc3dpdGNoeWFyZC5zdG9yYWdlLnYxLlJlc3RvcmVCYWNrdXBSZXF1ZXN0Giwuc3dpdGNoeWFyZC5zdG9yYWdlLnYxLlJlc3RvcmVCYWNrdXBSZXNwb25zZSIDkAICYgZwcm90bzM", [file_google_protobuf_timestamp, file_switchyard_options_v1_options]);
 
 /**
  * A snapshot of a user's records and vectors.
@@ -262,6 +262,16 @@ export type RestoreBackupRequest = Message<"switchyard.storage.v1.RestoreBackupR
    * @generated from field: string name = 1;
    */
   name: string;
+
+  /**
+   * The user whose records and vectors are replaced, "users/{user_id}";
+   * empty means the backup's own user. Another user may be named only by a
+   * caller who may act for both (a service); a user naming another user
+   * gets NOT_FOUND.
+   *
+   * @generated from field: string target_parent = 2;
+   */
+  targetParent: string;
 };
 
 /**
@@ -312,12 +322,17 @@ export const RestoreBackupResponseSchema: GenMessage<RestoreBackupResponse> = /*
  * client's keys, which the client must keep to read them after a restore.
  *
  * Each tier keeps a bounded number of backups per user (free 1, pro 5,
- * power 20, team 50 as a starting point): creating one past the bound
- * deletes the user's oldest.
+ * power 20, team 50 as a starting point; STORAGE_BACKUPS_KEEP): creating
+ * one past the bound deletes the user's oldest.
  *
- * Who may act for whom: a user may name only their own backups ("users/{their
- * user_id}/..."); a service (an access token whose roles include "service")
- * may name any user's.
+ * The archive (records as stored, vectors, their metadata) is encrypted at
+ * rest under a fresh data key wrapped by the operator's key-encryption key,
+ * and stored like a record's bytes (PostgreSQL or the S3 backend).
+ *
+ * Who may act for whom: a user acts only for themselves; a name or parent
+ * holding another user's id answers NOT_FOUND, whether that backup exists or
+ * not. A service (an access token whose roles include "service") acts for
+ * exactly the user its request names, and must name one.
  *
  * Every RPC may also answer RESOURCE_EXHAUSTED when the caller passes their
  * tier's request rate, and UNAVAILABLE when the service cannot reach its
@@ -333,8 +348,8 @@ export const BackupService: GenService<{
    * call took instead of taking another.
    *
    * Errors: INVALID_ARGUMENT if parent is malformed, description is longer
-   * than 200 characters, or idempotency_key is not an id; PERMISSION_DENIED
-   * if a user names another user; ALREADY_EXISTS if idempotency_key was used
+   * than 200 characters, or idempotency_key is not an id, or a service
+   * names no user; NOT_FOUND if a user names another user; ALREADY_EXISTS if idempotency_key was used
    * with a different description; UNAUTHENTICATED without a valid access
    * token.
    *
@@ -349,8 +364,8 @@ export const BackupService: GenService<{
    * Returns a backup.
    *
    * Errors: INVALID_ARGUMENT if name is missing or malformed;
-   * PERMISSION_DENIED if a user names another user's backup; NOT_FOUND if
-   * there is no such backup (or it was rotated out); UNAUTHENTICATED without
+   * NOT_FOUND if there is no such backup, it was rotated out, or it is
+   * another user's; UNAUTHENTICATED without
    * a valid access token.
    *
    * @generated from rpc switchyard.storage.v1.BackupService.GetBackup
@@ -365,7 +380,7 @@ export const BackupService: GenService<{
    *
    * Errors: INVALID_ARGUMENT if parent is malformed, page_size is negative
    * or above 1000, or page_token is malformed or came from a call with
-   * another parent; PERMISSION_DENIED if a user names another user;
+   * another parent or caller; NOT_FOUND if a user names another user;
    * UNAUTHENTICATED without a valid access token.
    *
    * @generated from rpc switchyard.storage.v1.BackupService.ListBackups
@@ -376,14 +391,18 @@ export const BackupService: GenService<{
     output: typeof ListBackupsResponseSchema;
   },
   /**
-   * Replaces all the user's records and vectors with the backup's contents,
-   * in one transaction: records and vectors made after the backup are
-   * deleted. Backups themselves are kept. Restoring the same backup again
+   * Replaces (never merges) all the target user's records and vectors with
+   * the backup's contents, in one transaction: records and vectors made
+   * after the backup are deleted; restored records keep their ids, etags and
+   * times. Backups themselves are kept. Restoring the same backup again
    * gives the same state, so a retry is harmless.
    *
-   * Errors: INVALID_ARGUMENT if name is missing or malformed;
-   * PERMISSION_DENIED if a user names another user's backup; NOT_FOUND if
-   * there is no such backup; UNAUTHENTICATED without a valid access token.
+   * Errors: INVALID_ARGUMENT if name or target_parent is malformed, or a
+   * service gives no target; NOT_FOUND if there is no such backup or it (or
+   * the target) is another user's; RESOURCE_EXHAUSTED if the contents pass
+   * the target user's tier quotas (nothing changes then); DATA_LOSS if the
+   * archive fails its integrity check; UNAUTHENTICATED without a valid
+   * access token.
    *
    * @generated from rpc switchyard.storage.v1.BackupService.RestoreBackup
    */

@@ -442,9 +442,22 @@ export const RecordViewSchema: GenEnum<RecordView> = /*@__PURE__*/
  * after download. The server stores ciphertext and never sees a key or a
  * plaintext; only labels and content_type are readable by it.
  *
- * Who may act for whom: a user may name only their own records ("users/{their
- * user_id}/..."); a service (an access token whose roles include "service")
- * may name any user's.
+ * Who may act for whom: a user acts only for themselves (the "sub" of their
+ * access token); a name or parent holding another user's id answers
+ * NOT_FOUND, whether that record exists or not, so existence is never
+ * revealed. A service (an access token whose roles include "service") acts
+ * for exactly the user its request names, and must name one (else
+ * INVALID_ARGUMENT).
+ *
+ * Quotas per tier, on the records a user keeps and on their ciphertext
+ * bytes: free 1,000 records and 100 MiB, pro 10,000 and 1 GiB, power 100,000
+ * and 10 GiB, team 1,000,000 and 100 GiB (the operator may change them with
+ * STORAGE_QUOTA_RECORDS and STORAGE_QUOTA_BYTES). A write past either
+ * answers RESOURCE_EXHAUSTED.
+ *
+ * At rest the server encrypts every record's stored bytes once more, with a
+ * fresh data key (AES-256-GCM, bound to the user and record ids) wrapped by
+ * the operator's key-encryption key; this is invisible to clients.
  *
  * Every RPC may also answer RESOURCE_EXHAUSTED when the caller passes their
  * tier's request rate, and UNAVAILABLE when the service cannot reach its
@@ -462,9 +475,9 @@ export const RecordService: GenService<{
    * record.ciphertext or record.key_id is missing, or a field breaks its
    * rules (ciphertext above 1 MiB, more than 64 labels, a label key not
    * matching ^[a-z][a-z0-9_.-]{0,62}$ or a label value above 256
-   * characters); PERMISSION_DENIED if a user names another user;
-   * RESOURCE_EXHAUSTED if the user's stored bytes would pass their tier's
-   * quota; ALREADY_EXISTS if idempotency_key was used with a different
+   * characters); NOT_FOUND if a user names another user;
+   * RESOURCE_EXHAUSTED if the user's record count or stored bytes would
+   * pass their tier's quota; ALREADY_EXISTS if idempotency_key was used with a different
    * record; UNAUTHENTICATED without a valid access token.
    *
    * @generated from rpc switchyard.storage.v1.RecordService.CreateRecord
@@ -478,8 +491,8 @@ export const RecordService: GenService<{
    * Returns a record.
    *
    * Errors: INVALID_ARGUMENT if name is missing or malformed;
-   * PERMISSION_DENIED if a user names another user's record; NOT_FOUND if
-   * there is no such record; UNAUTHENTICATED without a valid access token.
+   * NOT_FOUND if there is no such record or it is another user's;
+   * UNAUTHENTICATED without a valid access token.
    *
    * @generated from rpc switchyard.storage.v1.RecordService.GetRecord
    */
@@ -494,8 +507,8 @@ export const RecordService: GenService<{
    *
    * Errors: INVALID_ARGUMENT if parent is malformed, page_size is negative
    * or above 1000, more than 16 labels are given, or page_token is
-   * malformed or came from a call with other parameters; PERMISSION_DENIED
-   * if a user names another user; UNAUTHENTICATED without a valid access
+   * malformed or came from a call with other parameters or another
+   * caller; NOT_FOUND if a user names another user; UNAUTHENTICATED without a valid access
    * token.
    *
    * @generated from rpc switchyard.storage.v1.RecordService.ListRecords
@@ -513,8 +526,8 @@ export const RecordService: GenService<{
    *
    * Errors: INVALID_ARGUMENT if record or update_mask is missing, record.name
    * is malformed, the mask names another path (the output-only ones
-   * included), or a new value breaks its rules; PERMISSION_DENIED if a user
-   * names another user's record; NOT_FOUND if there is no such record;
+   * included), or a new value breaks its rules; NOT_FOUND if there is no
+   * such record or it is another user's;
    * ABORTED if record.etag is set and the record changed since (read it
    * again; a retry of an update that succeeded also answers this);
    * RESOURCE_EXHAUSTED if the user's stored bytes would pass their tier's
@@ -531,8 +544,8 @@ export const RecordService: GenService<{
    * Deletes a record for good.
    *
    * Errors: INVALID_ARGUMENT if name is missing or malformed;
-   * PERMISSION_DENIED if a user names another user's record; NOT_FOUND if
-   * there is no such record and allow_missing is false; ABORTED if etag is
+   * NOT_FOUND if there is no such record (or it is another user's) and
+   * allow_missing is false; ABORTED if etag is
    * set and the record changed since; UNAUTHENTICATED without a valid access
    * token.
    *

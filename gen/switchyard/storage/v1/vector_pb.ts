@@ -11,7 +11,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file switchyard/storage/v1/vector.proto.
  */
 export const file_switchyard_storage_v1_vector: GenFile = /*@__PURE__*/
-  fileDesc("CiJzd2l0Y2h5YXJkL3N0b3JhZ2UvdjEvdmVjdG9yLnByb3RvEhVzd2l0Y2h5YXJkLnN0b3JhZ2UudjEitQEKBlZlY3RvchIbCgl2ZWN0b3JfaWQYASABKAlCCNLzGAQIASgCEhwKCWVtYmVkZGluZxgCIAMoAkIJ0vMYBQgBMIAgEkEKBmxhYmVscxgDIAMoCzIpLnN3aXRjaHlhcmQuc3RvcmFnZS52MS5WZWN0b3IuTGFiZWxzRW50cnlCBtLzGAIwIBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrEBCgtWZWN0b3JNYXRjaBIRCgl2ZWN0b3JfaWQYASABKAkSDQoFc2NvcmUYAiABKAISPgoGbGFiZWxzGAMgAygLMi4uc3dpdGNoeWFyZC5zdG9yYWdlLnYxLlZlY3Rvck1hdGNoLkxhYmVsc0VudHJ5EhEKCWVtYmVkZGluZxgEIAMoAhotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIogBChRVcHNlcnRWZWN0b3JzUmVxdWVzdBIXCgd1c2VyX2lkGAEgASgJQgbS8xgCKAISHAoKY29sbGVjdGlvbhgCIAEoCUII0vMYBAgBKAISOQoHdmVjdG9ycxgDIAMoCzIdLnN3aXRjaHlhcmQuc3RvcmFnZS52MS5WZWN0b3JCCdLzGAUIATD0AyJDChVVcHNlcnRWZWN0b3JzUmVzcG9uc2USFgoOdXBzZXJ0ZWRfY291bnQYASABKA0SEgoKZGltZW5zaW9ucxgCIAEoDSLrAgoUU2VhcmNoVmVjdG9yc1JlcXVlc3QSFwoHdXNlcl9pZBgBIAEoCUIG0vMYAigCEhwKCmNvbGxlY3Rpb24YAiABKAlCCNLzGAQIASgCEhwKCWVtYmVkZGluZxgDIAMoAkIJ0vMYBQgBMIAgEiAKBXRvcF9rGAQgASgFQhHS8xgNQQAAAAAAAFlASAFQARJPCgZsYWJlbHMYBSADKAsyNy5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuU2VhcmNoVmVjdG9yc1JlcXVlc3QuTGFiZWxzRW50cnlCBtLzGAIwEBIyCgltaW5fc2NvcmUYBiABKAJCGtLzGBY5AAAAAAAA8L9BAAAAAAAA8D9IAVABSACIAQESGgoSaW5jbHVkZV9lbWJlZGRpbmdzGAcgASgIGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDAoKX21pbl9zY29yZSJMChVTZWFyY2hWZWN0b3JzUmVzcG9uc2USMwoHbWF0Y2hlcxgBIAMoCzIiLnN3aXRjaHlhcmQuc3RvcmFnZS52MS5WZWN0b3JNYXRjaCJ+ChREZWxldGVWZWN0b3JzUmVxdWVzdBIXCgd1c2VyX2lkGAEgASgJQgbS8xgCKAISHAoKY29sbGVjdGlvbhgCIAEoCUII0vMYBAgBKAISGwoKdmVjdG9yX2lkcxgDIAMoCUIH0vMYAzDoBxISCgpkZWxldGVfYWxsGAQgASgIIi4KFURlbGV0ZVZlY3RvcnNSZXNwb25zZRIVCg1kZWxldGVkX2NvdW50GAEgASgNMuICCg1WZWN0b3JTZXJ2aWNlEm8KDVVwc2VydFZlY3RvcnMSKy5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuVXBzZXJ0VmVjdG9yc1JlcXVlc3QaLC5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuVXBzZXJ0VmVjdG9yc1Jlc3BvbnNlIgOQAgISbwoNU2VhcmNoVmVjdG9ycxIrLnN3aXRjaHlhcmQuc3RvcmFnZS52MS5TZWFyY2hWZWN0b3JzUmVxdWVzdBosLnN3aXRjaHlhcmQuc3RvcmFnZS52MS5TZWFyY2hWZWN0b3JzUmVzcG9uc2UiA5ACARJvCg1EZWxldGVWZWN0b3JzEisuc3dpdGNoeWFyZC5zdG9yYWdlLnYxLkRlbGV0ZVZlY3RvcnNSZXF1ZXN0Giwuc3dpdGNoeWFyZC5zdG9yYWdlLnYxLkRlbGV0ZVZlY3RvcnNSZXNwb25zZSIDkAICYgZwcm90bzM", [file_switchyard_options_v1_options]);
+  fileDesc("CiJzd2l0Y2h5YXJkL3N0b3JhZ2UvdjEvdmVjdG9yLnByb3RvEhVzd2l0Y2h5YXJkLnN0b3JhZ2UudjEitQEKBlZlY3RvchIbCgl2ZWN0b3JfaWQYASABKAlCCNLzGAQIASgCEhwKCWVtYmVkZGluZxgCIAMoAkIJ0vMYBQgBMIAgEkEKBmxhYmVscxgDIAMoCzIpLnN3aXRjaHlhcmQuc3RvcmFnZS52MS5WZWN0b3IuTGFiZWxzRW50cnlCBtLzGAIwIBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrEBCgtWZWN0b3JNYXRjaBIRCgl2ZWN0b3JfaWQYASABKAkSDQoFc2NvcmUYAiABKAISPgoGbGFiZWxzGAMgAygLMi4uc3dpdGNoeWFyZC5zdG9yYWdlLnYxLlZlY3Rvck1hdGNoLkxhYmVsc0VudHJ5EhEKCWVtYmVkZGluZxgEIAMoAhotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIogBChRVcHNlcnRWZWN0b3JzUmVxdWVzdBIXCgd1c2VyX2lkGAEgASgJQgbS8xgCKAISHAoKY29sbGVjdGlvbhgCIAEoCUII0vMYBAgBKAISOQoHdmVjdG9ycxgDIAMoCzIdLnN3aXRjaHlhcmQuc3RvcmFnZS52MS5WZWN0b3JCCdLzGAUIATD0AyJDChVVcHNlcnRWZWN0b3JzUmVzcG9uc2USFgoOdXBzZXJ0ZWRfY291bnQYASABKA0SEgoKZGltZW5zaW9ucxgCIAEoDSL6AgoUU2VhcmNoVmVjdG9yc1JlcXVlc3QSFwoHdXNlcl9pZBgBIAEoCUIG0vMYAigCEhwKCmNvbGxlY3Rpb24YAiABKAlCCNLzGAQIASgCEhwKCWVtYmVkZGluZxgDIAMoAkIJ0vMYBQgBMIAgEiAKBXRvcF9rGAQgASgFQhHS8xgNQQAAAAAAAFlASAFQARJPCgZsYWJlbHMYBSADKAsyNy5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuU2VhcmNoVmVjdG9yc1JlcXVlc3QuTGFiZWxzRW50cnlCBtLzGAIwEBIyCgltaW5fc2NvcmUYBiABKAJCGtLzGBY5AAAAAAAA8L9BAAAAAAAA8D9IAVABSACIAQESGgoSaW5jbHVkZV9lbWJlZGRpbmdzGAcgASgIEg0KBWV4YWN0GAggASgIGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDAoKX21pbl9zY29yZSJcChVTZWFyY2hWZWN0b3JzUmVzcG9uc2USMwoHbWF0Y2hlcxgBIAMoCzIiLnN3aXRjaHlhcmQuc3RvcmFnZS52MS5WZWN0b3JNYXRjaBIOCgZtZXRob2QYAiABKAkifgoURGVsZXRlVmVjdG9yc1JlcXVlc3QSFwoHdXNlcl9pZBgBIAEoCUIG0vMYAigCEhwKCmNvbGxlY3Rpb24YAiABKAlCCNLzGAQIASgCEhsKCnZlY3Rvcl9pZHMYAyADKAlCB9LzGAMw6AcSEgoKZGVsZXRlX2FsbBgEIAEoCCIuChVEZWxldGVWZWN0b3JzUmVzcG9uc2USFQoNZGVsZXRlZF9jb3VudBgBIAEoDSIrChBFbWJlZFRleHRSZXF1ZXN0EhcKBXRleHRzGAEgAygJQgjS8xgECAEwQCIbCglFbWJlZGRpbmcSDgoGdmFsdWVzGAEgAygCIn4KEUVtYmVkVGV4dFJlc3BvbnNlEjQKCmVtYmVkZGluZ3MYASADKAsyIC5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuRW1iZWRkaW5nEhAKCHByb3ZpZGVyGAIgASgJEg0KBW1vZGVsGAMgASgJEhIKCmRpbWVuc2lvbnMYBCABKA0yxwMKDVZlY3RvclNlcnZpY2USbwoNVXBzZXJ0VmVjdG9ycxIrLnN3aXRjaHlhcmQuc3RvcmFnZS52MS5VcHNlcnRWZWN0b3JzUmVxdWVzdBosLnN3aXRjaHlhcmQuc3RvcmFnZS52MS5VcHNlcnRWZWN0b3JzUmVzcG9uc2UiA5ACAhJvCg1TZWFyY2hWZWN0b3JzEisuc3dpdGNoeWFyZC5zdG9yYWdlLnYxLlNlYXJjaFZlY3RvcnNSZXF1ZXN0Giwuc3dpdGNoeWFyZC5zdG9yYWdlLnYxLlNlYXJjaFZlY3RvcnNSZXNwb25zZSIDkAIBEm8KDURlbGV0ZVZlY3RvcnMSKy5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuRGVsZXRlVmVjdG9yc1JlcXVlc3QaLC5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuRGVsZXRlVmVjdG9yc1Jlc3BvbnNlIgOQAgISYwoJRW1iZWRUZXh0Eicuc3dpdGNoeWFyZC5zdG9yYWdlLnYxLkVtYmVkVGV4dFJlcXVlc3QaKC5zd2l0Y2h5YXJkLnN0b3JhZ2UudjEuRW1iZWRUZXh0UmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_switchyard_options_v1_options]);
 
 /**
  * An embedding vector to store.
@@ -212,6 +212,14 @@ export type SearchVectorsRequest = Message<"switchyard.storage.v1.SearchVectorsR
    * @generated from field: bool include_embeddings = 7;
    */
   includeEmbeddings: boolean;
+
+  /**
+   * Whether to search exhaustively (every vector compared) even where an
+   * approximate index exists: slower, never misses a neighbour.
+   *
+   * @generated from field: bool exact = 8;
+   */
+  exact: boolean;
 };
 
 /**
@@ -233,6 +241,14 @@ export type SearchVectorsResponse = Message<"switchyard.storage.v1.SearchVectors
    * @generated from field: repeated switchyard.storage.v1.VectorMatch matches = 1;
    */
   matches: VectorMatch[];
+
+  /**
+   * How the search ran: "exact" (every vector compared) or "hnsw" (the
+   * pgvector index, approximate).
+   *
+   * @generated from field: string method = 2;
+   */
+  method: string;
 };
 
 /**
@@ -306,15 +322,110 @@ export const DeleteVectorsResponseSchema: GenMessage<DeleteVectorsResponse> = /*
   messageDesc(file_switchyard_storage_v1_vector, 7);
 
 /**
+ * Request of EmbedText.
+ *
+ * @generated from message switchyard.storage.v1.EmbedTextRequest
+ */
+export type EmbedTextRequest = Message<"switchyard.storage.v1.EmbedTextRequest"> & {
+  /**
+   * The texts to embed, 1 to 64, each 1 to 8192 characters.
+   *
+   * @generated from field: repeated string texts = 1;
+   */
+  texts: string[];
+};
+
+/**
+ * Describes the message switchyard.storage.v1.EmbedTextRequest.
+ * Use `create(EmbedTextRequestSchema)` to create a new message.
+ */
+export const EmbedTextRequestSchema: GenMessage<EmbedTextRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_storage_v1_vector, 8);
+
+/**
+ * One text's embedding.
+ *
+ * @generated from message switchyard.storage.v1.Embedding
+ */
+export type Embedding = Message<"switchyard.storage.v1.Embedding"> & {
+  /**
+   * The embedding's numbers.
+   *
+   * @generated from field: repeated float values = 1;
+   */
+  values: number[];
+};
+
+/**
+ * Describes the message switchyard.storage.v1.Embedding.
+ * Use `create(EmbeddingSchema)` to create a new message.
+ */
+export const EmbeddingSchema: GenMessage<Embedding> = /*@__PURE__*/
+  messageDesc(file_switchyard_storage_v1_vector, 9);
+
+/**
+ * Response of EmbedText.
+ *
+ * @generated from message switchyard.storage.v1.EmbedTextResponse
+ */
+export type EmbedTextResponse = Message<"switchyard.storage.v1.EmbedTextResponse"> & {
+  /**
+   * One embedding per text, in the order of the request.
+   *
+   * @generated from field: repeated switchyard.storage.v1.Embedding embeddings = 1;
+   */
+  embeddings: Embedding[];
+
+  /**
+   * Who computed them: "openai-compatible" (the configured embeddings API)
+   * or "feature-hashing" (the built-in deterministic embedder, not a
+   * semantic model).
+   *
+   * @generated from field: string provider = 2;
+   */
+  provider: string;
+
+  /**
+   * The model that answered (the provider's model name, or
+   * "feature-hashing-384-v1").
+   *
+   * @generated from field: string model = 3;
+   */
+  model: string;
+
+  /**
+   * The number of dimensions of each embedding.
+   *
+   * @generated from field: uint32 dimensions = 4;
+   */
+  dimensions: number;
+};
+
+/**
+ * Describes the message switchyard.storage.v1.EmbedTextResponse.
+ * Use `create(EmbedTextResponseSchema)` to create a new message.
+ */
+export const EmbedTextResponseSchema: GenMessage<EmbedTextResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_storage_v1_vector, 10);
+
+/**
  * A user's embedding vectors, grouped in named collections (e.g. "memory",
  * "notes"), searched by cosine similarity. Every vector of a collection has
  * the same number of dimensions, fixed by the collection's first upsert.
- * Search is exact where PostgreSQL has no pgvector, and uses a pgvector
- * index where it has one (then approximate: a near neighbour may rarely be
- * missed).
+ * The distance metric is cosine: a match's score is the cosine similarity
+ * of its embedding and the query (1 = same direction). Search is exact
+ * where PostgreSQL has no pgvector, and uses a pgvector HNSW index where it
+ * has one (then approximate: a near neighbour may rarely be missed); a
+ * search with `exact` set is exact everywhere and gives the same ids, order
+ * and scores (within 1e-5) on either kind of database.
  *
- * Who may act for whom: a user may name only their own user_id; a service
- * (an access token whose roles include "service") may name any user.
+ * Quotas per tier, on the vectors a user keeps: free 10,000, pro 100,000,
+ * power 1,000,000, team 5,000,000 (STORAGE_QUOTA_VECTORS).
+ *
+ * Who may act for whom: a user acts only for themselves; a user_id naming
+ * another user answers NOT_FOUND. A service (an access token whose roles
+ * include "service") acts for exactly the user its request names, and must
+ * name one (else INVALID_ARGUMENT).
  *
  * Every RPC may also answer RESOURCE_EXHAUSTED when the caller passes their
  * tier's request rate, and UNAVAILABLE when the service cannot reach its
@@ -332,7 +443,7 @@ export const VectorService: GenService<{
    * repeated or not an id, an embedding is empty, longer than 4096, holds a
    * NaN or infinity, or has another number of dimensions than the
    * collection's (the message says which), or labels break their rules;
-   * PERMISSION_DENIED if a user names another user_id; RESOURCE_EXHAUSTED if
+   * NOT_FOUND if a user names another user_id; RESOURCE_EXHAUSTED if
    * the user's vectors would pass their tier's quota; UNAUTHENTICATED
    * without a valid access token.
    *
@@ -350,7 +461,7 @@ export const VectorService: GenService<{
    * Errors: INVALID_ARGUMENT if user_id or collection is malformed,
    * embedding is empty, longer than 4096, holds a NaN or infinity, or has
    * another number of dimensions than the collection's, top_k is negative or
-   * above 100, or labels break their rules; PERMISSION_DENIED if a user names
+   * above 100, or labels break their rules; NOT_FOUND if a user names
    * another user_id; UNAUTHENTICATED without a valid access token.
    *
    * @generated from rpc switchyard.storage.v1.VectorService.SearchVectors
@@ -366,7 +477,7 @@ export const VectorService: GenService<{
    *
    * Errors: INVALID_ARGUMENT if user_id or collection is malformed, a
    * vector_id is not an id, more than 1000 ids are given, or not exactly one
-   * of vector_ids and delete_all is set; PERMISSION_DENIED if a user names
+   * of vector_ids and delete_all is set; NOT_FOUND if a user names
    * another user_id; UNAUTHENTICATED without a valid access token.
    *
    * @generated from rpc switchyard.storage.v1.VectorService.DeleteVectors
@@ -375,6 +486,28 @@ export const VectorService: GenService<{
     methodKind: "unary";
     input: typeof DeleteVectorsRequestSchema;
     output: typeof DeleteVectorsResponseSchema;
+  },
+  /**
+   * Turns texts into embeddings with the server's embedding provider: an
+   * OpenAI-compatible embeddings API where the operator configured one
+   * (EMBEDDINGS_BASE_URL, EMBEDDINGS_API_KEY, EMBEDDINGS_MODEL), otherwise
+   * the built-in deterministic feature-hashing embedder (provider
+   * "feature-hashing": words and character trigrams hashed into 384
+   * dimensions; no semantic model, but the same text always gives the same
+   * embedding). The response names the provider and model that answered.
+   * Nothing is stored.
+   *
+   * Errors: INVALID_ARGUMENT if texts is empty, holds more than 64 texts, or
+   * a text is empty or longer than 8192 characters; UNAVAILABLE if the
+   * configured provider cannot be reached or fails; UNAUTHENTICATED without
+   * a valid access token.
+   *
+   * @generated from rpc switchyard.storage.v1.VectorService.EmbedText
+   */
+  embedText: {
+    methodKind: "unary";
+    input: typeof EmbedTextRequestSchema;
+    output: typeof EmbedTextResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_switchyard_storage_v1_vector, 0);
