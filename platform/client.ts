@@ -9,6 +9,7 @@ import { Code, ConnectError, createClient, type CallOptions, type Client, type I
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { currentRequest, traceparentOf } from "./request-context.js";
 import { failedStream, returnsStream } from "./rpc/pipeline.js";
+import { traceClientCalls } from "./telemetry/tracing.js";
 
 /** Adds the current request's trace context and request id to outgoing calls. */
 export const propagateRequestContext: Interceptor = (next) => (req) => {
@@ -20,9 +21,9 @@ export const propagateRequestContext: Interceptor = (next) => (req) => {
   return next(req);
 };
 
-/** A gRPC (h2c) transport to another service, with context propagation. */
+/** A gRPC (h2c) transport to another service, with context propagation and a CLIENT span per call (when tracing is on). */
 export function createServiceTransport(baseUrl: string, interceptors: Interceptor[] = []): Transport {
-  return createGrpcTransport({ baseUrl, interceptors: [propagateRequestContext, ...interceptors] });
+  return createGrpcTransport({ baseUrl, interceptors: [propagateRequestContext, traceClientCalls, ...interceptors] });
 }
 
 /**

@@ -12,6 +12,7 @@ import { createMetrics } from "./metrics.js";
 import { createPlatformServer, type PlatformServer } from "./server.js";
 import type { ServiceModule, ServiceParts } from "./service.js";
 import type { PlatformSettings } from "./settings.js";
+import { defaultServiceNameOf, startTracing } from "./telemetry/sdk.js";
 
 /** A running process: its server, port and a way to stop it. */
 export interface RunningProcess {
@@ -24,6 +25,7 @@ export interface RunningProcess {
 
 /** Starts `modules` with `settings`; the caller decides about signals. */
 export async function startProcess(modules: readonly ServiceModule[], settings: PlatformSettings, log = createLogger(settings.LOG_LEVEL)): Promise<RunningProcess> {
+  const tracing = startTracing(settings, defaultServiceNameOf(modules.map((m) => m.name)));
   const metrics = createMetrics();
   const shutdown = new AbortController();
   const auth = createProcessAuth(settings);
@@ -42,6 +44,7 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
     shutdown.abort();
     for (const p of [...parts].reverse()) await p.stop?.();
     await deps.close();
+    await tracing?.shutdown();
     throw err;
   }
   const services = parts.flatMap((p) => p.services);
@@ -58,7 +61,7 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
     metrics,
   });
   const port = await server.listen(settings.PORT, settings.HOST);
-  log.info({ port, instance: settings.INSTANCE_ID, services: modules.map((m) => m.name) }, "serving");
+  log.info({ port, instance: settings.INSTANCE_ID, services: modules.map((m) => m.name), tracesTo: tracing?.endpoint }, "serving");
   let stopping: Promise<void> | undefined;
   return {
     server,
@@ -70,6 +73,7 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
         await server.shutdown(settings.SHUTDOWN_GRACE_MS);
         for (const p of [...parts].reverse()) await p.stop?.();
         await deps.close();
+        await tracing?.shutdown(); // the last spans are exported before exit
       })()),
   };
 }

@@ -8,6 +8,7 @@ import { corsVars } from "./cors.js";
 import { dbVars } from "./db/vars.js";
 import { limitVars } from "./limits/vars.js";
 import { natsVars } from "./nats/vars.js";
+import { tracingVars } from "./telemetry/vars.js";
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 
@@ -40,6 +41,7 @@ export const platformVars = {
   ...dbVars,
   ...natsVars,
   ...limitVars,
+  ...tracingVars,
 };
 
 /** The parsed platform variables. */

@@ -11,8 +11,8 @@ import { randomUUID } from "node:crypto";
 import type { TransactionSql } from "postgres";
 import type { Logger } from "../log.js";
 import { findViolation } from "../middleware/validate.js";
-import { currentRequest, traceparentOf } from "../request-context.js";
 import { afterCommit } from "../db/database.js";
+import { currentTraceparent } from "../telemetry/tracing.js";
 import type { Database } from "../db/types.js";
 import { startConsumer } from "./consumer.js";
 import { startRelay, type RelayOptions } from "./relay.js";
@@ -57,8 +57,8 @@ export async function createEventBus(options: EventBusOptions): Promise<EventBus
       const violation = findViolation(schema, event);
       if (violation !== undefined) throw new ConnectError(`event ${schema.typeName}: ${violation}`, Code.InvalidArgument);
       const id = randomUUID();
-      const request = currentRequest();
-      const traceparent = request === undefined ? null : traceparentOf(request);
+      // The span writing the row (the RPC's, or the event handler's): its consumers continue it.
+      const traceparent = currentTraceparent() ?? null;
       await tx`
         insert into platform.outbox (id, subject, type_name, payload, traceparent)
         values (${id}, ${subject}, ${schema.typeName}, ${toBinary(schema, event)}, ${traceparent})`;
