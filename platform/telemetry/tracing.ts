@@ -100,11 +100,10 @@ export function currentTraceparent(): string | undefined {
   return rc === undefined ? undefined : traceparentOf(rc);
 }
 
-const noFields = Object.freeze({}) as { traceId?: string; spanId?: string };
-
 /**
  * Trace and span id for a log line written now (the pino mixin of log.ts):
- * the active span's when tracing is on, else the request context's.
+ * the active span's when tracing is on, else the request context's. A new
+ * object every time: pino merges the line's own fields into it.
  */
 export function traceLogFields(): { traceId?: string; spanId?: string } {
   if (activeTracer !== undefined) {
@@ -115,7 +114,7 @@ export function traceLogFields(): { traceId?: string; spanId?: string } {
     }
   }
   const rc = currentRequest();
-  return rc === undefined ? noFields : { traceId: rc.traceId, spanId: rc.spanId };
+  return rc === undefined ? {} : { traceId: rc.traceId, spanId: rc.spanId };
 }
 
 /** The request context of work running in `span`: its ids replace `rc`'s, so logs and outgoing calls name the span. */
