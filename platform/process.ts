@@ -25,7 +25,7 @@ export interface RunningProcess {
 
 /** Starts `modules` with `settings`; the caller decides about signals. */
 export async function startProcess(modules: readonly ServiceModule[], settings: PlatformSettings, log = createLogger(settings.LOG_LEVEL)): Promise<RunningProcess> {
-  const tracing = startTracing(settings, defaultServiceNameOf(modules.map((m) => m.name)));
+  const tracing = await startTracing(settings, defaultServiceNameOf(modules.map((m) => m.name)));
   const metrics = createMetrics();
   const shutdown = new AbortController();
   const auth = createProcessAuth(settings);

@@ -7,23 +7,10 @@
  *
  * The trace SDK 3.x reads no environment itself, so the standard `OTEL_*`
  * variables are declared in vars.ts (checked at start like every other
- * variable) and turned into SDK options here.
+ * variable) and turned into SDK options here. The SDK modules are loaded only
+ * when tracing is on: loading them costs a process start hundreds of ms.
  */
-import { context, propagation, trace } from "@opentelemetry/api";
-import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
-import { W3CTraceContextPropagator } from "@opentelemetry/core";
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
-import { defaultResource, resourceFromAttributes } from "@opentelemetry/resources";
-import {
-  AlwaysOffSampler,
-  AlwaysOnSampler,
-  BatchSpanProcessor,
-  ParentBasedSampler,
-  TraceIdRatioBasedSampler,
-  TracerProvider,
-  type Sampler,
-} from "@opentelemetry/sdk-trace";
-import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
+import type { Sampler } from "@opentelemetry/sdk-trace";
 import type { ConfigOf } from "../config.js";
 import { setPlatformTracer } from "./tracing.js";
 import type { tracingVars } from "./vars.js";
@@ -50,7 +37,8 @@ export function tracesEndpoint(s: TracingSettings): string | undefined {
 }
 
 /** The sampler OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG name. */
-export function samplerOf(s: Pick<TracingSettings, "OTEL_TRACES_SAMPLER" | "OTEL_TRACES_SAMPLER_ARG">): Sampler {
+export async function samplerOf(s: Pick<TracingSettings, "OTEL_TRACES_SAMPLER" | "OTEL_TRACES_SAMPLER_ARG">): Promise<Sampler> {
+  const { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, TraceIdRatioBasedSampler } = await import("@opentelemetry/sdk-trace");
   const ratio = s.OTEL_TRACES_SAMPLER_ARG;
   switch (s.OTEL_TRACES_SAMPLER) {
     case "always_on":
@@ -93,10 +81,20 @@ export function keyValues(raw: string): Record<string, string> {
  * returns undefined (several platform processes started in one test process
  * share the first one's).
  */
-export function startTracing(settings: TracingSettings, defaultServiceName: string): Tracing | undefined {
+export async function startTracing(settings: TracingSettings, defaultServiceName: string): Promise<Tracing | undefined> {
   const endpoint = tracesEndpoint(settings);
-  if (endpoint === undefined) return undefined;
-  if (installed) return undefined;
+  if (endpoint === undefined || installed) return undefined;
+  installed = true;
+  const [{ context, propagation, trace }, { AsyncLocalStorageContextManager }, { W3CTraceContextPropagator }, { OTLPTraceExporter }, { defaultResource, resourceFromAttributes }, { BatchSpanProcessor, TracerProvider }, { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION }] =
+    await Promise.all([
+      import("@opentelemetry/api"),
+      import("@opentelemetry/context-async-hooks"),
+      import("@opentelemetry/core"),
+      import("@opentelemetry/exporter-trace-otlp-http"),
+      import("@opentelemetry/resources"),
+      import("@opentelemetry/sdk-trace"),
+      import("@opentelemetry/semantic-conventions"),
+    ]);
   const exporter = new OTLPTraceExporter({ url: endpoint, headers: keyValues(settings.OTEL_EXPORTER_OTLP_HEADERS) });
   const maxQueueSize = settings.OTEL_BSP_MAX_QUEUE_SIZE;
   const processor = new BatchSpanProcessor({
@@ -113,13 +111,12 @@ export function startTracing(settings: TracingSettings, defaultServiceName: stri
       [ATTR_SERVICE_VERSION]: process.env.npm_package_version ?? "0.1.0",
     }),
   );
-  const provider = new TracerProvider({ resource, sampler: samplerOf(settings), spanProcessors: [processor] });
+  const provider = new TracerProvider({ resource, sampler: await samplerOf(settings), spanProcessors: [processor] });
   const contextManager = new AsyncLocalStorageContextManager().enable();
   context.setGlobalContextManager(contextManager);
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   trace.setGlobalTracerProvider(provider);
   setPlatformTracer(provider.getTracer("switchyard"));
-  installed = true;
   let stopping: Promise<void> | undefined;
   return {
     endpoint: withoutCredentials(endpoint),
