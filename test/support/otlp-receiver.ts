@@ -33,6 +33,8 @@ export interface ReceivedSpan {
 
 /** A running receiver. */
 export interface OtlpReceiver {
+  /** Spans received in all (kept or not). */
+  readonly received: () => number;
   /** Base URL, for OTEL_EXPORTER_OTLP_ENDPOINT. */
   readonly url: string;
   readonly spans: ReceivedSpan[];
@@ -45,8 +47,13 @@ export interface OtlpReceiver {
   close(): Promise<void>;
 }
 
-/** Starts a receiver on a free loopback port. */
-export async function startOtlpReceiver(): Promise<OtlpReceiver> {
+/**
+ * Starts a receiver on a free loopback port. With `keep: false` it decodes
+ * every export but keeps only the count (benchmarks).
+ */
+export async function startOtlpReceiver(options: { keep?: boolean } = {}): Promise<OtlpReceiver> {
+  const keep = options.keep ?? true;
+  let received = 0;
   const spans: ReceivedSpan[] = [];
   const requests: Record<string, number> = {};
   const waiters = new Set<() => void>();
@@ -63,12 +70,15 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
       try {
         let body = Buffer.concat(chunks);
         if (req.headers["content-encoding"] === "gzip") body = gunzipSync(body);
-        if (type === "application/json") spans.push(...spansFromJson(JSON.parse(body.toString("utf8"))));
-        else if (type === "application/x-protobuf") spans.push(...spansFromProtobuf(body));
+        let got: ReceivedSpan[];
+        if (type === "application/json") got = spansFromJson(JSON.parse(body.toString("utf8")));
+        else if (type === "application/x-protobuf") got = spansFromProtobuf(body);
         else {
           res.writeHead(415).end();
           return;
         }
+        received += got.length;
+        if (keep) for (const s of got) spans.push(s);
       } catch (err) {
         res.writeHead(400, { "content-type": "text/plain" }).end(String(err));
         return;
@@ -82,6 +92,7 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
   const port = (server.address() as AddressInfo).port;
   return {
     url: `http://127.0.0.1:${port}`,
+    received: () => received,
     spans,
     requests,
     trace: (traceId) => spans.filter((s) => s.traceId === traceId),
