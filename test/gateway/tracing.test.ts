@@ -3,10 +3,13 @@
  * for a device held by gateway B, seen by a local OTLP/HTTP receiver as one
  * trace: caller (CLIENT) → A (SERVER) → A publishes to JetStream (PRODUCER)
  * → B delivers to the device (CONSUMER) → the device's round trip (CLIENT)
- * → A receives the result (CONSUMER), every span with the right parent; and a
+ * → A receives the result (CONSUMER), every span with the right parent; the
+ * same from a browser's gRPC-Web call carrying its own `traceparent`; and a
  * call that fails carries its gRPC code on every span of its trace.
  */
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-node";
+import { randomBytes } from "node:crypto";
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { DeviceService } from "../../gen/switchyard/device/v1/device_pb.js";
@@ -104,6 +107,34 @@ describe("tracing a tool call across gateway instances", () => {
     }
     assert.equal(server.attributes["rpc.system"], "grpc");
     assert.equal(deliver.attributes["switchyard.tool_call.id"], res.callId);
+  });
+
+  test("a browser's gRPC-Web call: its trace runs through gateway A, JetStream and gateway B to the device and back", async () => {
+    const user = newUser();
+    const token = await keys.mint(user);
+    devices.push(await connectDevice(b.port, { token, tools: ["echo"], onCall: () => ({ ok: true }) }));
+    const browserTrace = randomBytes(16).toString("hex");
+    const browserSpan = randomBytes(8).toString("hex");
+    const browser = createClient(DeviceService, createGrpcWebTransport({ baseUrl: a.baseUrl, httpVersion: "1.1" }));
+    const res = await browser.callTool(
+      { tool: "echo", waitForDevice: true },
+      { headers: { authorization: `Bearer ${token}`, traceparent: `00-${browserTrace}-${browserSpan}-01` } },
+    );
+    assert.equal(res.outcome.case, "result");
+
+    await receiver.waitFor(() => receiver.trace(browserTrace).length >= 5, 10_000, "5 spans of the browser's trace");
+    const spans = receiver.trace(browserTrace);
+    const server = one(spans, "gateway-a", SpanKindWire.SERVER, CALL_TOOL);
+    const send = one(spans, "gateway-a", SpanKindWire.PRODUCER, `send ${prefix}.tools`);
+    const deliver = one(spans, "gateway-b", SpanKindWire.CONSUMER, `process ${prefix}.deliver`);
+    const device = one(spans, "gateway-b", SpanKindWire.CLIENT, "device echo");
+    const result = one(spans, "gateway-a", SpanKindWire.CONSUMER, `process ${prefix}.results`);
+    assert.equal(server.parentSpanId, browserSpan, "A's SERVER span continues the browser's span");
+    assert.equal(server.attributes["switchyard.rpc.protocol"], "grpc-web");
+    assert.equal(send.parentSpanId, server.spanId);
+    assert.equal(deliver.parentSpanId, send.spanId);
+    assert.equal(device.parentSpanId, deliver.spanId);
+    assert.equal(result.parentSpanId, deliver.spanId);
   });
 
   test("a failed call's spans carry its gRPC code", async () => {
