@@ -212,10 +212,11 @@ export function endServerSpan(s: ServerSpan, err: unknown): void {
  * context the call carries in `traceparent`; it ends when the response (or
  * the last message of a stream) arrives, with the call's gRPC code.
  */
-export const traceClientCalls: Interceptor = (next) => async (req) => {
-  if (activeTracer === undefined) return next(req);
+export const traceClientCalls: Interceptor = (next) => (req) => (activeTracer === undefined ? next(req) : tracedCall(activeTracer, next, req));
+
+async function tracedCall(tracer: Tracer, next: Parameters<Interceptor>[0], req: Parameters<Parameters<Interceptor>[0]>[0]) {
   const parent = context.active();
-  const span = activeTracer.startSpan(
+  const span = tracer.startSpan(
     `${req.service.typeName}/${req.method.name}`,
     { kind: SpanKind.CLIENT, attributes: { [attr.rpcSystem]: "grpc", [attr.rpcService]: req.service.typeName, [attr.rpcMethod]: req.method.name } },
     parent,
@@ -234,7 +235,7 @@ export const traceClientCalls: Interceptor = (next) => async (req) => {
     return res;
   }
   return { ...res, message: endAfterStream(res.message, span) };
-};
+}
 
 async function* endAfterStream<T>(messages: AsyncIterable<T>, span: Span): AsyncIterable<T> {
   let err: unknown;
