@@ -9,7 +9,7 @@ import type { Logger } from "../log.js";
 import type { PlatformMetrics } from "../metrics.js";
 import { requestContextFrom, runWithRequest } from "../request-context.js";
 import { isStreamResult, observeResult, type Middleware, type RpcResult } from "../rpc/pipeline.js";
-import { endServerSpan, inServerSpan, requestInSpan, startServerSpan } from "../telemetry/tracing.js";
+import { endServerSpan, inServerSpan, requestInSpan, serverSpanStarter } from "../telemetry/tracing.js";
 
 /** Name of a gRPC code as logs and metrics show it ("OK", "NOT_FOUND"...). */
 export function codeName(code: Code | 0): string {
@@ -31,6 +31,7 @@ export function telemetry(log: Logger, metrics: PlatformMetrics): Middleware {
     // prom-client hashes the label object on every inc/observe; resolve each
     // (protocol, code) pair of this method to its children once.
     const children = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>();
+    const startServerSpan = serverSpanStarter(rpc, service, name);
     const metricsFor = (protocol: string, code: string) => {
       const key = `${protocol} ${code}`;
       let c = children.get(key);
@@ -48,7 +49,7 @@ export function telemetry(log: Logger, metrics: PlatformMetrics): Middleware {
       const timeout = call.ctx.timeoutMs();
       const deadline = timeout === undefined ? undefined : Date.now() + timeout;
       // The SERVER span (undefined while tracing is off) names the request's trace and span ids.
-      const server = startServerSpan(rpc, service, name, call.ctx.protocolName, call.header);
+      const server = startServerSpan(call.ctx.protocolName, call.header);
       const rc = server === undefined ? requestContextFrom(call.header, deadline) : requestInSpan(requestContextFrom(call.header, deadline), server.span);
       const enter = <T>(fn: () => T): T => (server === undefined ? runWithRequest(rc, fn) : inServerSpan(server, () => runWithRequest(rc, fn)));
       const result = enter(() => next(call));

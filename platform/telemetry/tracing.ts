@@ -177,22 +177,35 @@ export interface ServerSpan {
   readonly context: Context;
 }
 
+/** Starts the SERVER span of one call, continuing the caller's trace from its headers; undefined when tracing is off. */
+export type ServerSpanStarter = (protocol: string, header: (name: string) => string | null) => ServerSpan | undefined;
+
 /**
- * Starts the SERVER span of an RPC, continuing the caller's trace from its
- * headers; undefined when tracing is off. `rpc` is "package.Service/Method".
+ * The SERVER-span starter of one RPC ("package.Service/Method"), built once
+ * per method: its attributes are made once per protocol, not per call, and a
+ * call without `traceparent` (most calls from outside) skips extraction.
  */
+export function serverSpanStarter(rpc: string, service: string, method: string): ServerSpanStarter {
+  const attributesByProtocol = new Map<string, Attributes>();
+  const attributesOf = (protocol: string): Attributes => {
+    let a = attributesByProtocol.get(protocol);
+    if (a === undefined) {
+      a = Object.freeze({ [attr.rpcSystem]: protocol === "connect" ? "connect_rpc" : "grpc", [attr.rpcService]: service, [attr.rpcMethod]: method, [attr.protocol]: protocol });
+      attributesByProtocol.set(protocol, a);
+    }
+    return a;
+  };
+  return (protocol, header) => {
+    if (activeTracer === undefined) return undefined;
+    const parent = header("traceparent") === null ? ROOT_CONTEXT : propagation.extract(ROOT_CONTEXT, header, readerGetter);
+    const span = activeTracer.startSpan(rpc, { kind: SpanKind.SERVER, attributes: attributesOf(protocol) }, parent);
+    return { span, context: trace.setSpan(parent, span) };
+  };
+}
+
+/** Starts the SERVER span of an RPC call (see `serverSpanStarter`, which is cheaper per call). */
 export function startServerSpan(rpc: string, service: string, method: string, protocol: string, header: (name: string) => string | null): ServerSpan | undefined {
-  if (activeTracer === undefined) return undefined;
-  const parent = propagation.extract(ROOT_CONTEXT, header, readerGetter);
-  const span = activeTracer.startSpan(
-    rpc,
-    {
-      kind: SpanKind.SERVER,
-      attributes: { [attr.rpcSystem]: protocol === "connect" ? "connect_rpc" : "grpc", [attr.rpcService]: service, [attr.rpcMethod]: method, [attr.protocol]: protocol },
-    },
-    parent,
-  );
-  return { span, context: trace.setSpan(parent, span) };
+  return serverSpanStarter(rpc, service, method)(protocol, header);
 }
 
 /** Runs `fn` in the context of an RPC's SERVER span. */
@@ -214,13 +227,20 @@ export function endServerSpan(s: ServerSpan, err: unknown): void {
  */
 export const traceClientCalls: Interceptor = (next) => (req) => (activeTracer === undefined ? next(req) : tracedCall(activeTracer, next, req));
 
+/** Name and attributes of each method's CLIENT spans, made once. */
+const clientSpanNames = new WeakMap<object, { name: string; attributes: Attributes }>();
+
 async function tracedCall(tracer: Tracer, next: Parameters<Interceptor>[0], req: Parameters<Parameters<Interceptor>[0]>[0]) {
   const parent = context.active();
-  const span = tracer.startSpan(
-    `${req.service.typeName}/${req.method.name}`,
-    { kind: SpanKind.CLIENT, attributes: { [attr.rpcSystem]: "grpc", [attr.rpcService]: req.service.typeName, [attr.rpcMethod]: req.method.name } },
-    parent,
-  );
+  let named = clientSpanNames.get(req.method);
+  if (named === undefined) {
+    named = {
+      name: `${req.service.typeName}/${req.method.name}`,
+      attributes: Object.freeze({ [attr.rpcSystem]: "grpc", [attr.rpcService]: req.service.typeName, [attr.rpcMethod]: req.method.name }),
+    };
+    clientSpanNames.set(req.method, named);
+  }
+  const span = tracer.startSpan(named.name, { kind: SpanKind.CLIENT, attributes: named.attributes }, parent);
   const ctx = trace.setSpan(parent, span);
   propagation.inject(ctx, req.header, headersSetter);
   let res;
