@@ -25,11 +25,14 @@ export interface RunningProcess {
 
 /** Starts `modules` with `settings`; the caller decides about signals. */
 export async function startProcess(modules: readonly ServiceModule[], settings: PlatformSettings, log = createLogger(settings.LOG_LEVEL)): Promise<RunningProcess> {
-  const tracing = await startTracing(settings, defaultServiceNameOf(modules.map((m) => m.name)));
+  const tracing = await startTracing(settings, defaultServiceNameOf(modules.map((m) => m.name)), log);
   const metrics = createMetrics();
   const shutdown = new AbortController();
   const auth = createProcessAuth(settings);
-  const deps = await startDependencies(modules, settings, log);
+  const deps = await startDependencies(modules, settings, log).catch(async (err: unknown) => {
+    await tracing?.shutdown();
+    throw err;
+  });
   const parts: ServiceParts[] = [];
   let tokenCheck;
   try {

@@ -11,6 +11,7 @@
  * when tracing is on: loading them costs a process start hundreds of ms.
  */
 import type { Sampler } from "@opentelemetry/sdk-trace";
+import type { Logger } from "../log.js";
 import type { ConfigOf } from "../config.js";
 import { setPlatformTracer } from "./tracing.js";
 import type { tracingVars } from "./vars.js";
@@ -81,11 +82,20 @@ export function keyValues(raw: string): Record<string, string> {
  * returns undefined (several platform processes started in one test process
  * share the first one's).
  */
-export async function startTracing(settings: TracingSettings, defaultServiceName: string): Promise<Tracing | undefined> {
+export async function startTracing(settings: TracingSettings, defaultServiceName: string, log?: Logger): Promise<Tracing | undefined> {
   const endpoint = tracesEndpoint(settings);
   if (endpoint === undefined || installed) return undefined;
   installed = true;
-  const [{ context, propagation, trace }, { AsyncLocalStorageContextManager }, { W3CTraceContextPropagator }, { OTLPTraceExporter }, { defaultResource, resourceFromAttributes }, { BatchSpanProcessor, TracerProvider }, { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION }] =
+  try {
+    return await install(settings, endpoint, defaultServiceName, log);
+  } catch (err) {
+    installed = false;
+    throw err;
+  }
+}
+
+async function install(settings: TracingSettings, endpoint: string, defaultServiceName: string, log: Logger | undefined): Promise<Tracing> {
+  const [{ context, diag, DiagLogLevel, propagation, trace }, { AsyncLocalStorageContextManager }, { W3CTraceContextPropagator }, { OTLPTraceExporter }, { defaultResource, resourceFromAttributes }, { BatchSpanProcessor, TracerProvider }, { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION }] =
     await Promise.all([
       import("@opentelemetry/api"),
       import("@opentelemetry/context-async-hooks"),
@@ -116,6 +126,12 @@ export async function startTracing(settings: TracingSettings, defaultServiceName
   context.setGlobalContextManager(contextManager);
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   trace.setGlobalTracerProvider(provider);
+  if (log !== undefined) {
+    // The SDK reports failed exports (collector down, spans dropped) through diag: at most one line per export attempt.
+    const warn = (message: string, ...args: unknown[]) => log.warn({ component: "tracing", problem: diagText(message, args) }, "tracing: the SDK reported a problem (spans may be lost)");
+    const quiet = () => undefined;
+    diag.setLogger({ error: warn, warn, info: quiet, debug: quiet, verbose: quiet }, DiagLogLevel.WARN);
+  }
   setPlatformTracer(provider.getTracer("switchyard"));
   let stopping: Promise<void> | undefined;
   return {
@@ -127,6 +143,7 @@ export async function startTracing(settings: TracingSettings, defaultServiceName
         await provider.shutdown().catch(() => undefined);
         trace.disable();
         propagation.disable();
+        diag.disable();
         context.disable();
         installed = false;
       })()),
@@ -134,6 +151,18 @@ export async function startTracing(settings: TracingSettings, defaultServiceName
 }
 
 let installed = false;
+
+/** One line from a diag message, which is sometimes an error serialized as JSON (stack included). */
+function diagText(message: string, args: unknown[]): string {
+  let text = message;
+  try {
+    const parsed = JSON.parse(message) as { message?: unknown };
+    if (typeof parsed.message === "string") text = parsed.message;
+  } catch {
+    /* plain text */
+  }
+  return [text, ...args.map(String)].join(" ").replace(/\s+/g, " ").slice(0, 300);
+}
 
 function withoutCredentials(raw: string): string {
   const u = new URL(raw);
