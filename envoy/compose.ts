@@ -1,8 +1,9 @@
 /**
  * Builds docker-compose.yml from the same topology as envoy.yaml: Envoy,
- * PostgreSQL with pgvector, NATS with JetStream, a one-shot migration, and
- * one container per service module (the same image; SERVICES= chooses),
- * with the replica counts of topology.ts.
+ * PostgreSQL with pgvector, NATS with JetStream, Jaeger (collector and trace
+ * viewer, taking OTLP/HTTP), a one-shot migration, and one container per
+ * service module (the same image; SERVICES= chooses), with the replica
+ * counts of topology.ts.
  */
 import { stringify } from "yaml";
 import type { EdgeConfig } from "./edge-config.js";
@@ -16,6 +17,7 @@ export const images = {
   envoy: "envoyproxy/envoy:v1.32.3",
   postgres: "pgvector/pgvector:pg16",
   nats: "nats:2.10-alpine",
+  jaeger: "jaegertracing/all-in-one:1.62.0",
   app: "switchyard:latest",
 };
 
@@ -26,6 +28,9 @@ export const readyzCheck = [
   "-e",
   "fetch('http://127.0.0.1:8080/readyz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))",
 ];
+
+/** Where the services export spans in compose: Jaeger's OTLP/HTTP receiver. */
+export const jaegerOtlp = "http://jaeger:4318";
 
 const databaseUrl = "postgres://${POSTGRES_USER:-switchyard}:${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env}@postgres:5432/${POSTGRES_DB:-switchyard}";
 
@@ -46,6 +51,10 @@ export function buildCompose(topology: Topology, config: EdgeConfig): Json {
     ALLOWED_ORIGINS: config.allowedOrigins.join(","),
     LOG_LEVEL: "${LOG_LEVEL:-info}",
     PORT: String(config.servicePort),
+    // Spans go to the Jaeger container unless .env points elsewhere (empty turns tracing off).
+    OTEL_EXPORTER_OTLP_ENDPOINT: `\${OTEL_EXPORTER_OTLP_ENDPOINT-${jaegerOtlp}}`,
+    OTEL_TRACES_SAMPLER: "${OTEL_TRACES_SAMPLER:-parentbased_always_on}",
+    OTEL_TRACES_SAMPLER_ARG: "${OTEL_TRACES_SAMPLER_ARG:-1}",
   };
   const services: Json = {
     envoy: {
@@ -74,6 +83,13 @@ export function buildCompose(topology: Topology, config: EdgeConfig): Json {
       healthcheck: { test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8222/healthz?js-enabled-only=true"], interval: "5s", timeout: "3s", retries: 20 },
       restart: "unless-stopped",
     },
+    // Collector and trace viewer in one: OTLP/HTTP on 4318, the UI on 16686 (in memory: traces do not survive a restart).
+    jaeger: {
+      image: images.jaeger,
+      environment: { COLLECTOR_OTLP_ENABLED: "true" },
+      ports: ["${JAEGER_UI_PORT:-16686}:16686"],
+      restart: "unless-stopped",
+    },
     migrate: app({
       command: ["npm", "run", "migrate"],
       environment: { DATABASE_URL: databaseUrl, NATS_URL: "nats://nats:4222", LOG_LEVEL: "${LOG_LEVEL:-info}" },
@@ -96,11 +112,12 @@ export function buildCompose(topology: Topology, config: EdgeConfig): Json {
             AUTH_SERVICE_TOKEN: `\${AUTH_SERVICE_TOKEN_${m.name.toUpperCase()}:-}`,
           };
     services[m.name] = app({
-      environment: { SERVICES: m.name, ...sharedEnv, ...authEnv },
+      environment: { SERVICES: m.name, ...sharedEnv, OTEL_SERVICE_NAME: `switchyard-${m.name}`, ...authEnv },
       depends_on: {
         migrate: { condition: "service_completed_successfully" },
         postgres: { condition: "service_healthy" },
         nats: { condition: "service_healthy" },
+        jaeger: { condition: "service_started" },
       },
       healthcheck: { test: readyzCheck, interval: "5s", timeout: "3s", retries: 12, start_period: "20s" },
       ...(m.replicas > 1 ? { deploy: { replicas: m.replicas } } : {}),

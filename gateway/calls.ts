@@ -22,6 +22,7 @@ import { GatewayControlSchema, type PresenceEntry, type PresenceRecord } from ".
 import { isNatsConnected, type Logger } from "../platform/index.js";
 import type { GatewayBeats } from "./beats.js";
 import { createDeadlineWheel, type DeadlineHandle } from "./deadlines.js";
+import { traceOutcomeReceived, tracedCallPublish } from "./tracing.js";
 import type { PresenceCache } from "./presence-cache.js";
 import type { GatewayNames } from "./subjects.js";
 import { decodeOutcome, decodeRelayedCall, encodeOutcome, encodeRelayedCall, encodeToolCall, sendOutcome, type Outcome, type RelayedCall } from "./wire.js";
@@ -146,6 +147,7 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
         if (outcome.sessionId !== "" && outcome.sessionId !== p.sessionId) {
           return o.log.warn({ callId: outcome.callId }, "tool-call outcome from a connection the call was not sent to; ignored");
         }
+        traceOutcomeReceived(msg.subject, msg.headers, outcome);
         settle(p, outcome);
       },
     }),
@@ -210,7 +212,8 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
     p.published = true;
     // A plain publish with a reply subject: JetStream acks to our one ack
     // subscription, with no request state (inbox, timer, error) per call.
-    o.nc.publish(names.call(req.userId, p.instance), relayed, { headers: h, reply: names.ack(instanceId, req.callId) });
+    const subject = names.call(req.userId, p.instance);
+    tracedCallPublish(h, subject, req.callId, p.instance, () => o.nc.publish(subject, relayed, { headers: h, reply: names.ack(instanceId, req.callId) }));
   }
 
   /** A call with this id was published before (by any instance): wait for its one outcome. */

@@ -11,7 +11,7 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
-import type { NatsConnection, Subscription } from "@nats-io/nats-core";
+import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
 import type { WebSocket } from "ws";
 import { DeviceFrameSchema, WelcomeSchema, type Hello } from "../gen/switchyard/device/v1/device_frame_pb.js";
 import { GatewayControlSchema, PresenceEntrySchema, type PresenceEntry } from "../gen/switchyard/device/v1/relay_pb.js";
@@ -22,6 +22,7 @@ import { createDeadlineWheel, type DeadlineHandle } from "./deadlines.js";
 import type { Notifications } from "./notifications.js";
 import type { PresenceStore } from "./presence.js";
 import { DeviceSession, type SessionHost } from "./session.js";
+import { endDelivery, startDelivery, startDeviceRoundTrip } from "./tracing.js";
 import type { GatewayNames } from "./subjects.js";
 import { decodeRelayedCall, encodeOutcome, sendOutcome, toolCallFrame, type Outcome, type RelayedCall } from "./wire.js";
 
@@ -89,7 +90,8 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
 
   /** Sends the call's outcome to its caller and records it (first writer wins). */
   const finish = (rc: RelayedCall, outcome: Omit<Outcome, "callId">) => {
-    sendOutcome(o.nc, names.resultDelivered(rc.callId, rc.replyInstance), names.result(rc.callId, rc.replyInstance), encodeOutcome({ ...outcome, callId: rc.callId }));
+    const traced = endDelivery(rc, outcome.failure?.code ?? 0, outcome.failure?.message);
+    sendOutcome(o.nc, names.resultDelivered(rc.callId, rc.replyInstance), names.result(rc.callId, rc.replyInstance), encodeOutcome({ ...outcome, callId: rc.callId }), traced);
   };
   const failCall = (rc: RelayedCall, code: Code, message: string) => finish(rc, { sessionId: rc.sessionId, deviceId: rc.deviceId, failure: { code, message } });
 
@@ -100,13 +102,15 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
       if (s.inflight.get(rc.callId)?.rc !== rc) return;
       s.inflight.delete(rc.callId);
       bump(s.userId, -1);
+      endDelivery(rc, Code.DeadlineExceeded, "the deadline passed before the device answered");
       s.send(create(DeviceFrameSchema, { frame: { case: "cancelToolCall", value: { callId: rc.callId, reason: "the deadline passed" } } }));
     });
     s.inflight.set(rc.callId, { rc, deadline: handle });
+    startDeviceRoundTrip(rc);
     s.sendFrameBytes(toolCallFrame(rc.toolCall));
   };
 
-  const onCall = (data: Uint8Array) => {
+  const onCall = (data: Uint8Array, msg?: Msg) => {
     let rc: RelayedCall;
     try {
       rc = decodeRelayedCall(data);
@@ -119,6 +123,7 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
       cancelledEarly.delete(rc.callId);
       return wheel.cancel(tombstone); // the caller gave up and recorded that outcome
     }
+    if (msg !== undefined) startDelivery(rc, msg.subject, msg.headers);
     const s = sessions.get(rc.sessionId);
     if (s === undefined || s.closed || s.userId !== rc.userId) {
       return failCall(rc, Code.Unavailable, "the device is no longer connected; the call was not delivered");
@@ -146,9 +151,10 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
       const i = s === undefined ? -1 : s.early.findIndex((e) => e.callId === callId);
       const inflight = s?.inflight.get(callId);
       if (s !== undefined && i >= 0) {
-        s.early.splice(i, 1);
+        endDelivery(s.early.splice(i, 1)[0]!, Code.Canceled, c.value.reason);
         bump(s.userId, -1);
       } else if (s !== undefined && inflight !== undefined) {
+        endDelivery(inflight.rc, Code.Canceled, c.value.reason);
         wheel.cancel(inflight.deadline);
         s.inflight.delete(callId);
         bump(s.userId, -1);
@@ -161,7 +167,7 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
   };
 
   const subs: Subscription[] = [
-    o.nc.subscribe(names.deliverAll(instanceId), { callback: (err, msg) => void (err || onCall(msg.data)) }),
+    o.nc.subscribe(names.deliverAll(instanceId), { callback: (err, msg) => void (err || onCall(msg.data, msg)) }),
     o.nc.subscribe(names.control(instanceId), { callback: (err, msg) => void (err || onControl(msg.data)) }),
   ];
 

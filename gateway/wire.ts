@@ -5,7 +5,7 @@
  * and the device's ToolResult bytes travel back as they came, decoded only by
  * the caller for its response.
  */
-import { headers, type NatsConnection } from "@nats-io/nats-core";
+import { headers, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
 
 /** Encodes a switchyard.device.v1.ToolCall from its parts (arguments already encoded as a Struct). */
 export function encodeToolCall(callId: string, tool: string, argsBytes: Uint8Array, deadlineMs: number): Uint8Array {
@@ -79,10 +79,11 @@ export function peekToolResult(frame: Uint8Array): PeekedResult | undefined {
  * Delivers an outcome on its core subject at once and records it in the
  * result stream without waiting (first writer wins: expected last subject
  * sequence 0; a later writer's record is refused by the server, silently).
+ * `traceHeaders` (trace context, when tracing is on) go with the delivery.
  */
-export function sendOutcome(nc: NatsConnection, deliverSubject: string, recordSubject: string, outcome: Uint8Array): void {
+export function sendOutcome(nc: NatsConnection, deliverSubject: string, recordSubject: string, outcome: Uint8Array, traceHeaders?: MsgHdrs): void {
   try {
-    nc.publish(deliverSubject, outcome);
+    nc.publish(deliverSubject, outcome, traceHeaders === undefined ? undefined : { headers: traceHeaders });
   } catch {
     return; /* disconnected: the caller's deadline or instance check ends the call */
   }

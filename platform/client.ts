@@ -16,6 +16,7 @@ import { Code, ConnectError, createClient, type CallOptions, type Client, type I
 import { currentRequest, traceparentOf } from "./request-context.js";
 import { createGrpcChannelTransport } from "./rpc/grpc-transport.js";
 import { failedStream, returnsStream } from "./rpc/pipeline.js";
+import { traceClientCalls } from "./telemetry/tracing.js";
 
 /** Adds the current request's trace context and request id to outgoing calls. */
 export const propagateRequestContext: Interceptor = (next) => (req) => {
@@ -29,11 +30,12 @@ export const propagateRequestContext: Interceptor = (next) => (req) => {
 
 /**
  * A gRPC (h2c) transport to another service, with context propagation, then
- * `interceptors` (e.g. a service token source's) in order. Each transport owns
+ * a CLIENT span per call (when tracing is on), then `interceptors` (e.g. a
+ * service token source's) in order. Each transport owns
  * its channel: create one per target and keep it for the process's life.
  */
 export function createServiceTransport(baseUrl: string, interceptors: Interceptor[] = []): Transport {
-  return createGrpcChannelTransport({ baseUrl, interceptors: [propagateRequestContext, ...interceptors] });
+  return createGrpcChannelTransport({ baseUrl, interceptors: [propagateRequestContext, traceClientCalls, ...interceptors] });
 }
 
 /**

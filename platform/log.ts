@@ -1,9 +1,12 @@
 /**
  * The process logger: JSON lines through pino, with known secret-bearing keys
  * redacted wherever they appear, so a careless `log.info({ req })` cannot leak
- * a token, password or Authorization header.
+ * a token, password or Authorization header. Every line written while a
+ * request, an event handler or a span runs carries its `traceId` and `spanId`
+ * (OpenTelemetry's when tracing is on), so logs and traces join up.
  */
 import { pino, type Logger } from "pino";
+import { traceLogFields } from "./telemetry/tracing.js";
 
 export type { Logger };
 
@@ -85,6 +88,7 @@ export function createLogger(level: string, destination?: pino.DestinationStream
       base: { pid: process.pid },
       redact: { paths, censor: "[redacted]" },
       timestamp: pino.stdTimeFunctions.isoTime,
+      mixin: traceLogFields,
       formatters: { level: (label) => ({ level: label }) },
     },
     destination ?? createLogDestination(),

@@ -13,6 +13,7 @@ import { createMetrics } from "./metrics.js";
 import { createPlatformServer, type PlatformServer } from "./server.js";
 import type { ServiceModule, ServiceParts } from "./service.js";
 import type { PlatformSettings } from "./settings.js";
+import { defaultServiceNameOf, startTracing } from "./telemetry/sdk.js";
 
 /** A running process: its server, port and a way to stop it. */
 export interface RunningProcess {
@@ -25,10 +26,14 @@ export interface RunningProcess {
 
 /** Starts `modules` with `settings`; the caller decides about signals. */
 export async function startProcess(modules: readonly ServiceModule[], settings: PlatformSettings, log = createLogger(settings.LOG_LEVEL)): Promise<RunningProcess> {
+  const tracing = await startTracing(settings, defaultServiceNameOf(modules.map((m) => m.name)), log);
   const metrics = createMetrics();
   const shutdown = new AbortController();
   const auth = createProcessAuth(settings);
-  const deps = await startDependencies(modules, settings, log);
+  const deps = await startDependencies(modules, settings, log).catch(async (err: unknown) => {
+    await tracing?.shutdown();
+    throw err;
+  });
   const parts: ServiceParts[] = [];
   let tokenCheck;
   try {
@@ -45,6 +50,7 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
     shutdown.abort();
     for (const p of [...parts].reverse()) await p.stop?.();
     await deps.close();
+    await tracing?.shutdown();
     throw err;
   }
   const services = parts.flatMap((p) => p.services);
@@ -69,9 +75,10 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
     await server.shutdown(0);
     for (const p of [...parts].reverse()) await p.stop?.();
     await deps.close();
+    await tracing?.shutdown();
     throw listenError(err, settings.HOST, settings.PORT);
   }
-  log.info({ port, instance: settings.INSTANCE_ID, services: modules.map((m) => m.name) }, "serving");
+  log.info({ port, instance: settings.INSTANCE_ID, services: modules.map((m) => m.name), tracesTo: tracing?.endpoint }, "serving");
   let stopping: Promise<void> | undefined;
   return {
     server,
@@ -83,6 +90,7 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
         await server.shutdown(settings.SHUTDOWN_GRACE_MS);
         for (const p of [...parts].reverse()) await p.stop?.();
         await deps.close();
+        await tracing?.shutdown(); // the last spans are exported before exit
       })()),
   };
 }

@@ -10,6 +10,7 @@ import { dbVars } from "./db/vars.js";
 import { ID_RULE, isId, NOT_ID_CHARACTERS } from "./ids.js";
 import { limitVars } from "./limits/vars.js";
 import { natsVars } from "./nats/vars.js";
+import { tracingVars } from "./telemetry/vars.js";
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 
@@ -47,6 +48,7 @@ export const platformVars = {
   ...dbVars,
   ...natsVars,
   ...limitVars,
+  ...tracingVars,
 };
 
 /** The parsed platform variables. */

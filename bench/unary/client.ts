@@ -1,6 +1,7 @@
 /**
  * Drives UnaryCall at a fixed number of calls in flight for a fixed time and
- * prints one JSON line: {rps, p50, p99} (latencies in ms). Run as
+ * prints one JSON line: {rps, p50, p99, calls} (latencies in ms; calls
+ * counts the warm-up too). Run as
  * `tsx bench/unary/client.ts <grpc-js|connect|platform> <port> <inflight> <ms>`;
  * `platform` is the platform's service client (platform/client.ts).
  */
@@ -42,10 +43,12 @@ if (clientKind === "grpc-js") {
 const latencies: number[] = [];
 let measuring = false;
 let stop = false;
+let calls = 0;
 async function worker(): Promise<void> {
   while (!stop) {
     const t0 = performance.now();
     await call();
+    calls++;
     if (measuring) latencies.push(performance.now() - t0);
   }
 }
@@ -60,5 +63,5 @@ stop = true;
 await Promise.all(workers);
 latencies.sort((a, b) => a - b);
 const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((latencies.length * p) / 100))]!;
-process.stdout.write(JSON.stringify({ rps: (latencies.length * 1000) / elapsed, p50: pct(50), p99: pct(99) }) + "\n");
+process.stdout.write(JSON.stringify({ rps: (latencies.length * 1000) / elapsed, p50: pct(50), p99: pct(99), calls }) + "\n");
 process.exit(0);

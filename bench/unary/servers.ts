@@ -6,6 +6,8 @@
  * - platform: the full platform serving the same handler, every middleware on
  *   (telemetry with a JSON log line per call and metrics, deadlines and
  *   shutdown, dependency errors, token check, rate limit, validation);
+ * - platform-traced: the same with OpenTelemetry tracing on, a SERVER span
+ *   per call exported over OTLP/HTTP to the receiver at argv[3];
  * - grpc-js: a bare @grpc/grpc-js Server;
  * - connect-node: a bare connect-node handler on node:http2 (h2c);
  * - http2: a raw node:http2 handler speaking just enough gRPC.
@@ -23,10 +25,10 @@ import { register } from "../../platform/rpc/pipeline.js";
 const path = "/switchyard.testing.v1.TestingService/UnaryCall";
 const reply = (req: UnaryCallRequest) => create(UnaryCallResponseSchema, { text: req.text });
 
-async function platform(): Promise<number> {
+async function platform(tracesTo?: string): Promise<number> {
   // One JSON line per call goes to /dev/null through the production log
   // destination: the cost of writing them is paid, the bench output stays readable.
-  const settings = readPlatformSettings({ PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info" });
+  const settings = readPlatformSettings({ PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...(tracesTo ? { OTEL_EXPORTER_OTLP_ENDPOINT: tracesTo } : {}) });
   const log = createLogger("info", createLogDestination("/dev/null"));
   // The same handler as the bare servers; everything around it is the platform's.
   const service = register(TestingService, { unaryCall: (req) => reply(req) });
@@ -78,7 +80,13 @@ function rawHttp2(): Promise<number> {
   return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)));
 }
 
-const kinds = { platform, "grpc-js": grpcJs, "connect-node": connectNode, http2: rawHttp2 } as const;
+const kinds = {
+  platform: () => platform(),
+  "platform-traced": () => platform(process.argv[3] ?? "http://127.0.0.1:4318"),
+  "grpc-js": grpcJs,
+  "connect-node": connectNode,
+  http2: rawHttp2,
+} as const;
 const kind = process.argv[2] as keyof typeof kinds;
 if (!(kind in kinds)) throw new Error(`usage: servers.ts ${Object.keys(kinds).join("|")}`);
 process.once("SIGINT", () => process.exit(0)); // lets --cpu-prof write its profile

@@ -19,7 +19,8 @@
  *   flowing. Failures meaning the database or NATS is down (UNAVAILABLE) are
  *   retried without counting towards dead-lettering: an outage must not
  *   bury good events.
- * - The handler runs in the trace of the request that caused the event.
+ * - The handler runs in the trace of the request that caused the event, in a
+ *   CONSUMER span child of that request's span when tracing is on.
  */
 import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -31,7 +32,8 @@ import { isDatabaseUnavailable } from "../db/errors.js";
 import type { Database } from "../db/types.js";
 import { isNatsUnavailable } from "../nats/errors.js";
 import { ensureConsumer } from "../nats/streams.js";
-import { requestContextFrom, runWithRequest, type RequestContext } from "../request-context.js";
+import { requestContextFrom, type RequestContext } from "../request-context.js";
+import { runEventHandler } from "../telemetry/tracing.js";
 import * as H from "./headers.js";
 import { DLQ_SUBJECT_PREFIX, EVENTS_STREAM } from "./streams.js";
 import { eventSubject } from "./subject.js";
@@ -184,7 +186,7 @@ export async function startConsumer<S extends DescMessage>(rt: ConsumerRuntime, 
       const fresh = await tx`
         insert into platform.processed_events (consumer, event_id) values (${durable}, ${eventId})
         on conflict do nothing returning 1`;
-      if (fresh.length > 0) await runWithRequest(trace, () => handle(event, meta, tx));
+      if (fresh.length > 0) await runEventHandler(trace, meta, durable, () => handle(event, meta, tx));
     });
     track([item], attempt);
     try {
@@ -226,7 +228,7 @@ export async function startConsumer<S extends DescMessage>(rt: ConsumerRuntime, 
       );
       for (const i of items) {
         if (!fresh.delete(i.eventId)) continue; // handled before, or twice in this batch
-        await runWithRequest(i.trace, () => handle(i.event, i.meta, tx));
+        await runEventHandler(i.trace, i.meta, durable, () => handle(i.event, i.meta, tx));
       }
     });
     track(items, attempt);

@@ -12,8 +12,8 @@ import type { TransactionSql } from "postgres";
 import type { Logger } from "../log.js";
 import type { ReadinessProbe } from "../server.js";
 import { findViolation } from "../middleware/validate.js";
-import { currentRequest, traceparentOf } from "../request-context.js";
 import { afterCommit, canHookCommit } from "../db/database.js";
+import { currentTraceparent } from "../telemetry/tracing.js";
 import type { Database } from "../db/types.js";
 import { startConsumer } from "./consumer.js";
 import { OUTBOX_CHANNEL, startRelay, type CommittedRow, type RelayOptions } from "./relay.js";
@@ -62,13 +62,13 @@ export async function createEventBus(options: EventBusOptions): Promise<EventBus
       // The same limits as request fields: no NUL, no string over 64 KiB.
       const violation = findViolation(schema, event);
       if (violation !== undefined) throw new ConnectError(`event ${schema.typeName}: ${violation}`, Code.InvalidArgument);
-      const request = currentRequest();
       const row: CommittedRow = {
         id: randomUUID(),
         subject,
         type_name: schema.typeName,
         payload: toBinary(schema, event),
-        traceparent: request === undefined ? null : traceparentOf(request),
+        // The writing span's context (the RPC's), so the consumer's span is its child.
+        traceparent: currentTraceparent() ?? null,
         created_at: new Date(),
       };
       // With a relay here and a commit hook, the row is written claimed by

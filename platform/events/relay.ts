@@ -32,6 +32,7 @@ import { headers, type NatsConnection } from "@nats-io/nats-core";
 import type { Sql } from "postgres";
 import type { Logger } from "../log.js";
 import { isNatsConnected } from "../nats/connection.js";
+import { tracePublish } from "../telemetry/tracing.js";
 import { EVENT_ID, EVENT_TYPE, OCCURRED_AT, TRACEPARENT } from "./headers.js";
 
 /** Relay tuning and its test seam. */
@@ -121,7 +122,7 @@ export function startRelay(options: RelayOptions): Relay {
     h.set(EVENT_TYPE, r.type_name);
     h.set(OCCURRED_AT, String(r.created_at.getTime()));
     if (r.traceparent) h.set(TRACEPARENT, r.traceparent);
-    return js.publish(r.subject, r.payload, { msgID: r.id, headers: h, timeout: publishTimeoutMs });
+    return tracePublish(r.subject, r.traceparent, r.id, () => js.publish(r.subject, r.payload, { msgID: r.id, headers: h, timeout: publishTimeoutMs }));
   };
 
   const direct = createDirectPath({ sql, nc, log, onStage: options.onStage, publish: publishRow, retry: () => kick() });

@@ -7,8 +7,9 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "../log.js";
 import type { PlatformMetrics } from "../metrics.js";
-import { requestContextFrom, runWithRequest, type RequestContext } from "../request-context.js";
+import { requestContextFrom, runWithRequest } from "../request-context.js";
 import { isStreamResult, observeResult, type Middleware, type RpcResult } from "../rpc/pipeline.js";
+import { endServerSpan, inServerSpan, requestInSpan, serverSpanStarter } from "../telemetry/tracing.js";
 
 /** Name of a gRPC code as logs and metrics show it ("OK", "NOT_FOUND"...). */
 export function codeName(code: Code | 0): string {
@@ -30,6 +31,7 @@ export function telemetry(log: Logger, metrics: PlatformMetrics): Middleware {
     // prom-client hashes the label object on every inc/observe; resolve each
     // (protocol, code) pair of this method to its children once.
     const children = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>();
+    const startServerSpan = serverSpanStarter(rpc, service, name);
     const metricsFor = (protocol: string, code: string) => {
       const key = `${protocol} ${code}`;
       let c = children.get(key);
@@ -45,13 +47,15 @@ export function telemetry(log: Logger, metrics: PlatformMetrics): Middleware {
     return (call) => {
       const start = performance.now();
       const timeout = call.ctx.timeoutMs();
-      const rc = requestContextFrom(
-        call.header,
-        timeout === undefined ? undefined : Date.now() + timeout,
-      );
-      const result = runWithRequest(rc, () => next(call));
-      const traced = isStreamResult(result) ? bindStream(rc, result) : result;
+      const deadline = timeout === undefined ? undefined : Date.now() + timeout;
+      // The SERVER span (undefined while tracing is off) names the request's trace and span ids.
+      const server = startServerSpan(call.ctx.protocolName, call.header);
+      const rc = server === undefined ? requestContextFrom(call.header, deadline) : requestInSpan(requestContextFrom(call.header, deadline), server.span);
+      const enter = <T>(fn: () => T): T => (server === undefined ? runWithRequest(rc, fn) : inServerSpan(server, () => runWithRequest(rc, fn)));
+      const result = enter(() => next(call));
+      const traced = isStreamResult(result) ? bindStream(enter, result) : result;
       return observeResult(traced, (err) => {
+        if (server !== undefined) endServerSpan(server, err);
         const code = codeName(codeOf(err));
         const seconds = (performance.now() - start) / 1000;
         const m = metricsFor(call.ctx.protocolName, code);
@@ -76,15 +80,15 @@ export function telemetry(log: Logger, metrics: PlatformMetrics): Middleware {
   };
 }
 
-/** Resumes each step of a stream inside the request's context. */
-function bindStream(rc: RequestContext, stream: AsyncIterable<unknown>): RpcResult {
+/** Resumes each step of a stream inside the request's context (`enter`). */
+function bindStream(enter: <T>(fn: () => T) => T, stream: AsyncIterable<unknown>): RpcResult {
   return {
     [Symbol.asyncIterator]() {
       const it = stream[Symbol.asyncIterator]();
       return {
-        next: () => runWithRequest(rc, () => it.next()),
-        return: (v?: unknown) => runWithRequest(rc, () => it.return?.(v) ?? Promise.resolve({ done: true as const, value: v })),
-        throw: (e?: unknown) => runWithRequest(rc, () => it.throw?.(e) ?? Promise.reject(e)),
+        next: () => enter(() => it.next()),
+        return: (v?: unknown) => enter(() => it.return?.(v) ?? Promise.resolve({ done: true as const, value: v })),
+        throw: (e?: unknown) => enter(() => it.throw?.(e) ?? Promise.reject(e)),
       };
     },
   };

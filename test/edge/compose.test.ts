@@ -61,6 +61,17 @@ test("the infrastructure: Envoy with envoy.yaml, pgvector, NATS with JetStream o
   assert.equal(s.migrate.restart, undefined, "the migration runs once");
 });
 
+test("tracing: a Jaeger collector and viewer taking OTLP/HTTP, and every service exporting to it under its own name", () => {
+  const s = compose.services;
+  assert.match(s.jaeger.image, /^jaegertracing\/all-in-one:\d/);
+  assert.equal(s.jaeger.environment.COLLECTOR_OTLP_ENABLED, "true");
+  assert.ok(s.jaeger.ports.some((p: string) => p.endsWith(":16686")), "the trace viewer is published");
+  for (const [name, svc] of appServices()) {
+    assert.match(svc.environment.OTEL_EXPORTER_OTLP_ENDPOINT, /http:\/\/jaeger:4318/, `${name} exports to Jaeger's OTLP/HTTP port`);
+    assert.equal(svc.environment.OTEL_SERVICE_NAME, `switchyard-${svc.environment.SERVICES}`);
+  }
+});
+
 test("Envoy's clusters are exactly the compose services, on the port they serve", () => {
   const apps = new Map(appServices());
   const expected = topology.modules.flatMap((m) => [...(m.services.length ? [grpcCluster(m.name)] : []), ...(m.httpRoutes.length ? [httpCluster(m.name)] : [])]);
