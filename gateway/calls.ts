@@ -19,9 +19,11 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import { headers, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 import { GatewayControlSchema, type PresenceEntry, type PresenceRecord } from "../gen/switchyard/device/v1/relay_pb.js";
+import { MSG_ID } from "../platform/events/headers.js";
 import type { Logger } from "../platform/log.js";
 import { isNatsConnected } from "../platform/nats/connection.js";
 import type { GatewayBeats } from "./beats.js";
+import { CALL_RETENTION_MS } from "./nats-setup.js";
 import { createDeadlineWheel, type DeadlineHandle } from "./deadlines.js";
 import type { PresenceCache } from "./presence-cache.js";
 import type { GatewayNames } from "./subjects.js";
@@ -207,7 +209,7 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
       toolCall: encodeToolCall(req.callId, req.tool, req.argsBytes, req.deadline),
     });
     const h = headers();
-    h.set("Nats-Msg-Id", req.callId);
+    h.set(MSG_ID, req.callId);
     p.published = true;
     // A plain publish with a reply subject: JetStream acks to our one ack
     // subscription, with no request state (inbox, timer, error) per call.
@@ -222,7 +224,7 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
     const first = await o.jsm.direct.getMessage(names.callStream, { seq }).catch(() => null);
     if (p.settled) return;
     if (first === null) {
-      return settle(p, new ConnectError("call_id was used within the last 10 minutes and its record is gone; use a new call_id", Code.AlreadyExists));
+      return settle(p, new ConnectError(`call_id was used within the last ${CALL_RETENTION_MS / 60_000} minutes and its record is gone; use a new call_id`, Code.AlreadyExists));
     }
     let rc: RelayedCall;
     try {
