@@ -1,0 +1,16 @@
+import { startNatsCluster } from "../test/support/nats-cluster.js";
+const t0 = Date.now();
+const c = await startNatsCluster();
+console.log("up", Date.now() - t0);
+const { jsm } = await c.manager();
+await jsm.streams.add({ name: "X", subjects: ["x.>"], num_replicas: 3 });
+const l = await c.leaderOf("X");
+console.log("leader", l.name, Date.now() - t0);
+await l.kill();
+const l2 = await c.leaderOf("X");
+console.log("new leader", l2.name, Date.now() - t0);
+await l.start();
+await c.healed("X");
+console.log("healed", Date.now() - t0);
+await c.stop();
+process.exit(0);
