@@ -143,9 +143,12 @@ test("SIGKILL of the node leading the tool-call stream: calls succeed again whil
 test("SIGKILL of the node leading the presence bucket: calls and device connections work again while it is down", async () => {
   const killed = await withOutputs(() => killLeaderUnderCalls(`KV_${names.devicesBucket}`, async () => {
     // Presence is written too: a second device of the user connects and is listed while the node is down.
-    const other = await eventuallyValue(RECOVERY_MS * 2, "a device to connect while the presence leader is down", async () =>
-      connectDevice(a.port, { token: await keys.mint(user), deviceId: "second", onCall: () => ({ ok: true }) }).catch(() => undefined),
-    );
+    const other = await eventuallyValue(RECOVERY_MS * 2, "a device to connect while the presence leader is down", async () => {
+      const d = await connectDevice(a.port, { token: await keys.mint(user), deviceId: "second", onCall: () => ({ ok: true }) }).catch(() => undefined);
+      if (d?.frames.some((f) => f.frame.case === "welcome")) return d;
+      d?.ws.terminate(); // refused (e.g. presence unreachable during the election): try again
+      return undefined;
+    });
     const agent = rpcClients(a.baseUrl, await keys.mint("agent-runner", { roles: ["service"] }));
     await eventually(
       async () => (await agent.devices.listDevices({ userId: user }).catch(() => ({ devices: [] }))).devices.some((d) => d.deviceId === "second"),
@@ -217,6 +220,7 @@ async function registerThroughEventsLeaderKill(): Promise<void> {
   } finally {
     stop = true;
     await registering;
+    for (const n of cluster.nodes) await n.start(); // never leave the cluster a node short
   }
   // Nothing lost, nothing twice: every registered user's event is in EVENTS exactly once.
   let seen = new Map<string, number>();
@@ -270,7 +274,7 @@ async function killLeaderUnderCalls(stream: string, whileDown?: () => Promise<vo
     }
   };
   const workers = Array.from({ length: 4 }, worker);
-  let leader: ClusterNode;
+  let leader: ClusterNode | undefined;
   try {
     await eventually(() => outcomes.filter((o) => o.ok).length >= 20, 30_000, "calls to flow before the kill");
     leader = await cluster.leaderOf(stream);
@@ -286,13 +290,14 @@ async function killLeaderUnderCalls(stream: string, whileDown?: () => Promise<vo
   } finally {
     stop = true;
     await Promise.all(workers);
+    await leader?.start(); // never leave the cluster a node short for the next test
   }
   for (const f of outcomes.filter((o) => !o.ok)) {
     assert.ok(f.code === Code.Unavailable || f.code === Code.DeadlineExceeded, `clean failure code, got ${Code[f.code!]}`);
   }
   for (const o of outcomes) assert.ok(o.ms <= CALL_TIMEOUT_MS + SLACK_MS, `a call took ${o.ms} ms, past its ${CALL_TIMEOUT_MS} ms deadline`);
   for (const [callId, count] of runs) assert.equal(count, 1, `call ${callId} ran ${count} times`);
-  return leader;
+  return leader!;
 }
 
 /** The UserRegistered events in EVENTS, counted by email. */
