@@ -17,6 +17,8 @@ export const images = {
   postgres: "pgvector/pgvector:pg16",
   nats: "nats:2.10-alpine",
   app: "switchyard:latest",
+  /** Kubernetes only: waits for the migration Job (deploy/kubernetes). */
+  kubectl: "bitnami/kubectl:1.31",
 };
 
 /** The container health check of a service: GET /readyz with node (the image has no curl). */
