@@ -79,7 +79,8 @@ export function spawnScript(
 
 /**
  * Spawns the platform (`script`, default platform/main.ts) with PORT set to a
- * free port and `env` over process.env; resolves once GET /readyz answers 200
+ * free port and `env` over process.env; resolves once GET /readyz (or with
+ * `until: "serving"`, /healthz) answers 200
  * (polled every 100 ms). Throws with its output if it exits first or is not
  * ready within `timeoutMs` (default 30000; it is killed then).
  */
@@ -89,6 +90,8 @@ export async function spawnPlatform(options: {
   script?: string;
   timeoutMs?: number;
   stdout?: "pipe" | "ignore";
+  /** What to wait for: "ready" (GET /readyz 200, the default) or "serving" (GET /healthz 200: listening, maybe not ready). */
+  until?: "ready" | "serving";
 }): Promise<PlatformProcess> {
   const port = await freePort();
   const script = options.script ?? "platform/main.ts";
@@ -98,7 +101,7 @@ export async function spawnPlatform(options: {
   const until = Date.now() + timeoutMs;
   for (;;) {
     if (p.exited()) throw new Error(`${script} exited (${p.child.exitCode ?? p.child.signalCode}) before it was ready:\n${p.output()}`);
-    if (await fetch(`${baseUrl}/readyz`).then((r) => r.status === 200, () => false)) break;
+    if (await fetch(`${baseUrl}/${options.until === "serving" ? "healthz" : "readyz"}`).then((r) => r.status === 200, () => false)) break;
     if (Date.now() > until) {
       p.child.kill("SIGKILL");
       throw new Error(`${script} not ready within ${timeoutMs} ms:\n${p.output()}`);
