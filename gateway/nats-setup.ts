@@ -9,7 +9,7 @@
 import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { nanos, type NatsConnection } from "@nats-io/nats-core";
-import { createLogger } from "../platform/log.js";
+import { createLogDestination, createLogger } from "../platform/log.js";
 import { declareStream, kvBucketStream, type StreamDeclaration } from "../platform/nats/declare.js";
 import type { GatewayNames } from "./subjects.js";
 
@@ -98,7 +98,7 @@ export async function openGatewayStore(nc: NatsConnection, n: GatewayNames): Pro
  */
 export async function ensureGatewayStore(nc: NatsConnection, n: GatewayNames, opts: StoreOptions, replicas = 1): Promise<GatewayStore> {
   const jsm = await jetstreamManager(nc);
-  const log = createLogger("warn");
+  const log = createLogger("warn", createLogDestination(2)); // stderr: callers may own stdout
   for (const s of gatewayStreams(n, opts)) await declareStream(jsm, s, replicas, log);
   return openGatewayStore(nc, n);
 }

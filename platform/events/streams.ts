@@ -7,7 +7,7 @@
  */
 import { DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
-import { createLogger, type Logger } from "../log.js";
+import { createLogDestination, createLogger, type Logger } from "../log.js";
 import { declareStream, type StreamDeclaration } from "../nats/declare.js";
 import { EVENT_SUBJECT_PREFIX } from "./subject.js";
 
@@ -53,6 +53,6 @@ export function eventStreams(): StreamDeclaration[] {
  * default to 1 and are never lowered.
  */
 export async function ensureEventStreams(jsm: JetStreamManager, options: { replicas?: number; log?: Logger } = {}): Promise<void> {
-  const log = options.log ?? createLogger("warn");
+  const log = options.log ?? createLogger("warn", createLogDestination(2)); // stderr: tools own stdout
   for (const s of eventStreams()) await declareStream(jsm, s, options.replicas ?? 1, log);
 }
