@@ -125,7 +125,7 @@ async function outbox(dbUrl: string, url: string, replicas: number): Promise<Rat
 /** bench/toolcall against `url`, its rows by label. */
 async function toolcall(url: string, replicas: number): Promise<string[]> {
   const child = spawn(process.execPath, ["--import", "tsx", "bench/toolcall/run.ts", "--only", "floor,switchyard", "--calls1", values.calls1!, "--calls64", values.calls64!, "--sockets", "100"], {
-    env: { ...process.env, NATS_URL: url, NATS_REPLICAS: String(replicas) },
+    env: { ...process.env, NATS_URL: url, NATS_REPLICAS: String(replicas), SPAWN_READY_TIMEOUT_MS: process.env.SPAWN_READY_TIMEOUT_MS ?? "120000" },
     stdio: ["ignore", "pipe", "inherit"],
   });
   let out = "";
@@ -146,8 +146,6 @@ try {
   await outbox(dbOne.url, single.url, 1); // warm up (consumer, pool, JIT)
   const box1 = await outbox(dbOne.url, single.url, 1);
   const box3 = await outbox(dbThree.url, cluster.url, 3);
-  const tc1 = await toolcall(single.url, 1);
-  const tc3 = await toolcall(cluster.nodes[0]!.url, 3);
   const f = (r: Rate) =>
     `${r.perSecond.toFixed(0).padStart(6)}/s  p50 ${r.p50.toFixed(2).padStart(7)} ms  p99 ${r.p99.toFixed(2).padStart(7)} ms${r.lost === undefined ? "" : `  lost ${r.lost} duplicated ${r.duplicated}`}`;
   const ratio = (three: Rate, one: Rate) => `R3/R1: throughput ${(three.perSecond / one.perSecond).toFixed(2)}x, p50 ${(three.p50 / one.p50).toFixed(2)}x, p99 ${(three.p99 / one.p99).toFixed(2)}x`;
@@ -160,14 +158,18 @@ try {
       `  outbox → consumer tx    R1 ${f(box1)}`,
       `                          R3 ${f(box3)}`,
       `                          ${ratio(box3, box1)}`,
-      `  bench/toolcall (${values.calls1} calls at 1 in flight, ${values.calls64} at 64):`,
-      `    single node, R1:`,
-      ...tc1.map((l) => `      ${l}`),
-      `    3-node cluster, R3:`,
-      ...tc3.map((l) => `      ${l}`),
-      "",
     ].join("\n"),
   );
+  console.log(`  bench/toolcall (${values.calls1} calls at 1 in flight, ${values.calls64} at 64):`);
+  for (const [label, url, replicas] of [["single node, R1", single.url, 1], ["3-node cluster, R3", cluster.nodes[0]!.url, 3]] as const) {
+    try {
+      const rows = await toolcall(url, replicas);
+      console.log([`    ${label}:`, ...rows.map((l) => `      ${l}`)].join("\n"));
+    } catch (err) {
+      console.log(`    ${label}: failed: ${String(err).split("\n")[0]}`);
+      process.exitCode = 1;
+    }
+  }
   if (box1.lost || box1.duplicated || box3.lost || box3.duplicated) process.exitCode = 1;
 } finally {
   await cluster.stop();

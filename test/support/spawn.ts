@@ -82,7 +82,7 @@ export function spawnScript(
  * free port and `env` over process.env; resolves once GET /readyz (or with
  * `until: "serving"`, /healthz) answers 200
  * (polled every 100 ms). Throws with its output if it exits first or is not
- * ready within `timeoutMs` (default 30000; it is killed then).
+ * ready within `timeoutMs` (default SPAWN_READY_TIMEOUT_MS or 30000; it is killed then).
  */
 export async function spawnPlatform(options: {
   env: Record<string, string>;
@@ -95,7 +95,8 @@ export async function spawnPlatform(options: {
 }): Promise<PlatformProcess> {
   const port = await freePort();
   const script = options.script ?? "platform/main.ts";
-  const timeoutMs = options.timeoutMs ?? 30_000;
+  // SPAWN_READY_TIMEOUT_MS: benches on a loaded machine may allow longer.
+  const timeoutMs = options.timeoutMs ?? Number(process.env.SPAWN_READY_TIMEOUT_MS ?? 30_000);
   const p = launch(script, { env: { ...options.env, PORT: String(port) }, nodeArgs: options.nodeArgs, stdout: options.stdout });
   const baseUrl = `http://127.0.0.1:${port}`;
   const until = Date.now() + timeoutMs;
