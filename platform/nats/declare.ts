@@ -276,7 +276,8 @@ export async function declareStream(jsm: JetStreamManager, declared: StreamDecla
   }
   const { update, differences } = reconcile(declared, found, replicas);
   for (const d of differences) {
-    const level = d.wins === "found" || d.setting !== "num_replicas" ? "warn" : "info";
+    // Replicas raised or an operator's higher count kept is expected; any other difference deserves a look.
+    const level = d.setting === "num_replicas" ? "info" : "warn";
     log[level]({ stream: d.stream, setting: d.setting, declared: d.declared, found: d.found, wins: d.wins, why: d.why }, `JetStream ${d.stream}: ${d.setting} differs; ${d.wins} wins`);
   }
   if (update !== undefined) await jsm.streams.update(declared.name, update);
