@@ -214,12 +214,17 @@ export function createStreamDeclarer(nc: NatsConnection, options: DeclarerOption
     }
   };
   let checking = false;
-  const timer = setInterval(() => {
+  const checkNow = () => {
     if (checking) return;
     checking = true;
     void check().finally(() => (checking = false));
-  }, options.checkIntervalMs ?? 5000);
+  };
+  const timer = setInterval(checkNow, options.checkIntervalMs ?? 5000);
   timer.unref();
+  // Back from a disconnect: look at once (a server that lost its store gets its objects back).
+  void (async () => {
+    for await (const s of nc.status()) if (s.type === "reconnect" && !stopped.signal.aborted) checkNow();
+  })().catch(() => undefined);
 
   return {
     readiness,
