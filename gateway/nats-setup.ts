@@ -6,7 +6,7 @@
  * throughout: a nats-server restart keeps calls, outcomes, dedupe state,
  * presence and notifications. Subjects come from subjects.ts.
  */
-import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { DiscardPolicy, jetstream, jetstreamManager, StorageType, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { nanos, type NatsConnection } from "@nats-io/nats-core";
 import { createLogDestination, createLogger } from "../platform/log.js";
@@ -45,30 +45,30 @@ export function gatewayStreams(n: GatewayNames, opts: StoreOptions): StreamDecla
     {
       name: n.callStream,
       subjects: [s.calls],
-      storage: "file" as StreamDeclaration["storage"],
+      storage: StorageType.File,
       max_age: nanos(CALL_RETENTION_MS),
       duplicate_window: nanos(CALL_RETENTION_MS),
       max_bytes: GIB,
-      discard: "old" as StreamDeclaration["discard"],
+      discard: DiscardPolicy.Old,
       allow_direct: true,
       republish: s.callsRepublish,
     },
     {
       name: n.resultStream,
       subjects: [s.results],
-      storage: "file" as StreamDeclaration["storage"],
+      storage: StorageType.File,
       max_age: nanos(CALL_RETENTION_MS),
       max_bytes: GIB,
-      discard: "old" as StreamDeclaration["discard"],
+      discard: DiscardPolicy.Old,
       allow_direct: true, // retries read a call's outcome with a direct get
     },
     {
       name: n.notifyStream,
       subjects: [s.notifications],
-      storage: "file" as StreamDeclaration["storage"],
+      storage: StorageType.File,
       max_age: nanos(NOTIFY_RETENTION_MS),
       max_msgs_per_subject: opts.notifyKeepPerUser,
-      discard: "old" as StreamDeclaration["discard"], // drop a user's oldest, never refuse a new one
+      discard: DiscardPolicy.Old, // drop a user's oldest, never refuse a new one
       duplicate_window: nanos(NOTIFY_DEDUPE_MS),
       allow_direct: true,
       republish: s.notificationsRepublish,

@@ -20,7 +20,7 @@
  * - every declared object stays watched: `/readyz` is false while one cannot
  *   be reached, and an object the server lost (a store wiped) is declared again.
  */
-import { jetstreamManager, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream";
+import { DiscardPolicy, jetstreamManager, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream";
 import { nanos, type NatsConnection } from "@nats-io/nats-core";
 import type { Logger } from "../log.js";
 import { isNatsConnected } from "./connection.js";
@@ -113,9 +113,9 @@ export function kvBucketStream(bucket: string, options: { history?: number; ttlM
   return {
     name: `KV_${bucket}`,
     subjects: [kvSubjects(bucket)],
-    storage: "file" as StreamConfig["storage"],
-    retention: "limits" as StreamConfig["retention"],
-    discard: "new" as StreamConfig["discard"],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    discard: DiscardPolicy.New,
     max_msgs_per_subject: options.history ?? 1,
     max_age: nanos(options.ttlMs ?? 0),
     allow_rollup_hdrs: true,
