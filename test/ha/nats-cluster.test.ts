@@ -45,6 +45,9 @@ const SLACK_MS = 3000;
 const RECOVERY_MS = 10_000;
 const OPERATOR_MAX_AGE_DAYS = 3;
 
+// Several mesh processes start at once here; on a loaded 2-core machine that can take longer than the default 30 s.
+process.env.SPAWN_READY_TIMEOUT_MS ??= "120000";
+
 let cluster: NatsCluster;
 let keys: TestKeys;
 let db: { url: string; drop(): Promise<void> };

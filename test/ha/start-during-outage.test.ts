@@ -14,6 +14,9 @@ import { eventually, newPrefix, newUser, rpcClients, startTestKeys, type TestKey
 import { startNatsCluster, type NatsCluster } from "../support/nats-cluster.js";
 import { spawnPlatform, type PlatformProcess } from "../support/spawn.js";
 
+// Several mesh processes start at once here; on a loaded 2-core machine that can take longer than the default 30 s.
+process.env.SPAWN_READY_TIMEOUT_MS ??= "120000";
+
 let cluster: NatsCluster;
 let keys: TestKeys;
 let gw: PlatformProcess | undefined;
