@@ -1,10 +1,11 @@
 /**
- * `npm run envoy`: writes envoy/envoy.yaml and docker-compose.yml from the
+ * `npm run envoy`: writes envoy/envoy.yaml, docker-compose.yml and
+ * deploy/kubernetes/switchyard.yaml from the
  * contracts and services/index.ts. `npm run envoy:check`: validates
  * envoy/envoy.yaml, or the file named after `check` (exit 1 listing every
  * problem).
  */
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { checkEnvoyYaml } from "./check.js";
@@ -19,6 +20,7 @@ try {
   if (command === "generate") {
     const files = await generateEdgeFiles(root, process.env);
     for (const [path, text] of Object.entries(files)) {
+      mkdirSync(dirname(join(root, path)), { recursive: true });
       writeFileSync(join(root, path), text);
       process.stdout.write(`wrote ${path}\n`);
     }

@@ -19,6 +19,8 @@ export const images = {
   nats: "nats:2.10-alpine",
   jaeger: "jaegertracing/all-in-one:1.62.0",
   app: "switchyard:latest",
+  /** Kubernetes only: waits for the migration Job (deploy/kubernetes). */
+  kubectl: "bitnami/kubectl:1.31",
 };
 
 /** The container health check of a service: GET /readyz with node (the image has no curl). */

@@ -24,7 +24,7 @@ const clusters: any[] = envoy.static_resources.clusters;
 const filter = (name: string) => hcm.http_filters.find((f: any) => f.name === name).typed_config;
 const routeFor = (path: string) => routes.find((r) => r.match.path === path || (r.match.prefix !== undefined && path.startsWith(r.match.prefix)) || (r.match.safe_regex && new RegExp(r.match.safe_regex.regex).test(path)));
 
-test("envoy.yaml and docker-compose.yml are what `npm run envoy` generates now", async () => {
+test("envoy.yaml, docker-compose.yml and deploy/kubernetes are what `npm run envoy` generates now", async () => {
   const files = await generateEdgeFiles(root, process.env);
   for (const [path, expected] of Object.entries(files)) {
     assert.equal(readFileSync(join(root, path), "utf8"), expected, `${path} is stale: run \`npm run envoy\``);

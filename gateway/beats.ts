@@ -99,6 +99,18 @@ export function createGatewayBeats(o: BeatOptions): GatewayBeats {
     lastStoredBeat = Math.max(lastStoredBeat, time);
     if (resumed) for (const fn of resumedListeners) fn();
   };
+  const readBeats = async () => {
+    for await (const key of await o.kv.keys()) {
+      const e = await o.kv.get(key);
+      if (e === null || e.operation !== "PUT") continue;
+      try {
+        const b = fromBinary(GatewayBeatSchema, e.value);
+        note(key, b.time ? timestampMs(b.time) : 0, b.interval ? durationMs(b.interval) : 0);
+      } catch {
+        /* ignore a foreign value */
+      }
+    }
+  };
   const check = () => {
     const now = Date.now();
     const judging = connected && now >= judgeFrom;
@@ -113,7 +125,8 @@ export function createGatewayBeats(o: BeatOptions): GatewayBeats {
 
   return {
     async start() {
-      await beat();
+      // JetStream may not answer yet (a node down, an election; /readyz says so): the next beat retries.
+      await beat().catch((err: unknown) => o.log.warn({ err: String(err) }, "first heartbeat write failed; retrying with the next"));
       sub = o.nc.subscribe(o.names.beats, {
         callback: (err, msg) => {
           if (err) return;
@@ -128,17 +141,9 @@ export function createGatewayBeats(o: BeatOptions): GatewayBeats {
           }
         },
       });
-      // Instances that beat before we subscribed: read their last beats once.
-      for await (const key of await o.kv.keys()) {
-        const e = await o.kv.get(key);
-        if (e === null || e.operation !== "PUT") continue;
-        try {
-          const b = fromBinary(GatewayBeatSchema, e.value);
-          note(key, b.time ? timestampMs(b.time) : 0, b.interval ? durationMs(b.interval) : 0);
-        } catch {
-          /* ignore a foreign value */
-        }
-      }
+      // Instances that beat before we subscribed: read their last beats once
+      // (if the bucket cannot be read now, their next beats arrive within half an interval).
+      await readBeats().catch((err: unknown) => o.log.warn({ err: String(err) }, "reading earlier heartbeats failed"));
       beatTimer = setInterval(() => {
         beat().catch((err: unknown) => o.log.warn({ err: String(err) }, "heartbeat write failed"));
       }, Math.max(50, Math.floor(o.intervalMs / 2)));

@@ -20,7 +20,9 @@ import type { JetStreamManager } from "@nats-io/jetstream";
 import { headers, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 import { GatewayControlSchema, type PresenceEntry, type PresenceRecord } from "../gen/switchyard/device/v1/relay_pb.js";
 import { isNatsConnected, type Logger } from "../platform/index.js";
+import { MSG_ID } from "../platform/events/headers.js";
 import type { GatewayBeats } from "./beats.js";
+import { CALL_RETENTION_MS } from "./nats-setup.js";
 import { createDeadlineWheel, type DeadlineHandle } from "./deadlines.js";
 import { traceOutcomeReceived, tracedCallPublish } from "./tracing.js";
 import type { PresenceCache } from "./presence-cache.js";
@@ -208,7 +210,7 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
       toolCall: encodeToolCall(req.callId, req.tool, req.argsBytes, req.deadline),
     });
     const h = headers();
-    h.set("Nats-Msg-Id", req.callId);
+    h.set(MSG_ID, req.callId);
     p.published = true;
     // A plain publish with a reply subject: JetStream acks to our one ack
     // subscription, with no request state (inbox, timer, error) per call.
@@ -224,7 +226,7 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
     const first = await o.jsm.direct.getMessage(names.callStream, { seq }).catch(() => null);
     if (p.settled) return;
     if (first === null) {
-      return settle(p, new ConnectError("call_id was used within the last 10 minutes and its record is gone; use a new call_id", Code.AlreadyExists));
+      return settle(p, new ConnectError(`call_id was used within the last ${CALL_RETENTION_MS / 60_000} minutes and its record is gone; use a new call_id`, Code.AlreadyExists));
     }
     let rc: RelayedCall;
     try {

@@ -14,7 +14,7 @@ import { createToolCaller } from "./calls.js";
 import { readGatewaySettings } from "./config.js";
 import { deviceService } from "./device-service.js";
 import { createDeviceHub } from "./hub.js";
-import { ensureGatewayStore } from "./nats-setup.js";
+import { gatewayStreams, openGatewayStore } from "./nats-setup.js";
 import { notificationService } from "./notify-service.js";
 import { createNotifications } from "./notifications.js";
 import { createPresenceCache } from "./presence-cache.js";
@@ -39,7 +39,9 @@ export const gateway: ServiceModule = {
     const names = gatewayNames(settings.GATEWAY_NATS_PREFIX);
     const nc = ctx.nats;
     const storeOptions = { notifyKeepPerUser: settings.GATEWAY_NOTIFY_KEEP_PER_USER };
-    const store = await ensureGatewayStore(nc, names, storeOptions);
+    // Declared through the platform (replicas, retries, /readyz); it re-declares what a server lost.
+    await ctx.streams.declare(gatewayStreams(names, storeOptions));
+    const store = await openGatewayStore(nc, names);
     const js = jetstream(nc);
     // The platform's verifier (in-process keys when auth runs here, else AUTH_JWKS_URL), looked up on use.
     const verify: VerifyAccessToken = (token) => {
@@ -108,7 +110,6 @@ export const gateway: ServiceModule = {
         } else if (s.type === "reconnect") {
           cache.clear(); // changes may have been missed while away
           beats.reconnected();
-          ensureGatewayStore(nc, names, storeOptions).catch((err: unknown) => log.error({ err: String(err) }, "re-declaring streams failed"));
         }
       }
     })();

@@ -5,6 +5,7 @@
  * and widen a subscription, and two ids never share a token. Instance ids and
  * call ids are checked plain ids (subjectToken) before use.
  */
+import { kvSubjects } from "../platform/nats/declare.js";
 import { encodeSubjectToken, subjectToken } from "../platform/index.js";
 
 /** The subject token of a user id; throws INVALID_ARGUMENT on an empty id. */
@@ -46,8 +47,34 @@ export interface GatewayNames {
   readonly beats: string;
   /** Core subject of commands to one instance. */
   control(instance: string): string;
-  /** Stream/republish pairs, for stream setup. */
+  /** The first token of every subject above (GATEWAY_NATS_PREFIX). */
   readonly prefix: string;
+  /** What the streams and buckets capture and re-publish, for their declaration (nats-setup.ts). */
+  readonly stored: StoredSubjects;
+}
+
+/** A stream's RePublish: stored messages on `src` are copied onto core subject `dest`. */
+export interface Republish {
+  readonly src: string;
+  readonly dest: string;
+}
+
+/** The subjects the gateway's streams and buckets capture, and where they re-publish. */
+export interface StoredSubjects {
+  /** Captured by the call stream: every `call(user, instance)`. */
+  readonly calls: string;
+  /** Call stream to `deliverAll(instance)`. */
+  readonly callsRepublish: Republish;
+  /** Captured by the result stream: every `result(callId, instance)`. */
+  readonly results: string;
+  /** Captured by the notification stream: every `notify(user)`. */
+  readonly notifications: string;
+  /** Notification stream to `notified(user)`. */
+  readonly notificationsRepublish: Republish;
+  /** Devices bucket to `presence(user)`. */
+  readonly presenceRepublish: Republish;
+  /** Gateways bucket to `beats`. */
+  readonly beatsRepublish: Republish;
 }
 
 /** Names under prefix `p` (GATEWAY_NATS_PREFIX). */
@@ -58,7 +85,7 @@ export function gatewayNames(p: string): GatewayNames {
     callStream: `${P}_TOOLCALLS`,
     resultStream: `${P}_TOOLRESULTS`,
     notifyStream: `${P}_NOTIFY`,
-    devicesBucket: `${p}_devices`,
+    devicesBucket: `${p}_devices`, // also in `stored` below
     gatewaysBucket: `${p}_gateways`,
     ticketsBucket: `${p}_tickets`,
     call: (user, instance) => `${p}.tools.${userToken(user)}.${safe(instance, "instance id")}`,
@@ -73,5 +100,14 @@ export function gatewayNames(p: string): GatewayNames {
     presence: (user) => `${p}.presence.${userToken(user)}`,
     beats: `${p}.beat.*`,
     control: (instance) => `${p}.gwctl.${safe(instance, "instance id")}`,
+    stored: {
+      calls: `${p}.tools.*.*`,
+      callsRepublish: { src: `${p}.tools.>`, dest: `${p}.deliver.>` },
+      results: `${p}.toolres.*.*`,
+      notifications: `${p}.notify.*`,
+      notificationsRepublish: { src: `${p}.notify.>`, dest: `${p}.notified.>` },
+      presenceRepublish: { src: kvSubjects(`${p}_devices`), dest: `${p}.presence.>` },
+      beatsRepublish: { src: kvSubjects(`${p}_gateways`), dest: `${p}.beat.>` },
+    },
   };
 }

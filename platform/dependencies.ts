@@ -19,6 +19,7 @@ import { tierLimitsOf } from "./limits/vars.js";
 import { rateLimit } from "./limits/middleware.js";
 import type { Logger } from "./log.js";
 import { connectNats, isNatsConnected } from "./nats/connection.js";
+import { createStreamDeclarer, type StreamDeclarer } from "./nats/declare.js";
 import { ensureLocalNats, type LocalNats } from "./nats/local-server.js";
 import type { Middleware } from "./rpc/pipeline.js";
 import type { ReadinessProbe } from "./server.js";
@@ -33,14 +34,20 @@ export interface Dependencies {
   readonly db: Database | undefined;
   readonly nats: NatsConnection | undefined;
   readonly events: EventBus | undefined;
-  /** `/readyz` checks: "postgres", "nats", and "consumer:<durable>" for each consumer started at module start. */
+  /** Declares JetStream streams and buckets (NATS_REPLICAS, retries within NATS_DECLARE_BUDGET_MS, readiness). */
+  readonly streams: StreamDeclarer | undefined;
+  /**
+   * `/readyz` checks: "postgres", "nats", one `jetstream <name>` per declared
+   * stream or bucket (added as modules declare them), and "consumer:<durable>"
+   * for each consumer started at module start.
+   */
   readonly readiness: Record<string, ReadinessProbe>;
   /** Goes first in the chain: maps database/NATS failures to UNAVAILABLE / INVALID_ARGUMENT. */
   readonly errors: Middleware;
   /** Goes after the token check: the per-user rate limit (absent without a database or when disabled). */
   readonly limits: Middleware[];
   /** Defines `db`, `nats` and `events` on `ctx` for `module` (throwing getters for undeclared ones). */
-  provide<C extends object>(ctx: C, module: ServiceModule): C & Pick<ServiceContext, "db" | "nats" | "events">;
+  provide<C extends object>(ctx: C, module: ServiceModule): C & Pick<ServiceContext, "db" | "nats" | "events" | "streams">;
   /** Stops the event bus, then closes NATS and the pool (and what was started locally). */
   close(): Promise<void>;
 }
@@ -91,6 +98,7 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
       db = database;
     }
     let nats: NatsConnection | undefined;
+    let streams: StreamDeclarer | undefined;
     if (needs.has("nats")) {
       let url = settings.NATS_URL;
       if (url === "") {
@@ -107,11 +115,15 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
         await Promise.race([nc.drain(), new Promise((_, reject) => setTimeout(reject, 3000).unref())]).catch(() => nc.close());
       });
       nats = nc;
+      const declarer = createStreamDeclarer(nc, { replicas: settings.NATS_REPLICAS, budgetMs: settings.NATS_DECLARE_BUDGET_MS, log: log.child({ component: "jetstream" }) });
+      closers.push(async () => declarer.stop());
+      streams = declarer;
     }
-    const readiness: Record<string, ReadinessProbe> = {};
+    // The declarer's own record, so the objects modules declare later show up in /readyz too.
+    const readiness: Record<string, ReadinessProbe> = streams?.readiness ?? {};
     let events: EventBus | undefined;
     if (needs.has("events") && db !== undefined && nats !== undefined) {
-      const bus = await createEventBus({ db, nc: nats, log, readiness });
+      const bus = await createEventBus({ db, nc: nats, log, readiness, streams });
       closers.push(() => bus.stop());
       events = bus;
     }
@@ -132,6 +144,7 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
       db,
       nats,
       events,
+      streams,
       readiness,
       errors: dependencyErrors(),
       limits,
@@ -143,6 +156,7 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
           db: { get: () => (uses.has("db") && db ? db : thrower(missing("db"))), enumerable: false },
           nats: { get: () => (uses.has("nats") && nats ? nats : thrower(missing("nats"))), enumerable: false },
           events: { get: () => (uses.has("events") && events ? events : thrower(missing("events"))), enumerable: false },
+          streams: { get: () => (uses.has("nats") && streams ? streams : thrower(missing("nats"))), enumerable: false },
         }) as never;
       },
       close: closeAll,

@@ -11,6 +11,7 @@ import type { Database } from "./db/types.js";
 import type { Events } from "./events/types.js";
 import type { HttpRoute, UpgradeRoute } from "./http-routes.js";
 import type { Logger } from "./log.js";
+import type { StreamDeclarer } from "./nats/declare.js";
 import type { PlatformMetrics } from "./metrics.js";
 import type { Middleware, ServiceRegistration } from "./rpc/pipeline.js";
 import type { ReadinessProbe } from "./server.js";
@@ -38,6 +39,13 @@ export interface ServiceContext {
    * Reading it throws unless the module declares `uses: ["nats"]` (or "events").
    */
   readonly nats: NatsConnection;
+  /**
+   * Declares the module's JetStream streams and KV buckets (the one way to:
+   * NATS_REPLICAS, never lowering replicas, operator settings respected,
+   * retries within the start budget, `/readyz` naming what is missing).
+   * Reading it throws unless the module declares `uses: ["nats"]`.
+   */
+  readonly streams: StreamDeclarer;
   /** Outbox publishing and durable consumers. Reading it throws unless the module declares `uses: ["events"]`. */
   readonly events: Events;
 }

@@ -221,7 +221,7 @@ export function newService(name: string): string[] {
   run(bin("buf"), ["lint"]);
   run(bin("buf"), ["generate"]);
   run(process.execPath, ["--import", "tsx", "envoy/cli.ts", "generate"]);
-  return [...Object.keys(files), "app/catalogue.ts", ".env.example", "gen/", "envoy/envoy.yaml", "docker-compose.yml"];
+  return [...Object.keys(files), "app/catalogue.ts", ".env.example", "gen/", "envoy/envoy.yaml", "docker-compose.yml", "deploy/kubernetes/switchyard.yaml"];
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {

@@ -21,6 +21,17 @@ export interface DatabaseOptions {
   readonly applicationName?: string;
 }
 
+/**
+ * With several hosts, `target_session_attrs=read-write` must skip a hot
+ * standby. postgres.js 3.4 judges read-write by default_transaction_read_only,
+ * which a hot standby reports as off, so it would settle on the standby;
+ * "primary" (pg_is_in_recovery) picks the writable host, which is what
+ * read-write means there.
+ */
+function sessionTarget(url: string): { target_session_attrs?: "primary" } {
+  return /[?&]target_session_attrs=read-write(&|$)/.test(url) ? { target_session_attrs: "primary" } : {};
+}
+
 const commitHooks = new WeakMap<TransactionSql, (() => void)[]>();
 
 /**
@@ -53,6 +64,7 @@ export function createDatabase(url: string, options: DatabaseOptions = {}): Data
     max_lifetime: 30 * 60,
     onnotice: () => {},
     connection: { application_name: options.applicationName ?? "switchyard" },
+    ...sessionTarget(url),
   });
   return {
     sql,
@@ -79,8 +91,9 @@ export function createDatabase(url: string, options: DatabaseOptions = {}): Data
     },
     async ping() {
       try {
-        await withTimeout(sql`select 1`, 2000);
-        return true;
+        // Ready means writable: during a failover a connection may reach a standby not yet promoted.
+        const [row] = await withTimeout(sql`select pg_is_in_recovery() as standby`, 2000);
+        return row?.standby === false;
       } catch {
         return false;
       }

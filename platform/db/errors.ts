@@ -24,9 +24,13 @@ const connectionCodes = new Set([
   "EAI_AGAIN",
 ]);
 
-/** SQLSTATEs meaning the server cannot serve now: class 08, shutdown, starting up, too many connections. */
+/**
+ * SQLSTATEs meaning the server cannot serve now: class 08, shutdown, starting
+ * up, too many connections, and a read-only server (25006: a standby not yet
+ * promoted during a failover).
+ */
 function unavailableState(state: string): boolean {
-  return state.startsWith("08") || state === "57P01" || state === "57P02" || state === "57P03" || state === "53300";
+  return state.startsWith("08") || state === "57P01" || state === "57P02" || state === "57P03" || state === "53300" || state === "25006";
 }
 
 /** SQLSTATEs meaning the value itself is unstorable: NUL/bad encoding, too long, out of range. */

@@ -18,7 +18,7 @@ export interface Database {
    * than INTERNAL while the database restarts.
    */
   tx<T>(fn: (tx: TransactionSql) => Promise<T>): Promise<T>;
-  /** Whether a trivial query succeeds now (for /readyz). */
+  /** Whether the server answers and accepts writes (false on a standby not yet promoted). */
   ping(): Promise<boolean>;
   /** Closes the pool. */
   close(): Promise<void>;

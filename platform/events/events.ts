@@ -17,7 +17,8 @@ import { currentTraceparent } from "../telemetry/tracing.js";
 import type { Database } from "../db/types.js";
 import { startConsumer } from "./consumer.js";
 import { OUTBOX_CHANNEL, startRelay, type CommittedRow, type RelayOptions } from "./relay.js";
-import { ensureEventStreams } from "./streams.js";
+import type { StreamDeclarer } from "../nats/declare.js";
+import { ensureEventStreams, eventStreams } from "./streams.js";
 import { eventSubject } from "./subject.js";
 import type { ConsumerOptions, Events } from "./types.js";
 
@@ -26,6 +27,8 @@ export interface EventBusOptions {
   readonly db: Database;
   readonly nc: NatsConnection;
   readonly log: Logger;
+  /** Declares the event streams (NATS_REPLICAS, retries, readiness); without one they are declared once, R1. */
+  readonly streams?: StreamDeclarer;
   /** Relay tuning; `false` runs no relay in this process (rows wait for another one). */
   readonly relay?: false | Partial<Omit<RelayOptions, "sql" | "js" | "nc" | "log">>;
   /**
@@ -51,7 +54,8 @@ export async function createEventBus(options: EventBusOptions): Promise<EventBus
   const { db, nc, log } = options;
   const jsm = await jetstreamManager(nc, { timeout: 5000 });
   const js = jetstream(nc, { timeout: 5000 });
-  await ensureEventStreams(jsm);
+  if (options.streams !== undefined) await options.streams.declare(eventStreams());
+  else await ensureEventStreams(jsm, { log });
   const relay =
     options.relay === false ? undefined : startRelay({ ...options.relay, sql: db.sql, js, nc, log: log.child({ component: "outbox-relay" }) });
   const consumers = new Set<() => Promise<void>>();

@@ -9,6 +9,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import type { Logger } from "../log.js";
+import { natsServers } from "./vars.js";
 
 /** Connection tuning; the defaults suit production. */
 export interface NatsOptions {
@@ -25,7 +26,9 @@ export interface NatsOptions {
 const state = new WeakMap<NatsConnection, { connected: boolean }>();
 
 /**
- * Connects to `url`, waiting (and retrying forever, logging every few
+ * Connects to `url` (one NATS URL, or several comma-separated: all are tried
+ * at start and on reconnect, and the servers a cluster announces are added),
+ * waiting (and retrying forever, logging every few
  * attempts) until the first connection succeeds. Rejects only for a bad URL
  * or when the server refuses the client (authorization).
  */
@@ -33,7 +36,7 @@ export async function connectNats(url: string, log: Logger, options: NatsOptions
   const maxDelay = options.maxReconnectDelayMs ?? 2000;
   let attempt = 0;
   const nc = await connect({
-    servers: url,
+    servers: natsServers(url),
     name: options.name ?? "switchyard",
     maxReconnectAttempts: -1,
     waitOnFirstConnect: true,

@@ -1,39 +1,10 @@
 /**
- * Declaring JetStream streams and durable consumers idempotently at start:
- * created when missing, updated when their settings drifted, left alone
- * otherwise. Several instances starting together converge on one definition.
+ * Declaring durable consumers idempotently at start: created when missing,
+ * updated when their settings drifted, left alone otherwise. Streams and KV
+ * buckets are declared through declare.ts.
  */
-import type { ConsumerConfig, JetStreamManager, StreamConfig } from "@nats-io/jetstream";
-
-type StreamDeclaration = Partial<StreamConfig> & { name: string; subjects: string[] };
-
-/**
- * Creates the stream `config.name`, or updates the fields given in `config`
- * when the existing stream differs. Rejects when the server refuses (e.g. the
- * subjects overlap another stream's, or JetStream is not enabled).
- */
-export async function ensureStream(jsm: JetStreamManager, config: StreamDeclaration): Promise<void> {
-  let existing: StreamConfig | undefined;
-  try {
-    existing = (await jsm.streams.info(config.name)).config;
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
-  }
-  if (existing === undefined) {
-    try {
-      await jsm.streams.add(config);
-      return;
-    } catch (err) {
-      // Another instance created it first: fall through to compare.
-      if (!/already in use|already exists/i.test((err as Error).message)) throw err;
-      existing = (await jsm.streams.info(config.name)).config;
-    }
-  }
-  if (differs(config, existing)) {
-    const { name, ...update } = config;
-    await jsm.streams.update(name, { ...existing, ...update });
-  }
-}
+import type { ConsumerConfig, JetStreamManager } from "@nats-io/jetstream";
+import { isNotFound } from "./declare.js";
 
 type ConsumerDeclaration = Partial<ConsumerConfig> & { durable_name: string };
 
@@ -66,9 +37,4 @@ export async function ensureConsumer(jsm: JetStreamManager, stream: string, conf
 function differs(wanted: object, existing: object): boolean {
   const have = existing as Record<string, unknown>;
   return Object.entries(wanted).some(([k, v]) => JSON.stringify(v) !== JSON.stringify(have[k]));
-}
-
-function isNotFound(err: unknown): boolean {
-  const e = err as { name?: string; code?: number; message?: string };
-  return e.name === "StreamNotFoundError" || e.name === "ConsumerNotFoundError" || e.code === 404 || /not found/i.test(e.message ?? "");
 }

@@ -203,3 +203,76 @@ export async function startOwnPostgres(): Promise<OwnPostgres> {
   await own.start();
   return own;
 }
+
+/** A streaming-replication standby of an OwnPostgres, promotable to primary. */
+export interface OwnStandby extends OwnPostgres {
+  /** Promotes it (pg_promote) and resolves once it accepts writes. */
+  promote(): Promise<void>;
+}
+
+/**
+ * Starts a hot standby of `primary` on a free port: `pg_basebackup -R` from
+ * the primary into a temp folder (removed at exit), then postgres on it.
+ * The primary's default pg_hba (initdb -A trust) allows the replication
+ * connection from 127.0.0.1.
+ */
+export async function startOwnStandby(primary: OwnPostgres): Promise<OwnStandby> {
+  const versions = existsSync("/usr/lib/postgresql") ? readdirSync("/usr/lib/postgresql").sort() : [];
+  const bin = versions.length ? `/usr/lib/postgresql/${versions.at(-1)}/bin` : undefined;
+  if (!bin) throw new Error("no PostgreSQL server binaries found: apt-get install postgresql");
+  const dataDir = mkdtempSync(join(tmpdir(), "sy-standby-"));
+  const port = await freePort();
+  const asPostgres = process.getuid?.() === 0;
+  if (asPostgres) chownSync(dataDir, Number(execFileSync("id", ["-u", "postgres"]).toString().trim()), Number(execFileSync("id", ["-g", "postgres"]).toString().trim()));
+  const run = (cmd: string, args: string[]) => (asPostgres ? ["runuser", ["-u", "postgres", "--", cmd, ...args]] : [cmd, args]) as [string, string[]];
+  execFileSync(...run(`${bin}/pg_basebackup`, ["-h", "127.0.0.1", "-p", String(primary.port), "-U", "postgres", "-D", dataDir, "-R", "-X", "stream"]), { stdio: "ignore" });
+  process.once("exit", () => rmSync(dataDir, { recursive: true, force: true }));
+  let child: ChildProcess | undefined;
+  const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
+  const query = async <T>(fn: (sql: postgres.Sql) => Promise<T>): Promise<T> => {
+    const sql = postgres(url, { max: 1, connect_timeout: 2, onnotice: () => {} });
+    try {
+      return await fn(sql);
+    } finally {
+      await sql.end({ timeout: 1 });
+    }
+  };
+  const standby: OwnStandby = {
+    url,
+    port,
+    dataDir,
+    async start() {
+      child = spawn(...run(`${bin}/postgres`, ["-D", dataDir, "-p", String(port), "-k", dataDir, "-c", "listen_addresses=127.0.0.1"]), { stdio: "ignore" });
+      children.push(child);
+      await waitForPort(port, "postgres standby");
+      const until = Date.now() + 15_000;
+      for (;;) {
+        try {
+          await query((sql) => sql`select 1`);
+          return;
+        } catch (err) {
+          if (Date.now() > until) throw new Error(`standby on ${port} did not accept queries: ${(err as Error).message}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    },
+    async stop() {
+      const c = child;
+      if (!c || c.exitCode !== null) return;
+      const exited = new Promise((r) => c.once("exit", r));
+      const pid = Number(readFileSync(join(dataDir, "postmaster.pid"), "utf8").split("\n", 1)[0]);
+      process.kill(pid, "SIGINT");
+      await exited;
+    },
+    async promote() {
+      await query((sql) => sql`select pg_promote(true, 30)`);
+      const until = Date.now() + 30_000;
+      while ((await query((sql) => sql`select pg_is_in_recovery() as r`))[0]!.r) {
+        if (Date.now() > until) throw new Error("the standby did not leave recovery within 30 s");
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+  };
+  await standby.start();
+  return standby;
+}

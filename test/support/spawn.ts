@@ -79,9 +79,12 @@ export function spawnScript(
 
 /**
  * Spawns the platform (`script`, default app/main.ts) with PORT set to a
- * free port and `env` over process.env; resolves once GET /readyz answers 200
- * (polled every 100 ms). Throws with its output if it exits first or is not
- * ready within `timeoutMs` (default 90000: a loaded 2-core machine starts a process slowly, and failing later costs nothing when all is well; it is killed then).
+ * free port and `env` over process.env; resolves once GET /readyz (or with
+ * `until: "serving"`, /healthz) answers 200 (polled every 100 ms). Throws
+ * with its output if it exits first or is not ready within `timeoutMs`
+ * (default SPAWN_READY_TIMEOUT_MS or 90000: a loaded 2-core machine starts a
+ * process slowly, and failing later costs nothing when all is well; it is
+ * killed then).
  */
 export async function spawnPlatform(options: {
   env: Record<string, string>;
@@ -91,16 +94,18 @@ export async function spawnPlatform(options: {
   stdout?: "pipe" | "ignore";
   /** The port to serve on (default: a free one), for tests whose env must name the process's own origin. */
   port?: number;
+  /** What to wait for: "ready" (GET /readyz 200, the default) or "serving" (GET /healthz 200: listening, maybe not ready). */
+  until?: "ready" | "serving";
 }): Promise<PlatformProcess> {
   const port = options.port ?? (await freePort());
   const script = options.script ?? "app/main.ts";
-  const timeoutMs = options.timeoutMs ?? 90_000;
+  const timeoutMs = options.timeoutMs ?? Number(process.env.SPAWN_READY_TIMEOUT_MS ?? 90_000);
   const p = launch(script, { env: { ...options.env, PORT: String(port) }, nodeArgs: options.nodeArgs, stdout: options.stdout });
   const baseUrl = `http://127.0.0.1:${port}`;
   const until = Date.now() + timeoutMs;
   for (;;) {
     if (p.exited()) throw new Error(`${script} exited (${p.child.exitCode ?? p.child.signalCode}) before it was ready:\n${p.output()}`);
-    if (await fetch(`${baseUrl}/readyz`).then((r) => r.status === 200, () => false)) break;
+    if (await fetch(`${baseUrl}/${options.until === "serving" ? "healthz" : "readyz"}`).then((r) => r.status === 200, () => false)) break;
     if (Date.now() > until) {
       p.child.kill("SIGKILL");
       throw new Error(`${script} not ready within ${timeoutMs} ms:\n${p.output()}`);
