@@ -183,6 +183,9 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
     const { req } = p;
     let entry: PresenceEntry;
     for (;;) {
+      // Listen for a change before reading: a device that connects while the
+      // record is read still wakes this call (read-then-listen would miss it).
+      const changed = req.waitForDevice ? new Promise<void>((resolve) => p.cleanup.push(o.cache.onChange(req.userId, resolve))) : undefined;
       const record = await o.cache.get(req.userId);
       if (p.settled) return;
       const choice = choose(record, req, o.beats);
@@ -190,8 +193,8 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
         entry = choice.entry;
         break;
       }
-      if (!req.waitForDevice) throw choice.error;
-      await new Promise<void>((resolve) => p.cleanup.push(o.cache.onChange(req.userId, resolve)));
+      if (changed === undefined) throw choice.error;
+      await changed;
       if (p.settled) return;
     }
     p.sessionId = entry.sessionId;

@@ -34,6 +34,12 @@ import {
 } from "./support.js";
 
 const HEARTBEAT_MS = 1000;
+
+/** gateway_tool_calls_pending on the instance at `baseUrl`. */
+async function pendingCalls(baseUrl: string): Promise<number> {
+  const text = await (await fetch(`${baseUrl}/metrics`)).text();
+  return Number(/^gateway_tool_calls_pending (\d+)/m.exec(text)?.[1] ?? 0);
+}
 const CAP = 4;
 
 async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
@@ -176,8 +182,8 @@ describe("tool calls across gateway instances", () => {
   test("wait_for_device: delivered when the device connects before the deadline", async () => {
     const user = newUser();
     const pending = agent.devices.callTool({ userId: user, tool: "echo", waitForDevice: true, timeout: { seconds: 20n }, callId: "waited" });
-    // Let the call reach the gateway and start waiting (there is no event to await for that).
-    await new Promise((r) => setTimeout(r, 300));
+    // The call is waiting on A once A counts it pending (it listens for the user's devices before it reads them).
+    await eventually(async () => (await pendingCalls(a.baseUrl)) >= 1, 20_000, "the call to wait on A");
     const d = await device(b.port, { token: await keys.mint(user), onCall: () => ({ late: false }) });
     const res = await pending;
     assert.deepEqual(res.outcome.value, { late: false });
