@@ -15,6 +15,7 @@ import { after, before, describe, test } from "node:test";
 import { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 import { TierChangedSchema, TierChangeSource, UserLoggedInSchema, UserRegisteredSchema } from "../../gen/switchyard/events/v1/events_pb.js";
 import type { ServiceContext, ServiceModule } from "../../platform/service.js";
+import { waitFor } from "../../test/support/wait.js";
 import { TIER_CHANGED_DURABLE } from "./tier-consumer.js";
 import { startAuth, type AuthUnderTest } from "./testing.js";
 
@@ -48,14 +49,8 @@ function collector(nc: NatsConnection, subject: string) {
   };
 }
 
-/** Waits (bounded) until `check` holds. */
-async function eventually(check: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** Waits (bounded) until `check` holds: the shared polling helper. */
+const eventually = (check: () => Promise<boolean>, what: string, ms = 10_000) => waitFor(what, check, ms, 100);
 
 describe("auth events", () => {
   let a: AuthUnderTest;

@@ -14,16 +14,14 @@ import { after, before, describe, test } from "node:test";
 import { decodeJwt } from "jose";
 import { WebSocket } from "ws";
 import { DeviceFrameSchema } from "../../gen/switchyard/device/v1/device_frame_pb.js";
-import { natsUrl } from "../support/infra.js";
 import {
+  codeOf,
   connectDevice,
-  dropPrefix,
   eventually,
-  newPrefix,
   newUser,
   rpcClients,
-  startGateway,
-  startTestKeys,
+  startGatewayFixture,
+  type GatewayFixture,
   type GatewayProcess,
   type TestDevice,
   type TestKeys,
@@ -46,14 +44,8 @@ async function refusal(p: Promise<unknown>): Promise<{ status: number; body: str
   assert.fail("expected the upgrade to be refused");
 }
 
-async function rpcCode(p: Promise<unknown>): Promise<Code> {
-  try {
-    await p;
-  } catch (err) {
-    return ConnectError.from(err).code;
-  }
-  assert.fail("expected the RPC to fail");
-}
+/** The code an RPC failed with (the test fails if it succeeded). */
+const rpcCode = async (p: Promise<unknown>): Promise<Code> => (await codeOf(p)).code;
 
 const errorFrame = (d: TestDevice, fatal: boolean) =>
   d.waitFor((f) => f.frame.case === "error" && f.frame.value.fatal === fatal, 10_000, `a ${fatal ? "fatal" : "non-fatal"} error`).then((f) =>
@@ -61,26 +53,16 @@ const errorFrame = (d: TestDevice, fatal: boolean) =>
   );
 
 describe("gateway bad input", () => {
+  let fx: GatewayFixture;
   let keys: TestKeys;
-  let nats: string;
-  const prefix = newPrefix();
   let a: GatewayProcess, b: GatewayProcess;
   let agent: ReturnType<typeof rpcClients>;
-  const open: TestDevice[] = [];
+  let open: TestDevice[];
   const tickets: string[] = [];
-  const device = async (...args: Parameters<typeof connectDevice>) => {
-    const d = await connectDevice(...args);
-    open.push(d);
-    return d;
-  };
+  const device = (...args: Parameters<typeof connectDevice>) => fx.device(...args);
 
   before(async () => {
-    keys = await startTestKeys();
-    nats = await natsUrl();
     const env = {
-      NATS_URL: nats,
-      AUTH_JWKS_URL: keys.jwksUrl,
-      GATEWAY_NATS_PREFIX: prefix,
       GATEWAY_HEARTBEAT_MS: String(HEARTBEAT_MS),
       GATEWAY_MAX_FRAME_BYTES: String(MAX_FRAME),
       GATEWAY_MAX_CONNECTIONS_PER_USER: String(CONN_CAP),
@@ -89,15 +71,14 @@ describe("gateway bad input", () => {
       GATEWAY_ALLOWED_ORIGINS: ORIGIN,
       LOG_LEVEL: "debug", // the most the gateways say, for the secrets check at the end
     };
-    [a, b] = await Promise.all([startGateway(env), startGateway(env)]);
-    agent = rpcClients(a.baseUrl, await keys.mint("agent-runner", { roles: ["service"] }));
+    fx = await startGatewayFixture({ count: 2, env });
+    ({ keys, devices: open } = fx);
+    [a, b] = fx.gateways as [GatewayProcess, GatewayProcess];
+    agent = await fx.service(0);
   });
 
   after(async () => {
-    for (const d of open) d.ws.terminate();
-    await Promise.all([a, b].map((g) => g?.kill("SIGKILL")));
-    await dropPrefix(nats, prefix);
-    await keys.close();
+    await fx?.close();
   });
 
   describe("the upgrade", () => {

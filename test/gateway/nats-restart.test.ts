@@ -12,11 +12,10 @@ import { startNats, type OwnNats } from "../support/infra.js";
 import {
   connectDevice,
   eventually,
-  newPrefix,
   newUser,
   rpcClients,
-  startGateway,
-  startTestKeys,
+  startGatewayFixture,
+  type GatewayFixture,
   type GatewayProcess,
   type TestDevice,
   type TestKeys,
@@ -31,23 +30,23 @@ const CALL_TIMEOUT_MS = 1500;
  */
 const CLIENT_MARGIN_MS = 10_000;
 
+let fx: GatewayFixture;
 let keys: TestKeys;
 let nats: OwnNats;
 let a: GatewayProcess, b: GatewayProcess;
 let d: TestDevice | undefined;
 
 before(async () => {
-  keys = await startTestKeys();
   nats = await startNats();
-  const env = { NATS_URL: nats.url, AUTH_JWKS_URL: keys.jwksUrl, GATEWAY_NATS_PREFIX: newPrefix(), GATEWAY_HEARTBEAT_MS: "1000" };
-  [a, b] = await Promise.all([startGateway(env), startGateway(env)]);
+  fx = await startGatewayFixture({ count: 2, nats: nats.url });
+  keys = fx.keys;
+  [a, b] = fx.gateways as [GatewayProcess, GatewayProcess];
 });
 
 after(async () => {
   d?.ws.terminate();
-  await Promise.all([a, b].map((g) => g?.kill("SIGKILL")));
-  await nats.kill();
-  await keys.close();
+  await fx?.close();
+  await nats?.kill();
 });
 
 test("nats-server restarted mid-traffic: calls fail cleanly or complete, none hangs, the gateways recover", async () => {

@@ -8,16 +8,13 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { WebSocket } from "ws";
-import { natsUrl } from "../support/infra.js";
 import {
   connectDevice,
-  dropPrefix,
   eventually,
-  newPrefix,
   newUser,
   rpcClients,
-  startGateway,
-  startTestKeys,
+  startGatewayFixture,
+  type GatewayFixture,
   type GatewayProcess,
   type TestDevice,
   type TestKeys,
@@ -32,25 +29,19 @@ const HEARTBEAT_MS = 1000;
  */
 const PATIENCE_MS = 30_000;
 
+let fx: GatewayFixture;
 let keys: TestKeys;
-let nats: string;
-const prefix = newPrefix();
 let a: GatewayProcess, b: GatewayProcess;
-const devices: TestDevice[] = [];
+let devices: TestDevice[];
 
 before(async () => {
-  keys = await startTestKeys();
-  nats = await natsUrl();
-  const env = { NATS_URL: nats, AUTH_JWKS_URL: keys.jwksUrl, GATEWAY_NATS_PREFIX: prefix, GATEWAY_HEARTBEAT_MS: String(HEARTBEAT_MS) };
-  [a, b] = await Promise.all([startGateway(env), startGateway(env)]);
+  fx = await startGatewayFixture({ count: 2, env: { GATEWAY_HEARTBEAT_MS: String(HEARTBEAT_MS) } });
+  ({ keys, devices } = fx);
+  [a, b] = fx.gateways as [GatewayProcess, GatewayProcess];
 });
 
 after(async () => {
-  for (const d of devices) d.ws.terminate();
-  b?.child.kill("SIGCONT");
-  await Promise.all([a, b].map((g) => g?.kill("SIGKILL")));
-  await dropPrefix(nats, prefix);
-  await keys.close();
+  await fx?.close();
 });
 
 test("a holder that stalls past its heartbeat gets its connected devices back into presence when it resumes", async () => {
