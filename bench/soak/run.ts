@@ -76,8 +76,12 @@ const transportFor = (i: number): Transport => {
   const k = Math.floor(i / 2 / 100);
   return (grpcTransports[k] ??= createGrpcTransport({ baseUrl: instance.baseUrl }));
 };
-const agentTransport = createGrpcTransport({ baseUrl: instance.baseUrl });
-const agent = { devices: createClient(DeviceService, agentTransport), notify: createClient(NotificationService, agentTransport) };
+// The service's calls over several h2 sessions: one session allows only so many concurrent streams.
+const agents = Array.from({ length: 8 }, () => {
+  const t = createGrpcTransport({ baseUrl: instance.baseUrl });
+  return { devices: createClient(DeviceService, t), notify: createClient(NotificationService, t) };
+});
+const agentFor = (n: number) => agents[n % agents.length]!;
 
 /** One Subscribe stream: how many notifications it got, and breaks in their sequence chain. */
 interface StreamState {
@@ -185,13 +189,13 @@ console.log(
 const timers = [
   paced(
     callRate,
-    (n) => agent.devices.callTool({ userId: userIds[n % devices.length]!, tool: "echo", arguments: { n } }, { ...withToken(serviceToken), timeoutMs: 10_000 }),
+    (n) => agentFor(n).devices.callTool({ userId: userIds[n % devices.length]!, tool: "echo", arguments: { n } }, { ...withToken(serviceToken), timeoutMs: 10_000 }),
     (ms, ok) => (ok ? minuteOf().call.push(ms) : minuteOf().callErrors++),
   ),
   paced(
     publishRate,
     (n) =>
-      agent.notify
+      agentFor(n).notify
         .publish({ userId: userIds[n % users]!, title: `soak ${n}`, body: "x".repeat(64), kind: "soak.tick" }, { ...withToken(serviceToken), timeoutMs: 10_000 })
         .then(() => {
           published++;
