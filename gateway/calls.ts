@@ -128,17 +128,12 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
     }
   };
 
-  const callIdOf = (subject: string) => {
-    const end = subject.lastIndexOf(".");
-    return subject.slice(subject.lastIndexOf(".", end - 1) + 1, end);
-  };
-
   const subs: Subscription[] = [
     // Outcomes: the holder sends them here directly (and records them).
     o.nc.subscribe(names.resultsOf(instanceId), {
       callback: (err, msg) => {
         if (err) return;
-        const p = pending.get(callIdOf(msg.subject));
+        const p = pending.get(callIdOfResult(msg.subject));
         if (p === undefined || !p.published) return; // late, a duplicate, or a failure this instance recorded itself
         let outcome: Outcome;
         try {
@@ -157,15 +152,9 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
     o.nc.subscribe(names.acksOf(instanceId), {
       callback: (err, msg) => {
         if (err) return;
-        const callId = msg.subject.slice(msg.subject.lastIndexOf(".") + 1);
-        const p = pending.get(callId);
+        const p = pending.get(callIdOfAck(msg.subject));
         if (p === undefined || !p.published) return;
-        let ack: { seq?: number; duplicate?: boolean; error?: { description?: string } } = {};
-        try {
-          ack = msg.data.length === 0 ? { error: { description: "JetStream is not available" } } : JSON.parse(msg.string());
-        } catch {
-          ack = { error: { description: "malformed acknowledgement" } };
-        }
+        const ack = parsePublishAck(msg.data);
         if (ack.error !== undefined) {
           // Not stored, so never delivered: not recorded either, a retry may run it.
           settle(p, new ConnectError(`the message bus refused the call (${ack.error.description ?? "error"}); retry`, Code.Unavailable));
@@ -186,6 +175,9 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
     const { req } = p;
     let entry: PresenceEntry;
     for (;;) {
+      // Listen for a change before reading: a device that connects while the
+      // record is read still wakes this call (read-then-listen would miss it).
+      const changed = req.waitForDevice ? new Promise<void>((resolve) => p.cleanup.push(o.cache.onChange(req.userId, resolve))) : undefined;
       const record = await o.cache.get(req.userId);
       if (p.settled) return;
       const choice = choose(record, req, o.beats);
@@ -193,8 +185,8 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
         entry = choice.entry;
         break;
       }
-      if (!req.waitForDevice) throw choice.error;
-      await new Promise<void>((resolve) => p.cleanup.push(o.cache.onChange(req.userId, resolve)));
+      if (changed === undefined) throw choice.error;
+      await changed;
       if (p.settled) return;
     }
     p.sessionId = entry.sessionId;
@@ -283,14 +275,11 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
       pending.set(req.callId, p);
       p.deadline = wheel.add(req.deadline, () => {
         p.deadline = undefined;
+        const failure = deadlineFailure(p);
         if (p.published) {
           sendCancel(p, "the deadline passed");
-          fail(p, Code.DeadlineExceeded, "the call's deadline passed before the device answered; it may have run");
-        } else if (p.joined) {
-          settle(p, new ConnectError("the deadline passed while waiting for the first call with this call_id", Code.DeadlineExceeded));
-        } else if (req.waitForDevice) {
-          settle(p, new ConnectError("no eligible device of the user connected before the deadline", Code.Unavailable));
-        } else settle(p, new ConnectError("the call's deadline passed", Code.DeadlineExceeded));
+          fail(p, failure.code, failure.rawMessage);
+        } else settle(p, failure);
       });
       if (signal !== undefined) {
         const onAbort = () => {
@@ -320,6 +309,35 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
       for (const p of [...pending.values()]) settle(p, new ConnectError("the gateway is shutting down; retry", Code.Unavailable));
     },
   };
+}
+
+/** The call id of a result subject (`…results.<call id>.<instance>`). */
+export function callIdOfResult(subject: string): string {
+  const end = subject.lastIndexOf(".");
+  return subject.slice(subject.lastIndexOf(".", end - 1) + 1, end);
+}
+
+/** The call id of an ack subject (its last token). */
+export function callIdOfAck(subject: string): string {
+  return subject.slice(subject.lastIndexOf(".") + 1);
+}
+
+/** JetStream's acknowledgement of a publish; an empty body (no responders) or bad JSON is an error. */
+export function parsePublishAck(data: Uint8Array): { seq?: number; duplicate?: boolean; error?: { description?: string } } {
+  if (data.length === 0) return { error: { description: "JetStream is not available" } };
+  try {
+    return JSON.parse(new TextDecoder().decode(data)) as { seq?: number; duplicate?: boolean };
+  } catch {
+    return { error: { description: "malformed acknowledgement" } };
+  }
+}
+
+/** How a call ends when its deadline passes, by where it got to: handed out, joined to an earlier one, waiting for a device, or not yet routed. */
+export function deadlineFailure(p: { readonly published: boolean; readonly joined: boolean; readonly req: Pick<CallRequest, "waitForDevice"> }): ConnectError {
+  if (p.published) return new ConnectError("the call's deadline passed before the device answered; it may have run", Code.DeadlineExceeded);
+  if (p.joined) return new ConnectError("the deadline passed while waiting for the first call with this call_id", Code.DeadlineExceeded);
+  if (p.req.waitForDevice) return new ConnectError("no eligible device of the user connected before the deadline", Code.Unavailable);
+  return new ConnectError("the call's deadline passed", Code.DeadlineExceeded);
 }
 
 /** Picks the device: the named one, else the most recently connected live one offering the tool. */

@@ -262,10 +262,17 @@ export function createDeviceHub(o: HubOptions): DeviceHub {
     },
   };
 
+  const sweepEveryMs = Math.max(50, Math.floor(limits.heartbeatMs / 2));
+  let lastSweep = Date.now();
   const sweepTimer = setInterval(() => {
     const now = Date.now();
-    for (const s of sessions.values()) s.sweep(now, limits.heartbeatMs);
-  }, Math.max(50, Math.floor(limits.heartbeatMs / 2)));
+    // A sweep far later than scheduled means this process did not run (a
+    // stop, a long pause): its devices were silent because it did not
+    // listen, so they are not judged on that time.
+    const stalled = now - lastSweep > 2 * sweepEveryMs;
+    lastSweep = now;
+    for (const s of sessions.values()) s.sweep(now, limits.heartbeatMs, stalled);
+  }, sweepEveryMs);
   sweepTimer.unref();
 
   return {

@@ -15,7 +15,8 @@ import { createLogger } from "../platform/index.js";
 import { dropPrefix, eventually, newPrefix, newUser } from "../test/gateway/support.js";
 import { natsUrl } from "../test/support/infra.js";
 import { ensureGatewayStore } from "./nats-setup.js";
-import { createNotifications } from "./notifications.js";
+import { structBytes } from "./codec.js";
+import { createNotifications, Cursor, newNotification, sameContent } from "./notifications.js";
 import { gatewayNames } from "./subjects.js";
 
 let nc: NatsConnection;
@@ -68,4 +69,42 @@ test("a receiver that misses a live notification catches up from the stream, in 
   attachment.detach();
   publisher.stop();
   receiver.stop();
+});
+
+// ---- The cursor alone (no server): exactly once, in order, gaps caught up.
+
+function note(sequence: number, previous: number): Notification {
+  const n = newNotification({ userId: "u", title: `n${sequence}`, body: "", kind: "", data: undefined, idempotencyKey: "" }, BigInt(previous), `id${sequence}`);
+  n.sequence = BigInt(sequence);
+  return n;
+}
+
+test("a cursor delivers live notifications in order and once; a gap is fetched before what follows it", async () => {
+  const stored = new Map([1, 2, 3, 4, 5].map((s) => [s, note(s, s - 1)]));
+  const delivered: number[] = [];
+  let fetches = 0;
+  const cursor = new Cursor(1n, { deliver: (n) => delivered.push(Number(n.sequence)), fail: (e) => assert.fail(e) }, async (c) => {
+    fetches++;
+    for (let s = Number(c.last) + 1; stored.has(s); s++) {
+      if (s > 3) return; // the store catches up to 3 here; 4 and 5 arrive live
+      c.push(stored.get(s)!);
+    }
+  });
+  cursor.offer(stored.get(2)!); // buffered: the cursor has not started
+  await cursor.run();
+  assert.deepEqual(delivered, [2, 3]);
+  cursor.offer(stored.get(3)!); // a repeat: dropped
+  cursor.offer(stored.get(5)!); // previous 4 > last 3: a gap, caught up from the store first
+  await new Promise((r) => setImmediate(r));
+  cursor.offer(stored.get(4)!);
+  assert.deepEqual(delivered, [2, 3, 5]);
+  assert.equal(fetches, 2);
+});
+
+test("idempotent repeats are recognised by content", () => {
+  const input = { userId: "u", title: "t", body: "b", kind: "k", data: { a: 1 }, idempotencyKey: "key" };
+  const stored = newNotification(input, 0n, "id");
+  assert.equal(sameContent(stored, input, structBytes(input.data)), true);
+  assert.equal(sameContent(stored, { ...input, body: "other" }, structBytes(input.data)), false);
+  assert.equal(sameContent(stored, input, structBytes({ a: 2 })), false);
 });

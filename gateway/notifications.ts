@@ -77,21 +77,99 @@ export interface Notifications {
 
 interface Feed {
   sub: Subscription;
-  cursors: Set<{ offer(n: Notification): void }>;
+  cursors: Set<Cursor>;
 }
 
 const maxDataBytes = 16 * 1024;
 
+/** A stored-notification query of the direct get API. */
+type StoreQuery = { seq: number } | { last_by_subj: string } | { next_by_subj: string; seq: number };
+/** Reads one stored message (null when there is none); rejects UNAVAILABLE when the store cannot be reached. */
+type StoreGet = (query: StoreQuery) => Promise<StoredMsg | null>;
+
+/** A stored or republished notification, with its stream sequence as its sequence. */
+export function decodeNotification(m: { data: Uint8Array }, seq: number): Notification {
+  const n = fromBinary(NotificationSchema, m.data);
+  n.sequence = BigInt(seq);
+  return n;
+}
+
+/** The notification a publish stores, linked to the user's `previous` sequence. */
+export function newNotification(input: NotificationInput, previous: bigint, id: string): Notification {
+  return create(NotificationSchema, {
+    name: `users/${input.userId}/notifications/${id}`,
+    notificationId: id,
+    userId: input.userId,
+    previousSequence: previous,
+    title: input.title,
+    body: input.body,
+    kind: input.kind,
+    data: input.data,
+    createTime: timestampNow(),
+  });
+}
+
+/** Whether a stored notification says what `input` says (an idempotent repeat), `dataBytes` being input's data encoded. */
+export function sameContent(stored: Notification, input: NotificationInput, dataBytes: Uint8Array): boolean {
+  return stored.title === input.title && stored.body === input.body && stored.kind === input.kind && Buffer.compare(structBytes(stored.data), dataBytes) === 0;
+}
+
+/**
+ * One receiver's position in a user's notifications: delivers each one after
+ * `last` exactly once and in order. Live notifications that arrive while it
+ * catches up from the store (or after a gap) wait in a buffer.
+ */
+export class Cursor {
+  last: bigint;
+  detached = false;
+  catching = true;
+  buffer: Notification[] = [];
+  constructor(
+    after: bigint,
+    readonly opts: Pick<AttachOptions, "deliver" | "fail">,
+    /** Pushes every kept notification after `last` (reading the store), until none remain. */
+    private readonly catchUp: (c: Cursor) => Promise<void>,
+  ) {
+    this.last = after;
+  }
+  /** Delivers `n` if it is next; older ones are dropped (already delivered). */
+  push(n: Notification): void {
+    if (n.sequence <= this.last) return;
+    this.last = n.sequence;
+    this.opts.deliver(n);
+  }
+  /** A live notification. */
+  offer(n: Notification): void {
+    if (this.detached) return;
+    if (this.catching) return void this.buffer.push(n);
+    if (n.sequence <= this.last) return;
+    if (n.previousSequence > this.last) {
+      // A gap: some notifications did not reach us live. Fetch them first.
+      this.buffer.push(n);
+      void this.run();
+      return;
+    }
+    this.push(n);
+  }
+  /** Catches up from the store, then delivers what was buffered meanwhile. */
+  async run(): Promise<void> {
+    this.catching = true;
+    try {
+      await this.catchUp(this);
+      const buffered = this.buffer.sort((a, b) => (a.sequence < b.sequence ? -1 : 1));
+      this.buffer = [];
+      for (const n of buffered) this.push(n);
+    } catch (err) {
+      this.opts.fail(err instanceof ConnectError ? err : new ConnectError(String(err), Code.Unavailable));
+    } finally {
+      this.catching = false;
+    }
+  }
+}
+
 /** Creates the notification side of this instance. */
 export function createNotifications(nc: NatsConnection, js: JetStreamClient, jsm: JetStreamManager, names: GatewayNames, log: Logger): Notifications {
-  const feeds = new Map<string, Feed>();
-
-  const decode = (m: StoredMsg | { data: Uint8Array }, seq: number): Notification => {
-    const n = fromBinary(NotificationSchema, m.data);
-    n.sequence = BigInt(seq);
-    return n;
-  };
-  const get = async (query: { seq: number } | { last_by_subj: string } | { next_by_subj: string; seq: number }) => {
+  const get: StoreGet = async (query) => {
     try {
       return await jsm.direct.getMessage(names.notifyStream, query as never);
     } catch (err) {
@@ -99,181 +177,154 @@ export function createNotifications(nc: NatsConnection, js: JetStreamClient, jsm
     }
   };
   const latestOf = async (userId: string) => BigInt((await get({ last_by_subj: names.notify(userId) }))?.seq ?? 0);
-
-  /** Delivers kept notifications after `c.last` until none remain. */
-  async function catchUp(userId: string, c: Cursor): Promise<void> {
-    for (;;) {
-      const m = await get({ next_by_subj: names.notify(userId), seq: Number(c.last) + 1 });
-      if (m === null || c.detached) return;
-      c.push(decode(m, m.seq));
-    }
-  }
-
-  class Cursor {
-    last: bigint;
-    detached = false;
-    catching = true;
-    buffer: Notification[] = [];
-    constructor(
-      readonly userId: string,
-      after: bigint,
-      readonly opts: AttachOptions,
-    ) {
-      this.last = after;
-    }
-    /** Delivers `n` if it is next; older ones are dropped (already delivered). */
-    push(n: Notification): void {
-      if (n.sequence <= this.last) return;
-      this.last = n.sequence;
-      this.opts.deliver(n);
-    }
-    offer(n: Notification): void {
-      if (this.detached) return;
-      if (this.catching) return void this.buffer.push(n);
-      if (n.sequence <= this.last) return;
-      if (n.previousSequence > this.last) {
-        // A gap: some notifications did not reach us live. Fetch them first.
-        this.buffer.push(n);
-        void this.run();
-        return;
-      }
-      this.push(n);
-    }
-    async run(): Promise<void> {
-      this.catching = true;
-      try {
-        await catchUp(this.userId, this);
-        const buffered = this.buffer.sort((a, b) => (a.sequence < b.sequence ? -1 : 1));
-        this.buffer = [];
-        for (const n of buffered) this.push(n);
-      } catch (err) {
-        this.opts.fail(err instanceof ConnectError ? err : new ConnectError(String(err), Code.Unavailable));
-      } finally {
-        this.catching = false;
-      }
-    }
-  }
-
-  const feedOf = (userId: string): Feed => {
-    let f = feeds.get(userId);
-    if (f === undefined) {
-      const cursors = new Set<Cursor>();
-      const sub = nc.subscribe(names.notified(userId), {
-        callback: (err, msg) => {
-          if (err) return;
-          let n: Notification;
-          try {
-            n = decode(msg, Number(msg.headers?.get("Nats-Sequence") ?? 0));
-          } catch {
-            return log.warn({ subject: msg.subject }, "undecodable notification");
-          }
-          for (const c of cursors) c.offer(n);
-        },
-      });
-      f = { sub, cursors };
-      feeds.set(userId, f);
-    }
-    return f;
-  };
-
+  const feeds = createFeeds(nc, names, log);
   return {
-    async publish(input) {
-      const dataBytes = structBytes(input.data);
-      if (dataBytes.length > maxDataBytes) throw new ConnectError(`data: must be at most ${maxDataBytes} bytes encoded`, Code.InvalidArgument);
-      const subject = names.notify(input.userId);
-      const msgID = input.idempotencyKey === "" ? undefined : `${userToken(input.userId)}:${input.idempotencyKey}`;
-      for (let attempt = 0; attempt < 16; attempt++) {
-        const previous = await latestOf(input.userId);
-        const id = randomBytes(12).toString("base64url");
-        const n = create(NotificationSchema, {
-          name: `users/${input.userId}/notifications/${id}`,
-          notificationId: id,
-          userId: input.userId,
-          previousSequence: previous,
-          title: input.title,
-          body: input.body,
-          kind: input.kind,
-          data: input.data,
-          createTime: timestampNow(),
+    publish: (input) => publishNotification(input, js, get, latestOf, names),
+    attach: (userId, opts) => attachReceiver(userId, opts, feeds, get, latestOf, names),
+    list: (userId, pageSize, from) => listNotifications(userId, pageSize, from, get, names),
+    stop: () => feeds.stop(),
+  };
+}
+
+/** The live side: one shared core subscription per user with receivers here, fanning out to their cursors. */
+function createFeeds(nc: NatsConnection, names: GatewayNames, log: Logger) {
+  const feeds = new Map<string, Feed>();
+  return {
+    /** Adds `cursor` to `userId`'s feed; the returned function removes it (and the feed with its last cursor). */
+    join(userId: string, cursor: Cursor): () => void {
+      let feed = feeds.get(userId);
+      if (feed === undefined) {
+        const cursors = new Set<Cursor>();
+        const sub = nc.subscribe(names.notified(userId), {
+          callback: (err, msg) => {
+            if (err) return;
+            let n: Notification;
+            try {
+              n = decodeNotification(msg, Number(msg.headers?.get("Nats-Sequence") ?? 0));
+            } catch {
+              return log.warn({ subject: msg.subject }, "undecodable notification");
+            }
+            for (const c of cursors) c.offer(n);
+          },
         });
-        let ack;
-        try {
-          ack = await js.publish(subject, toBinary(NotificationSchema, n), { msgID, expect: { lastSubjectSequence: Number(previous) }, timeout: 5_000 });
-        } catch (err) {
-          if (/wrong last sequence/i.test((err as Error).message)) continue; // another publish for this user won the race
-          throw new ConnectError(`notification store unreachable: ${(err as Error).message}`, Code.Unavailable);
-        }
-        if (!ack.duplicate) {
-          n.sequence = BigInt(ack.seq);
-          return n;
-        }
-        const first = await get({ seq: ack.seq });
-        if (first === null) throw new ConnectError("idempotency_key was used and its notification is no longer kept", Code.AlreadyExists);
-        const f = decode(first, first.seq);
-        const same =
-          f.title === input.title && f.body === input.body && f.kind === input.kind &&
-          Buffer.compare(structBytes(f.data), dataBytes) === 0;
-        if (!same) throw new ConnectError("idempotency_key was already used with a different title, body, kind or data", Code.AlreadyExists);
-        return f;
+        feed = { sub, cursors };
+        feeds.set(userId, feed);
       }
-      throw new ConnectError("too many concurrent publishes for this user; retry", Code.Unavailable);
-    },
-
-    async attach(userId, opts) {
-      const feed = feedOf(userId);
-      const cursor = new Cursor(userId, opts.after, opts);
-      feed.cursors.add(cursor); // live ones buffer until start()
-      const detach = () => {
-        cursor.detached = true;
-        feed.cursors.delete(cursor);
-        if (feed.cursors.size === 0 && feeds.get(userId) === feed) {
+      const joined = feed;
+      joined.cursors.add(cursor);
+      return () => {
+        joined.cursors.delete(cursor);
+        if (joined.cursors.size === 0 && feeds.get(userId) === joined) {
           feeds.delete(userId);
-          feed.sub.unsubscribe();
+          joined.sub.unsubscribe();
         }
       };
-      let latest: bigint;
-      let truncated = false;
-      try {
-        latest = await latestOf(userId);
-        if (opts.after > latest && opts.strict) {
-          throw new ConnectError(`after_sequence ${opts.after} is beyond the latest sequence ${latest}: resubscribe from 0`, Code.OutOfRange);
-        }
-        if (opts.after === 0n || opts.after >= latest) cursor.last = latest;
-        else {
-          const first = await get({ next_by_subj: names.notify(userId), seq: Number(opts.after) + 1 });
-          truncated = first === null || decode(first, first.seq).previousSequence > opts.after;
-        }
-      } catch (err) {
-        detach();
-        throw err;
-      }
-      return {
-        latest,
-        truncated,
-        start: () => cursor.run(),
-        get last() {
-          return cursor.last;
-        },
-        detach,
-      };
     },
-
-    async list(userId, pageSize, from) {
-      const subject = names.notify(userId);
-      let m = from === 0n ? await get({ last_by_subj: subject }) : await get({ seq: Number(from) });
-      const items: Notification[] = [];
-      while (m !== null && m.subject === subject && items.length < pageSize) {
-        const n = decode(m, m.seq);
-        items.push(n);
-        m = n.previousSequence === 0n ? null : await get({ seq: Number(n.previousSequence) });
-      }
-      const next = m !== null && m.subject === subject ? BigInt(m.seq) : 0n;
-      return { items, next };
-    },
-
     stop() {
       for (const f of feeds.values()) f.sub.unsubscribe();
       feeds.clear();
     },
   };
+}
+
+/**
+ * Stores a notification as the user's next one (expected last subject
+ * sequence = the previous one, retried when another publish wins); a repeated
+ * idempotency key answers the first notification if its content is the same.
+ */
+async function publishNotification(
+  input: NotificationInput,
+  js: JetStreamClient,
+  get: StoreGet,
+  latestOf: (userId: string) => Promise<bigint>,
+  names: GatewayNames,
+): Promise<Notification> {
+  const dataBytes = structBytes(input.data);
+  if (dataBytes.length > maxDataBytes) throw new ConnectError(`data: must be at most ${maxDataBytes} bytes encoded`, Code.InvalidArgument);
+  const subject = names.notify(input.userId);
+  const msgID = input.idempotencyKey === "" ? undefined : `${userToken(input.userId)}:${input.idempotencyKey}`;
+  for (let attempt = 0; attempt < 16; attempt++) {
+    const previous = await latestOf(input.userId);
+    const n = newNotification(input, previous, randomBytes(12).toString("base64url"));
+    let ack;
+    try {
+      ack = await js.publish(subject, toBinary(NotificationSchema, n), { msgID, expect: { lastSubjectSequence: Number(previous) }, timeout: 5_000 });
+    } catch (err) {
+      if (/wrong last sequence/i.test((err as Error).message)) continue; // another publish for this user won the race
+      throw new ConnectError(`notification store unreachable: ${(err as Error).message}`, Code.Unavailable);
+    }
+    if (!ack.duplicate) {
+      n.sequence = BigInt(ack.seq);
+      return n;
+    }
+    const first = await get({ seq: ack.seq });
+    if (first === null) throw new ConnectError("idempotency_key was used and its notification is no longer kept", Code.AlreadyExists);
+    const f = decodeNotification(first, first.seq);
+    if (!sameContent(f, input, dataBytes)) throw new ConnectError("idempotency_key was already used with a different title, body, kind or data", Code.AlreadyExists);
+    return f;
+  }
+  throw new ConnectError("too many concurrent publishes for this user; retry", Code.Unavailable);
+}
+
+/** Attaches a receiver: live delivery buffers at once, the resume point is checked, start() replays then goes live. */
+async function attachReceiver(
+  userId: string,
+  opts: AttachOptions,
+  feeds: ReturnType<typeof createFeeds>,
+  get: StoreGet,
+  latestOf: (userId: string) => Promise<bigint>,
+  names: GatewayNames,
+): Promise<Attachment> {
+  const catchUp = async (c: Cursor) => {
+    for (;;) {
+      const m = await get({ next_by_subj: names.notify(userId), seq: Number(c.last) + 1 });
+      if (m === null || c.detached) return;
+      c.push(decodeNotification(m, m.seq));
+    }
+  };
+  const cursor = new Cursor(opts.after, opts, catchUp);
+  const leave = feeds.join(userId, cursor); // live ones buffer until start()
+  const detach = () => {
+    cursor.detached = true;
+    leave();
+  };
+  let latest: bigint;
+  let truncated = false;
+  try {
+    latest = await latestOf(userId);
+    if (opts.after > latest && opts.strict) {
+      throw new ConnectError(`after_sequence ${opts.after} is beyond the latest sequence ${latest}: resubscribe from 0`, Code.OutOfRange);
+    }
+    if (opts.after === 0n || opts.after >= latest) cursor.last = latest;
+    else {
+      const first = await get({ next_by_subj: names.notify(userId), seq: Number(opts.after) + 1 });
+      truncated = first === null || decodeNotification(first, first.seq).previousSequence > opts.after;
+    }
+  } catch (err) {
+    detach();
+    throw err;
+  }
+  return {
+    latest,
+    truncated,
+    start: () => cursor.run(),
+    get last() {
+      return cursor.last;
+    },
+    detach,
+  };
+}
+
+/** Newest first, walking the user's linked list backwards from `from` (0 = the latest). */
+async function listNotifications(userId: string, pageSize: number, from: bigint, get: StoreGet, names: GatewayNames): Promise<{ items: Notification[]; next: bigint }> {
+  const subject = names.notify(userId);
+  let m = from === 0n ? await get({ last_by_subj: subject }) : await get({ seq: Number(from) });
+  const items: Notification[] = [];
+  while (m !== null && m.subject === subject && items.length < pageSize) {
+    const n = decodeNotification(m, m.seq);
+    items.push(n);
+    m = n.previousSequence === 0n ? null : await get({ seq: Number(n.previousSequence) });
+  }
+  const next = m !== null && m.subject === subject ? BigInt(m.seq) : 0n;
+  return { items, next };
 }

@@ -129,9 +129,14 @@ export class DeviceSession {
     this.onClose();
   }
 
-  /** Periodic check (from the hub's sweep): hello deadline, dead peer, keepalive ping. */
-  sweep(now: number, heartbeatMs: number): void {
+  /**
+   * Periodic check (from the hub's sweep): hello deadline, dead peer,
+   * keepalive ping. After `stalled` (this process did not run for a while)
+   * the device's silence is not its own: it is given a fresh interval.
+   */
+  sweep(now: number, heartbeatMs: number, stalled = false): void {
     if (this.closed) return;
+    if (stalled) this.lastSeen = Math.max(this.lastSeen, now);
     if (!this.helloReceived && now - this.openedAt > helloTimeoutMs) {
       return this.fatal(Code.FailedPrecondition, "no hello within 10 seconds");
     }

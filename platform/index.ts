@@ -23,6 +23,9 @@ export { createLogger, type Logger } from "./log.js";
 export type { PlatformMetrics } from "./metrics.js";
 export { currentRequest } from "./request-context.js";
 
+// Ids: the one rule for ids that name users, instances, subjects and keys.
+export { ID_PATTERN, ID_RULE, isId } from "./ids.js";
+
 // Who is calling.
 export { principalKey, principalOf, type Principal } from "./auth/principal.js";
 export { ACCESS_TOKEN_ALG, ACCESS_TOKEN_TYP, MAX_ACCESS_TOKEN_TTL_S, SERVICE_ROLE, TIERS, tierClaim, tierFromClaim, type TierInfo } from "./auth/claims.js";

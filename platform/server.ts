@@ -84,16 +84,7 @@ export function createPlatformServer(options: PlatformServerOptions): PlatformSe
   const shutdownController = new AbortController();
   const shutdownSignal = shutdownController.signal;
   const life = lifecycle(shutdownSignal);
-
-  const appServices = options.services.map((r) => r.service);
-  const reflectionImpl = createReflection([...appServices, Health, ReflectionV1, ReflectionV1alpha]);
-  const health = createHealthState(appServices.map((s) => s.typeName));
-  const registrations: ServiceRegistration[] = [
-    ...options.services,
-    { service: Health, impl: health.impl },
-    { service: ReflectionV1, impl: { serverReflectionInfo: reflectionImpl } },
-    { service: ReflectionV1alpha, impl: { serverReflectionInfo: reflectionImpl } },
-  ];
+  const { registrations, health } = withBuiltinServices(options.services);
   const methods = createPlatformMethods(
     registrations,
     [telemetry(log, metrics), life.middleware, ...(options.middleware ?? []), validate()],
@@ -101,107 +92,13 @@ export function createPlatformServer(options: PlatformServerOptions): PlatformSe
   );
   const onInternalError = (err: unknown, m: PlatformMethod) =>
     log.error({ rpc: m.path, err: err instanceof Error ? err.stack : String(err) }, "internal error");
-  const grpcPath = createGrpcPath(methods, {
-    readMaxBytes: options.readMaxBytes,
-    writeMaxBytes: options.writeMaxBytes,
-    onInternalError,
-  });
-  const connectPath = createConnectPath(methods, {
-    readMaxBytes: options.readMaxBytes,
-    writeMaxBytes: options.writeMaxBytes,
-    shutdownSignal,
-    onInternalError,
-  });
-
-  const probes = options.readiness ?? {};
-  const builtinRoutes: HttpRoute[] = [
-    { method: "GET", path: "/healthz", handle: (_req, res) => sendJson(res, 200, { status: "alive" }) },
-    {
-      method: "GET",
-      path: "/readyz",
-      async handle(_req, res) {
-        const checks: Record<string, boolean> = {};
-        await Promise.all(
-          Object.entries(probes).map(async ([name, probe]) => {
-            checks[name] = await Promise.resolve()
-              .then(probe)
-              .catch(() => false);
-          }),
-        );
-        const ready = !shutdownSignal.aborted && Object.values(checks).every(Boolean);
-        sendJson(res, ready ? 200 : 503, { ready, shuttingDown: shutdownSignal.aborted, checks }, { "cache-control": "no-store" });
-      },
-    },
-    {
-      method: "GET",
-      path: "/metrics",
-      async handle(_req, res) {
-        const body = await metrics.registry.metrics();
-        res.writeHead(200, { "content-type": metrics.registry.contentType });
-        res.end(body);
-      },
-    },
-  ];
-  const findRoute = createRouteTable([...builtinRoutes, ...(options.routes ?? [])]);
-  const upgrades = new Map((options.upgrades ?? []).map((u) => [u.path, u]));
-
-  const http1 = http.createServer({ requestTimeout: 0, keepAliveTimeout: 65_000, maxHeaderSize: MAX_HEADER_BYTES }, (req, res) => {
-    if (shutdownSignal.aborted) res.setHeader("connection", "close");
-    if (options.cors?.(req, res)) return;
-    if (connectPath(req, res)) return;
-    // The path without its query: a query can carry a credential (a device ticket), never echoed or logged.
-    const path = (req.url ?? "/").split("?", 1)[0]!;
-    const route = findRoute(req.method ?? "GET", path);
-    if (route === undefined) return sendJson(res, 404, { error: `no route for ${req.method} ${path}` });
-    if (route === "method-not-allowed") return sendJson(res, 405, { error: `${req.method} is not allowed on ${path}` });
-    Promise.resolve()
-      .then(() => route.handle(req, res))
-      .catch((err: unknown) => {
-        const status = (err as { status?: number }).status ?? 500;
-        if (status >= 500) log.error({ path, err: (err as Error).stack }, "http route failed");
-        if (!res.headersSent) sendJson(res, status, { error: status >= 500 ? "internal error" : (err as Error).message });
-        else res.destroy();
-      });
-  });
-  http1.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
-    // Malformed HTTP/1.1 (e.g. both Content-Length and Transfer-Encoding): 400, then close.
-    if (socket.writable) socket.end(`HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: text/plain\r\n\r\nmalformed HTTP request: ${err.code ?? "bad request"}\n`);
-    else socket.destroy();
-  });
-  http1.on("upgrade", (req, socket: Duplex, head: Buffer) => {
-    const route = upgrades.get((req.url ?? "").split("?", 1)[0]!);
-    if (route === undefined || shutdownSignal.aborted) {
-      socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\n\r\n");
-      return;
-    }
-    route.handle(req, socket, head);
-  });
-
+  const limits = { readMaxBytes: options.readMaxBytes, writeMaxBytes: options.writeMaxBytes, onInternalError };
+  const grpcPath = createGrpcPath(methods, limits);
+  const connectPath = createConnectPath(methods, { ...limits, shutdownSignal });
+  const routes = [...builtinRoutes(options.readiness ?? {}, metrics, shutdownSignal), ...(options.routes ?? [])];
+  const http1 = createHttp1Server({ routes, upgrades: options.upgrades ?? [], cors: options.cors, connectPath, shutdownSignal, log });
   const sockets = new Set<net.Socket>();
-  // noDelay: small gRPC responses must not wait on Nagle's algorithm for the previous ACK.
-  const listener = net.createServer({ noDelay: true }, (socket) => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
-    socket.on("error", () => socket.destroy());
-    let seen = Buffer.alloc(0);
-    const sniff = (chunk: Buffer) => {
-      seen = Buffer.concat([seen, chunk]);
-      const n = Math.min(seen.length, preface.length);
-      const isH2 = seen.subarray(0, n).equals(preface.subarray(0, n));
-      if (isH2 && seen.length < preface.length) return; // wait for enough bytes to decide
-      socket.off("data", sniff);
-      socket.pause();
-      socket.unshift(seen);
-      // http2 takes the unshifted bytes from the socket's buffer itself; the
-      // HTTP/1.1 parser needs the socket flowing again.
-      if (isH2) grpcPath.inject(socket);
-      else {
-        http1.emit("connection", socket);
-        socket.resume();
-      }
-    };
-    socket.on("data", sniff);
-  });
+  const listener = createProtocolSplitter(grpcPath, http1, sockets);
 
   return {
     health,
@@ -234,6 +131,143 @@ export function createPlatformServer(options: PlatformServerOptions): PlatformSe
       for (const s of sockets) s.destroy();
     },
   };
+}
+
+/** The served services plus the platform's own: grpc health and server reflection (v1 and v1alpha). */
+function withBuiltinServices(services: readonly ServiceRegistration[]): { registrations: ServiceRegistration[]; health: HealthState } {
+  const appServices = services.map((r) => r.service);
+  const reflectionImpl = createReflection([...appServices, Health, ReflectionV1, ReflectionV1alpha]);
+  const health = createHealthState(appServices.map((s) => s.typeName));
+  const registrations: ServiceRegistration[] = [
+    ...services,
+    { service: Health, impl: health.impl },
+    { service: ReflectionV1, impl: { serverReflectionInfo: reflectionImpl } },
+    { service: ReflectionV1alpha, impl: { serverReflectionInfo: reflectionImpl } },
+  ];
+  return { registrations, health };
+}
+
+/** What `/readyz` answers: every probe's result (a probe that throws counts as false), and whether all hold. */
+export async function checkReadiness(
+  probes: Readonly<Record<string, ReadinessProbe>>,
+  shuttingDown: boolean,
+): Promise<{ ready: boolean; shuttingDown: boolean; checks: Record<string, boolean> }> {
+  const checks: Record<string, boolean> = {};
+  await Promise.all(
+    Object.entries(probes).map(async ([name, probe]) => {
+      checks[name] = await Promise.resolve()
+        .then(probe)
+        .catch(() => false);
+    }),
+  );
+  return { ready: !shuttingDown && Object.values(checks).every(Boolean), shuttingDown, checks };
+}
+
+/** `/healthz` (alive), `/readyz` (the probes; 503 unless all hold) and `/metrics` (Prometheus). */
+function builtinRoutes(probes: Readonly<Record<string, ReadinessProbe>>, metrics: PlatformMetrics, shutdownSignal: AbortSignal): HttpRoute[] {
+  return [
+    { method: "GET", path: "/healthz", handle: (_req, res) => sendJson(res, 200, { status: "alive" }) },
+    {
+      method: "GET",
+      path: "/readyz",
+      async handle(_req, res) {
+        const body = await checkReadiness(probes, shutdownSignal.aborted);
+        sendJson(res, body.ready ? 200 : 503, body, { "cache-control": "no-store" });
+      },
+    },
+    {
+      method: "GET",
+      path: "/metrics",
+      async handle(_req, res) {
+        const body = await metrics.registry.metrics();
+        res.writeHead(200, { "content-type": metrics.registry.contentType });
+        res.end(body);
+      },
+    },
+  ];
+}
+
+/** The HTTP/1.1 side: CORS, then RPCs (gRPC-Web, Connect), then plain routes; WebSocket upgrades; malformed requests get a 400. */
+function createHttp1Server(o: {
+  routes: readonly HttpRoute[];
+  upgrades: readonly UpgradeRoute[];
+  cors: CorsLayer | undefined;
+  connectPath: (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
+  shutdownSignal: AbortSignal;
+  log: Logger;
+}): http.Server {
+  const { shutdownSignal, log } = o;
+  const findRoute = createRouteTable([...o.routes]);
+  const upgrades = new Map(o.upgrades.map((u) => [u.path, u]));
+  const http1 = http.createServer({ requestTimeout: 0, keepAliveTimeout: 65_000, maxHeaderSize: MAX_HEADER_BYTES }, (req, res) => {
+    if (shutdownSignal.aborted) res.setHeader("connection", "close");
+    if (o.cors?.(req, res)) return;
+    if (o.connectPath(req, res)) return;
+    // The path without its query: a query can carry a credential (a device ticket), never echoed or logged.
+    const path = (req.url ?? "/").split("?", 1)[0]!;
+    const route = findRoute(req.method ?? "GET", path);
+    if (route === undefined) return sendJson(res, 404, { error: `no route for ${req.method} ${path}` });
+    if (route === "method-not-allowed") return sendJson(res, 405, { error: `${req.method} is not allowed on ${path}` });
+    Promise.resolve()
+      .then(() => route.handle(req, res))
+      .catch((err: unknown) => {
+        const status = (err as { status?: number }).status ?? 500;
+        if (status >= 500) log.error({ path, err: (err as Error).stack }, "http route failed");
+        if (!res.headersSent) sendJson(res, status, { error: status >= 500 ? "internal error" : (err as Error).message });
+        else res.destroy();
+      });
+  });
+  http1.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
+    // Malformed HTTP/1.1 (e.g. both Content-Length and Transfer-Encoding): 400, then close.
+    if (socket.writable) socket.end(`HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: text/plain\r\n\r\nmalformed HTTP request: ${err.code ?? "bad request"}\n`);
+    else socket.destroy();
+  });
+  http1.on("upgrade", (req, socket: Duplex, head: Buffer) => {
+    const route = upgrades.get((req.url ?? "").split("?", 1)[0]!);
+    if (route === undefined || shutdownSignal.aborted) {
+      socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\n\r\n");
+      return;
+    }
+    route.handle(req, socket, head);
+  });
+  return http1;
+}
+
+/**
+ * What the first bytes of a connection say: "h2" (the HTTP/2 preface),
+ * "h1" (anything else), or "wait" (a prefix of the preface: more bytes needed).
+ */
+export function sniffProtocol(seen: Uint8Array): "h2" | "h1" | "wait" {
+  const n = Math.min(seen.length, preface.length);
+  if (!preface.subarray(0, n).equals(seen.subarray(0, n))) return "h1";
+  return seen.length < preface.length ? "wait" : "h2";
+}
+
+/** The TCP listener: each connection goes to the gRPC path (h2c) or the HTTP/1.1 server by its first bytes; open sockets are kept in `sockets`. */
+function createProtocolSplitter(grpcPath: ReturnType<typeof createGrpcPath>, http1: http.Server, sockets: Set<net.Socket>): net.Server {
+  // noDelay: small gRPC responses must not wait on Nagle's algorithm for the previous ACK.
+  return net.createServer({ noDelay: true }, (socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    socket.on("error", () => socket.destroy());
+    let seen = Buffer.alloc(0);
+    const sniff = (chunk: Buffer) => {
+      seen = Buffer.concat([seen, chunk]);
+      const protocol = sniffProtocol(seen);
+      if (protocol === "wait") return; // wait for enough bytes to decide
+      socket.off("data", sniff);
+      socket.pause();
+      socket.unshift(seen);
+      // http2 takes the unshifted bytes from the socket's buffer itself; the
+      // HTTP/1.1 parser needs the socket flowing again.
+      if (protocol === "h2") grpcPath.inject(socket);
+      else {
+        http1.emit("connection", socket);
+        socket.resume();
+      }
+    };
+    socket.on("data", sniff);
+  });
 }
 
 function unimplemented(method: DescMethod) {

@@ -6,21 +6,7 @@ import type { ChildProcess } from "node:child_process";
 import { readPlatformSettings, type PlatformSettings } from "../../platform/settings.js";
 import { spawnScript } from "../support/spawn.js";
 
-/** Polls `check` until it returns a truthy value; fails naming `what` after `ms`. */
-export async function waitFor<T>(what: string, check: () => T | Promise<T>, ms = 20_000): Promise<Exclude<T, undefined | null | false | 0 | "">> {
-  const until = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v) return v as Exclude<T, undefined | null | false | 0 | "">;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ""}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+export { waitFor } from "../support/wait.js";
 
 /** GET /readyz: its status and body. */
 export async function readyz(port: number): Promise<{ status: number; body: { ready: boolean; checks: Record<string, boolean> } }> {

@@ -12,37 +12,41 @@ import { startNats, type OwnNats } from "../support/infra.js";
 import {
   connectDevice,
   eventually,
-  newPrefix,
   newUser,
   rpcClients,
-  startGateway,
-  startTestKeys,
+  startGatewayFixture,
+  type GatewayFixture,
   type GatewayProcess,
   type TestDevice,
   type TestKeys,
 } from "./support.js";
 
 const CALL_TIMEOUT_MS = 1500;
-/** How late after its deadline a call may end: the server's own answer, not the client's deadline. */
-const SLACK_MS = 1500;
+/**
+ * The client waits this much longer than the call's own deadline. A call that
+ * hung would end there, failed by the client ("the operation timed out");
+ * every call must instead end with the gateway's own answer. No clock is
+ * compared, so a loaded machine cannot fail the test.
+ */
+const CLIENT_MARGIN_MS = 10_000;
 
+let fx: GatewayFixture;
 let keys: TestKeys;
 let nats: OwnNats;
 let a: GatewayProcess, b: GatewayProcess;
 let d: TestDevice | undefined;
 
 before(async () => {
-  keys = await startTestKeys();
   nats = await startNats();
-  const env = { NATS_URL: nats.url, AUTH_JWKS_URL: keys.jwksUrl, GATEWAY_NATS_PREFIX: newPrefix(), GATEWAY_HEARTBEAT_MS: "1000" };
-  [a, b] = await Promise.all([startGateway(env), startGateway(env)]);
+  fx = await startGatewayFixture({ count: 2, nats: nats.url });
+  keys = fx.keys;
+  [a, b] = fx.gateways as [GatewayProcess, GatewayProcess];
 });
 
 after(async () => {
   d?.ws.terminate();
-  await Promise.all([a, b].map((g) => g?.kill("SIGKILL")));
-  await nats.kill();
-  await keys.close();
+  await fx?.close();
+  await nats?.kill();
 });
 
 test("nats-server restarted mid-traffic: calls fail cleanly or complete, none hangs, the gateways recover", async () => {
@@ -57,7 +61,7 @@ test("nats-server restarted mid-traffic: calls fail cleanly or complete, none ha
     },
   });
   const agent = rpcClients(a.baseUrl, await keys.mint("agent-runner", { roles: ["service"] }));
-  const outcomes: { ok: boolean; code?: Code; ms: number; at: number }[] = [];
+  const outcomes: { ok: boolean; code?: Code; message?: string; ms: number; at: number }[] = [];
   let stop = false;
   let n = 0;
   const worker = async () => {
@@ -65,10 +69,11 @@ test("nats-server restarted mid-traffic: calls fail cleanly or complete, none ha
       const callId = `c${n++}`;
       const t0 = Date.now();
       try {
-        await agent.devices.callTool({ userId: user, tool: "echo", callId, timeout: { nanos: CALL_TIMEOUT_MS * 1e6 } }, { timeoutMs: CALL_TIMEOUT_MS + 10_000 });
+        await agent.devices.callTool({ userId: user, tool: "echo", callId, timeout: { nanos: CALL_TIMEOUT_MS * 1e6 } }, { timeoutMs: CALL_TIMEOUT_MS + CLIENT_MARGIN_MS });
         outcomes.push({ ok: true, ms: Date.now() - t0, at: Date.now() });
       } catch (err) {
-        outcomes.push({ ok: false, code: ConnectError.from(err).code, ms: Date.now() - t0, at: Date.now() });
+        const e = ConnectError.from(err);
+        outcomes.push({ ok: false, code: e.code, message: e.rawMessage, ms: Date.now() - t0, at: Date.now() });
         await new Promise((r) => setTimeout(r, 50)); // a failing caller backs off a little
       }
     }
@@ -90,7 +95,7 @@ test("nats-server restarted mid-traffic: calls fail cleanly or complete, none ha
   const failures = outcomes.filter((o) => !o.ok);
   assert.ok(failures.length > 0);
   for (const f of failures) assert.ok(f.code === Code.Unavailable || f.code === Code.DeadlineExceeded, `clean failure code, got ${Code[f.code!]}`);
-  for (const o of outcomes) assert.ok(o.ms <= CALL_TIMEOUT_MS + SLACK_MS, `a call took ${o.ms} ms, past its ${CALL_TIMEOUT_MS} ms deadline`);
+  for (const f of failures) assert.doesNotMatch(f.message ?? "", /the operation timed out/, `a call hung until the client gave up (${f.ms} ms)`);
   for (const [callId, count] of runs) assert.equal(count, 1, `call ${callId} ran ${count} times`);
 
   // Recovered without a restart: presence and notifications work too.

@@ -9,16 +9,14 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { Notification, SubscribeResponse } from "../../gen/switchyard/notify/v1/notify_pb.js";
-import { natsUrl } from "../support/infra.js";
 import {
+  codeOf,
   connectDevice,
-  dropPrefix,
   eventually,
-  newPrefix,
   newUser,
   rpcClients,
-  startGateway,
-  startTestKeys,
+  startGatewayFixture,
+  type GatewayFixture,
   type GatewayProcess,
   type TestDevice,
   type TestKeys,
@@ -26,14 +24,8 @@ import {
 
 const KEEP = 20;
 
-async function rpcCode(p: Promise<unknown>): Promise<Code> {
-  try {
-    await p;
-  } catch (err) {
-    return ConnectError.from(err).code;
-  }
-  assert.fail("expected the RPC to fail");
-}
+/** The code an RPC failed with (the test fails if it succeeded). */
+const rpcCode = async (p: Promise<unknown>): Promise<Code> => (await codeOf(p)).code;
 
 const notificationsOf = (d: TestDevice): Notification[] =>
   d.frames.flatMap((f) => (f.frame.case === "notification" ? [f.frame.value] : []));
@@ -63,33 +55,23 @@ function assertChain(ns: Notification[], startPrevious: bigint): void {
 }
 
 describe("notifications", () => {
+  let fx: GatewayFixture;
   let keys: TestKeys;
-  let nats: string;
-  const prefix = newPrefix();
   let a: GatewayProcess, b: GatewayProcess;
   let service: ReturnType<typeof rpcClients>;
-  const open: TestDevice[] = [];
-  const device = async (...args: Parameters<typeof connectDevice>) => {
-    const d = await connectDevice(...args);
-    open.push(d);
-    return d;
-  };
+  const device = (...args: Parameters<typeof connectDevice>) => fx.device(...args);
   const publish = (userId: string, title: string, extra: { idempotencyKey?: string; body?: string } = {}) =>
     service.notify.publish({ userId, title, kind: "agent.run_finished", data: { title }, ...extra }).then((r) => r.notification!);
 
   before(async () => {
-    keys = await startTestKeys();
-    nats = await natsUrl();
-    const env = { NATS_URL: nats, AUTH_JWKS_URL: keys.jwksUrl, GATEWAY_NATS_PREFIX: prefix, GATEWAY_HEARTBEAT_MS: "1000", GATEWAY_NOTIFY_KEEP_PER_USER: String(KEEP) };
-    [a, b] = await Promise.all([startGateway(env), startGateway(env)]);
+    fx = await startGatewayFixture({ count: 2, env: { GATEWAY_NOTIFY_KEEP_PER_USER: String(KEEP) } });
+    keys = fx.keys;
+    [a, b] = fx.gateways as [GatewayProcess, GatewayProcess];
     service = rpcClients(a.baseUrl, await keys.mint("notifier", { roles: ["service"] }));
   });
 
   after(async () => {
-    for (const d of open) d.ws.terminate();
-    await Promise.all([a, b].map((g) => g?.kill("SIGKILL")));
-    await dropPrefix(nats, prefix);
-    await keys.close();
+    await fx?.close();
   });
 
   test("Publish reaches every device of the user on every instance and every Subscribe stream, in order, once", async () => {

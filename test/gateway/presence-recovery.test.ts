@@ -8,44 +8,40 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { WebSocket } from "ws";
-import { natsUrl } from "../support/infra.js";
 import {
   connectDevice,
-  dropPrefix,
   eventually,
-  newPrefix,
   newUser,
   rpcClients,
-  startGateway,
-  startTestKeys,
+  startGatewayFixture,
+  type GatewayFixture,
   type GatewayProcess,
   type TestDevice,
   type TestKeys,
 } from "./support.js";
 
-// Long enough that B's device survives B's own silence check (two intervals)
-// across the freeze, which lasts about one interval.
-const HEARTBEAT_MS = 2000;
+const HEARTBEAT_MS = 1000;
+/**
+ * How long a condition may take to become true before the test fails: a
+ * bound for a stuck gateway, never a measure of speed (each wait ends as soon
+ * as its condition holds). B's device survives the freeze however long it
+ * lasts: a gateway does not count its own stall as its devices' silence.
+ */
+const PATIENCE_MS = 30_000;
 
+let fx: GatewayFixture;
 let keys: TestKeys;
-let nats: string;
-const prefix = newPrefix();
 let a: GatewayProcess, b: GatewayProcess;
-const devices: TestDevice[] = [];
+let devices: TestDevice[];
 
 before(async () => {
-  keys = await startTestKeys();
-  nats = await natsUrl();
-  const env = { NATS_URL: nats, AUTH_JWKS_URL: keys.jwksUrl, GATEWAY_NATS_PREFIX: prefix, GATEWAY_HEARTBEAT_MS: String(HEARTBEAT_MS) };
-  [a, b] = await Promise.all([startGateway(env), startGateway(env)]);
+  fx = await startGatewayFixture({ count: 2, env: { GATEWAY_HEARTBEAT_MS: String(HEARTBEAT_MS) } });
+  ({ keys, devices } = fx);
+  [a, b] = fx.gateways as [GatewayProcess, GatewayProcess];
 });
 
 after(async () => {
-  for (const d of devices) d.ws.terminate();
-  b?.child.kill("SIGCONT");
-  await Promise.all([a, b].map((g) => g?.kill("SIGKILL")));
-  await dropPrefix(nats, prefix);
-  await keys.close();
+  await fx?.close();
 });
 
 test("a holder that stalls past its heartbeat gets its connected devices back into presence when it resumes", async () => {
@@ -58,7 +54,7 @@ test("a holder that stalls past its heartbeat gets its connected devices back in
 
   b.child.kill("SIGSTOP");
   try {
-    await eventually(async () => (await listed()) === "", 3 * HEARTBEAT_MS, "A to judge the frozen B dead");
+    await eventually(async () => (await listed()) === "", PATIENCE_MS, "A to judge the frozen B dead");
     // A writes the user's presence record while B looks dead.
     devices.push(await connectDevice(a.port, { token, deviceId: "on-a" }));
   } finally {
@@ -66,7 +62,7 @@ test("a holder that stalls past its heartbeat gets its connected devices back in
   }
 
   assert.equal(devices[0]!.ws.readyState, WebSocket.OPEN, "B's device stays connected through the freeze");
-  await eventually(async () => (await listed()) === "on-a,on-b", 3 * HEARTBEAT_MS, "B's device to be listed again after B resumed");
+  await eventually(async () => (await listed()) === "on-a,on-b", PATIENCE_MS, "B's device to be listed again after B resumed");
   const res = await agent.devices.callTool({ userId: user, deviceId: "on-b", tool: "echo" });
   assert.deepEqual(res.outcome.value, { from: "on-b" });
 });

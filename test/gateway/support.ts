@@ -20,7 +20,11 @@ import {
 } from "../../gen/switchyard/device/v1/device_frame_pb.js";
 import { DeviceService } from "../../gen/switchyard/device/v1/device_pb.js";
 import { NotificationService } from "../../gen/switchyard/notify/v1/notify_pb.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import assert from "node:assert/strict";
+import { natsUrl } from "../support/infra.js";
 import { spawnPlatform } from "../support/spawn.js";
+import { waitFor } from "../support/wait.js";
 
 const ISS = "switchyard-auth";
 const AUD = "switchyard";
@@ -80,6 +84,7 @@ export async function startGateway(env: Record<string, string>): Promise<Gateway
   const instanceId = env.INSTANCE_ID ?? `gw-${randomBytes(4).toString("hex")}`;
   const gw = await spawnPlatform({
     env: { SERVICES: "gateway", HOST: "127.0.0.1", LOG_LEVEL: "warn", INSTANCE_ID: instanceId, SHUTDOWN_GRACE_MS: "1000", ...env },
+    timeoutMs: 120_000, // a bound for a start that hangs; a loaded machine starts slowly, not wrongly
   });
   process.once("exit", () => gw.child.kill("SIGKILL"));
   return { port: gw.port, instanceId, baseUrl: gw.baseUrl, child: gw.child, output: gw.output, kill: gw.stop };
@@ -212,14 +217,9 @@ export async function connectDevice(port: number, o: DeviceOptions = {}): Promis
   return device;
 }
 
-/** Waits until `check` returns true, polling; throws `what` after `ms`. */
+/** Waits until `check` returns true: the shared {@link waitFor}, in the argument order these tests use. */
 export async function eventually(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const until = Date.now() + ms;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  await waitFor(what, check, ms, 25);
 }
 
 /** A fresh user id. */
@@ -242,4 +242,77 @@ export async function dropPrefix(url: string, prefix: string): Promise<void> {
   } finally {
     await nc.close();
   }
+}
+
+/** What a gateway test file runs against, set up once by {@link startGatewayFixture}. */
+export interface GatewayFixture {
+  readonly keys: TestKeys;
+  /** The NATS URL the gateways use. */
+  readonly nats: string;
+  /** Their NATS prefix (streams and buckets dropped by close()). */
+  readonly prefix: string;
+  readonly gateways: GatewayProcess[];
+  /** Every device opened through `device`, in order. */
+  readonly devices: TestDevice[];
+  /** Clients of gateway `i` with a token of the service "agent-runner". */
+  service(i?: number): Promise<ReturnType<typeof rpcClients>>;
+  /** connectDevice, and the device is closed by close(). */
+  device(...args: Parameters<typeof connectDevice>): Promise<TestDevice>;
+  /** Closes the devices, kills the gateways, drops the prefix, stops the key server. */
+  close(): Promise<void>;
+}
+
+/**
+ * The gateway tests' one setup: a key server, `count` gateways sharing a
+ * fresh NATS prefix on `nats` (default: the shared nats-server), started at
+ * once with `env` over the defaults (heartbeat 1 s).
+ */
+export async function startGatewayFixture(o: { count: number; env?: Record<string, string>; nats?: string }): Promise<GatewayFixture> {
+  const keys = await startTestKeys();
+  const nats = o.nats ?? (await natsUrl());
+  const prefix = newPrefix();
+  const env = { NATS_URL: nats, AUTH_JWKS_URL: keys.jwksUrl, GATEWAY_NATS_PREFIX: prefix, GATEWAY_HEARTBEAT_MS: "1000", ...o.env };
+  const gateways: GatewayProcess[] = [];
+  const devices: TestDevice[] = [];
+  const close = async () => {
+    for (const d of devices) d.ws.terminate();
+    for (const g of gateways) g.child.kill("SIGCONT"); // a test may have stopped one
+    await Promise.all(gateways.map((g) => g.kill("SIGKILL")));
+    await dropPrefix(nats, prefix).catch(() => undefined); // a test may have killed its own nats-server
+    await keys.close();
+  };
+  try {
+    gateways.push(...(await Promise.all(Array.from({ length: o.count }, () => startGateway(env)))));
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  let serviceToken: Promise<string> | undefined;
+  return {
+    keys,
+    nats,
+    prefix,
+    gateways,
+    devices,
+    async service(i = 0) {
+      return rpcClients(gateways[i]!.baseUrl, await (serviceToken ??= keys.mint("agent-runner", { roles: ["service"] })));
+    },
+    async device(...args) {
+      const d = await connectDevice(...args);
+      devices.push(d);
+      return d;
+    },
+    close,
+  };
+}
+
+/** How an RPC failed (its code and message); fails the test if it succeeded. */
+export async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
+  try {
+    await p;
+  } catch (err) {
+    const e = ConnectError.from(err);
+    return { code: e.code, message: e.rawMessage };
+  }
+  return assert.fail("expected the RPC to fail");
 }

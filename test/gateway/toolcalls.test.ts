@@ -18,69 +18,53 @@ import { toBinary } from "@bufbuild/protobuf";
 import { headers } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import { gatewayNames } from "../../gateway/subjects.js";
-import { natsUrl } from "../support/infra.js";
 import {
+  codeOf,
   connectDevice,
-  dropPrefix,
   eventually,
-  newPrefix,
   newUser,
   rpcClients,
   startGateway,
-  startTestKeys,
+  startGatewayFixture,
+  type GatewayFixture,
   type GatewayProcess,
   type TestDevice,
   type TestKeys,
 } from "./support.js";
 
 const HEARTBEAT_MS = 1000;
+
+/** gateway_tool_calls_pending on the instance at `baseUrl`. */
+async function pendingCalls(baseUrl: string): Promise<number> {
+  const text = await (await fetch(`${baseUrl}/metrics`)).text();
+  return Number(/^gateway_tool_calls_pending (\d+)/m.exec(text)?.[1] ?? 0);
+}
 const CAP = 4;
 
-async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    const e = ConnectError.from(err);
-    return { code: e.code, message: e.rawMessage };
-  }
-  assert.fail("expected the call to fail");
-}
 
 describe("tool calls across gateway instances", () => {
+  let fx: GatewayFixture;
   let keys: TestKeys;
   let nats: string;
-  const prefix = newPrefix();
+  let prefix: string;
   let a: GatewayProcess, b: GatewayProcess, c: GatewayProcess;
   let agent: ReturnType<typeof rpcClients>;
   let agentOnB: ReturnType<typeof rpcClients>;
-  const devices: TestDevice[] = [];
-  const device = async (...args: Parameters<typeof connectDevice>) => {
-    const d = await connectDevice(...args);
-    devices.push(d);
-    return d;
-  };
+  const device = (...args: Parameters<typeof connectDevice>) => fx.device(...args);
 
   before(async () => {
-    keys = await startTestKeys();
-    nats = await natsUrl();
-    const env = {
-      NATS_URL: nats,
-      AUTH_JWKS_URL: keys.jwksUrl,
-      GATEWAY_NATS_PREFIX: prefix,
-      GATEWAY_HEARTBEAT_MS: String(HEARTBEAT_MS),
-      GATEWAY_MAX_PENDING_CALLS_PER_USER: String(CAP),
-    };
-    [a, b, c] = await Promise.all([startGateway(env), startGateway(env), startGateway(env)]);
-    const serviceToken = await keys.mint("agent-runner", { roles: ["service"] });
-    agent = rpcClients(a.baseUrl, serviceToken);
-    agentOnB = rpcClients(b.baseUrl, serviceToken);
+    fx = await startGatewayFixture({
+      count: 3,
+      env: { GATEWAY_HEARTBEAT_MS: String(HEARTBEAT_MS), GATEWAY_MAX_PENDING_CALLS_PER_USER: String(CAP) },
+    });
+    ({ keys, nats, prefix } = fx);
+    [a, b, c] = fx.gateways as [GatewayProcess, GatewayProcess, GatewayProcess];
+    agent = await fx.service(0);
+    agentOnB = await fx.service(1);
   });
 
   after(async () => {
-    for (const d of devices) d.ws.terminate();
-    await Promise.all([a, b, c].map((g) => g?.kill("SIGKILL")));
-    await dropPrefix(nats, prefix);
-    await keys.close();
+    await fx?.close();
   });
 
   test("a call made on A reaches the device held by B and returns its result", async () => {
@@ -176,8 +160,8 @@ describe("tool calls across gateway instances", () => {
   test("wait_for_device: delivered when the device connects before the deadline", async () => {
     const user = newUser();
     const pending = agent.devices.callTool({ userId: user, tool: "echo", waitForDevice: true, timeout: { seconds: 20n }, callId: "waited" });
-    // Let the call reach the gateway and start waiting (there is no event to await for that).
-    await new Promise((r) => setTimeout(r, 300));
+    // The call is waiting on A once A counts it pending (it listens for the user's devices before it reads them).
+    await eventually(async () => (await pendingCalls(a.baseUrl)) >= 1, 20_000, "the call to wait on A");
     const d = await device(b.port, { token: await keys.mint(user), onCall: () => ({ late: false }) });
     const res = await pending;
     assert.deepEqual(res.outcome.value, { late: false });

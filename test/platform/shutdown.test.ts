@@ -11,9 +11,10 @@ import * as grpc from "@grpc/grpc-js";
 import { TestingService } from "../../gen/switchyard/testing/v1/testing_pb.js";
 import { grpcJsClient, unary } from "../support/platform-under-test.js";
 import { spawnScript } from "../support/spawn.js";
+import { waitFor } from "../support/wait.js";
 
 it("SIGTERM: unary call completes, stream ends UNAVAILABLE, process exits 0", async () => {
-  const { child, port } = await spawnScript("test/platform/fixtures/testing-server.ts", { stderr: "inherit" });
+  const { child, port, output } = await spawnScript("test/platform/fixtures/testing-server.ts", { stderr: "inherit" });
   const exited = once(child, "exit") as Promise<[number | null, NodeJS.Signals | null]>;
   const client = grpcJsClient(TestingService, port);
 
@@ -25,7 +26,7 @@ it("SIGTERM: unary call completes, stream ends UNAVAILABLE, process exits 0", as
 
   // A slow unary call: answers after 1.5 s.
   const slow = unary<{ text: string }>(client, "unaryCall", { sleepMs: 1500, text: "finished" });
-  await new Promise((r) => setTimeout(r, 200)); // both calls are running on the server
+  await waitFor("the slow call to be running on the server", () => output().includes("unary started finished"));
 
   const signalledAt = Date.now();
   child.kill("SIGTERM");

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import postgres from "postgres";
+import { waitFor } from "./wait.js";
 
 const children: ChildProcess[] = [];
 process.once("exit", () => {
@@ -42,12 +43,7 @@ export function freePort(): Promise<number> {
 }
 
 async function waitForPort(port: number, what: string, ms = 15_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    if (await isListening(port)) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`${what} did not start listening on ${port} within ${ms} ms`);
+  await waitFor(`${what} to listen on ${port}`, () => isListening(port), ms);
 }
 
 /** A nats-server the test owns: its URL, its store, and a way to kill/restart it. */

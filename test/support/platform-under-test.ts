@@ -10,12 +10,12 @@ import { TestingService } from "../../gen/switchyard/testing/v1/testing_pb.js";
 import { createLogger } from "../../platform/log.js";
 import { startProcess, type RunningProcess } from "../../platform/process.js";
 import { readPlatformSettings } from "../../platform/settings.js";
-import { testingService } from "./testing-service.js";
+import { testingService, type TestingHooks } from "./testing-service.js";
 
 /** Starts the TestingService on a free port with `env` overriding settings. */
-export async function startTestingServer(env: Record<string, string> = {}): Promise<RunningProcess> {
+export async function startTestingServer(env: Record<string, string> = {}, hooks: TestingHooks = {}): Promise<RunningProcess> {
   const settings = readPlatformSettings({ PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "silent", SHUTDOWN_GRACE_MS: "2000", ...env });
-  return startProcess([{ name: "testing", summary: "testing", serves: [TestingService], start: () => ({ services: [testingService()] }) }], settings, createLogger(process.env.TEST_LOG_LEVEL ?? "silent"));
+  return startProcess([{ name: "testing", summary: "testing", serves: [TestingService], start: () => ({ services: [testingService(hooks)] }) }], settings, createLogger(process.env.TEST_LOG_LEVEL ?? "silent"));
 }
 
 /** The three connect-node clients of one server: gRPC (h2c), gRPC-Web and Connect (HTTP/1.1). */

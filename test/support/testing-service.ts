@@ -18,11 +18,18 @@ function fail(status: { code: number; message: string } | undefined): void {
   if (status && status.code !== 0) throw new ConnectError(status.message, status.code as Code);
 }
 
+/** What a test may observe of the service from inside. */
+export interface TestingHooks {
+  /** Called when UnaryCall starts running, with its request's text: a sync point ("the call is on the server now"). */
+  readonly onUnaryStart?: (text: string) => void;
+}
+
 /** The TestingService registration. */
-export function testingService(): ServiceRegistration {
+export function testingService(hooks: TestingHooks = {}): ServiceRegistration {
   return register(TestingService, {
     emptyCall: () => ({}),
     async unaryCall(req, ctx) {
+      hooks.onUnaryStart?.(req.text);
       echoMetadata(ctx);
       if (req.sleepMs > 0) await sleep(req.sleepMs, undefined, { signal: ctx.signal });
       fail(req.responseStatus);
