@@ -91,7 +91,7 @@ interface ProtocolInternals {
  * and Node runs microtasks after every callback from native code, so a
  * server handling many RPCs that arrived in one socket read (HTTP/2 frames)
  * wrote one small packet per publish: measured in bench/toolcall, the
- * gateway serving CallTool and nats-server each spent several times the CPU
+ * service relaying tool calls and nats-server each spent several times the CPU
  * per call of the same code called in one tick. `setImmediate` runs after
  * the turn's I/O callbacks, so their publishes leave in one write; a lone
  * publish waits no more than the rest of the turn. Left as is (with a

@@ -1,6 +1,6 @@
 /**
  * The one way the mesh declares its JetStream streams and KV buckets (the
- * event bus's EVENTS and EVENTS_DLQ, every gateway stream and bucket).
+ * event bus's EVENTS and EVENTS_DLQ, every stream and bucket a module declares).
  *
  * Rules, the same for every object:
  * - replicas: NATS_REPLICAS, never lower than what the server already has
