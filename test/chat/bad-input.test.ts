@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { createTestDatabase, natsUrl } from "../support/infra.js";
 import { newPrefix, newUser, startGateway, startTestKeys, dropPrefix, type GatewayProcess, type TestKeys } from "../gateway/support.js";
-import { chatClients, failure, readAll, startChat, type ChatProcess } from "./support.js";
+import { chatClients, failure, readAll, startChat, unwrap, type ChatProcess } from "./support.js";
 
 describe("chat bad input", () => {
   let keys: TestKeys;
@@ -83,8 +83,8 @@ describe("chat bad input", () => {
     assert.equal(approve.code, Code.NotFound);
 
     // Alice herself can resume her failed turn: its events, then its error.
-    const again = await readAll(alice.chat.resumeTurn({ conversationId: started.conversationId, turnId: started.turnId }));
-    assert.equal(again.events[0]?.event?.event.case, "started");
+    const again = await readAll(unwrap(alice.chat.resumeTurn({ conversationId: started.conversationId, turnId: started.turnId })));
+    assert.equal(again.events[0]?.event.case, "started");
     assert.equal(again.error?.code, Code.Unavailable);
   });
 

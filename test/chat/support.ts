@@ -10,7 +10,9 @@ import { randomBytes } from "node:crypto";
 import { AgentService } from "../../gen/switchyard/chat/v1/agent_pb.js";
 import { ChatService, type ChatResponse } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import { spawnPlatform, type PlatformProcess } from "../support/spawn.js";
-import type { TestKeys } from "../gateway/support.js";
+import { create, type JsonObject } from "@bufbuild/protobuf";
+import { DeviceFrameSchema } from "../../gen/switchyard/device/v1/device_frame_pb.js";
+import { connectDevice, type TestDevice, type TestKeys, type ToolHandler } from "../gateway/support.js";
 
 /** A chat process. */
 export interface ChatProcess extends PlatformProcess {
@@ -94,4 +96,41 @@ export async function failure(p: Promise<unknown> | AsyncIterable<unknown>): Pro
     return { code: e.code, message: e.rawMessage };
   }
   throw new Error("expected the call to fail");
+}
+
+/** A device tool as a test declares it in its hello. */
+export interface DeviceToolSpec {
+  readonly name: string;
+  readonly description?: string;
+  readonly schema?: Record<string, unknown>;
+  readonly destructive?: boolean;
+}
+
+/** Connects a `ws` device (test/gateway/support.ts) that declares full tools: descriptions, schemas, annotations. */
+export async function connectToolDevice(port: number, token: string, tools: DeviceToolSpec[], onCall?: ToolHandler): Promise<TestDevice> {
+  const device = await connectDevice(port, { token, noHello: true, onCall });
+  device.send(
+    create(DeviceFrameSchema, {
+      frame: {
+        case: "hello",
+        value: {
+          deviceId: `d${randomBytes(4).toString("hex")}`,
+          deviceName: "test device",
+          tools: tools.map((t) => ({
+            name: t.name,
+            description: t.description ?? "",
+            parametersSchema: t.schema as JsonObject | undefined,
+            annotations: t.destructive ? { destructiveHint: true } : undefined,
+          })),
+        },
+      },
+    }),
+  );
+  await device.waitFor((f) => f.frame.case === "welcome", 10_000, "welcome");
+  return device;
+}
+
+/** The events of a ResumeTurn or StreamRun stream. */
+export async function* unwrap(stream: AsyncIterable<{ event?: ChatResponse }>): AsyncGenerator<ChatResponse> {
+  for await (const r of stream) yield r.event!;
 }
