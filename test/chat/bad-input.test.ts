@@ -8,8 +8,8 @@ import { Code } from "@connectrpc/connect";
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { createTestDatabase, natsUrl } from "../support/infra.js";
-import { newPrefix, newUser, startGateway, startTestKeys, dropPrefix, type GatewayProcess, type TestKeys } from "../gateway/support.js";
-import { chatClients, failure, readAll, startChat, unwrap, type ChatProcess } from "./support.js";
+import { newPrefix, newUser, startTestKeys, dropPrefix, type GatewayProcess, type TestKeys } from "../gateway/support.js";
+import { startGatewayProcess, chatClients, failure, readAll, startChat, unwrap, type ChatProcess } from "./support.js";
 
 describe("chat bad input", () => {
   let keys: TestKeys;
@@ -24,7 +24,7 @@ describe("chat bad input", () => {
     keys = await startTestKeys();
     db = await createTestDatabase("sy_chat_bad");
     nats = await natsUrl();
-    gw = await startGateway({ NATS_URL: nats, AUTH_JWKS_URL: keys.jwksUrl, GATEWAY_NATS_PREFIX: prefix });
+    gw = await startGatewayProcess({ NATS_URL: nats, AUTH_JWKS_URL: keys.jwksUrl, GATEWAY_NATS_PREFIX: prefix });
     const env = { DATABASE_URL: db.url, NATS_URL: nats };
     noModel = await startChat(keys, gw.baseUrl, env);
     // A real SDK pointed at a port where nothing listens: every model call fails UNAVAILABLE.

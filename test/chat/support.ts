@@ -12,7 +12,7 @@ import { ChatService, type ChatResponse } from "../../gen/switchyard/chat/v1/cha
 import { spawnPlatform, type PlatformProcess } from "../support/spawn.js";
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { DeviceFrameSchema } from "../../gen/switchyard/device/v1/device_frame_pb.js";
-import { connectDevice, type TestDevice, type TestKeys, type ToolHandler } from "../gateway/support.js";
+import { connectDevice, type GatewayProcess, type TestDevice, type TestKeys, type ToolHandler } from "../gateway/support.js";
 
 /** A chat process. */
 export interface ChatProcess extends PlatformProcess {
@@ -24,6 +24,7 @@ export async function startChat(keys: TestKeys, gatewayUrl: string, env: Record<
   const instanceId = env.INSTANCE_ID ?? `chat-${randomBytes(4).toString("hex")}`;
   const serviceToken = await keys.mint("service:chat", { roles: ["service"], ttlS: 3600 });
   const p = await spawnPlatform({
+    timeoutMs: 90_000,
     env: {
       SERVICES: "chat",
       HOST: "127.0.0.1",
@@ -133,4 +134,15 @@ export async function connectToolDevice(port: number, token: string, tools: Devi
 /** The events of a ResumeTurn or StreamRun stream. */
 export async function* unwrap(stream: AsyncIterable<{ event?: ChatResponse }>): AsyncGenerator<ChatResponse> {
   for await (const r of stream) yield r.event!;
+}
+
+/** Starts `SERVICES=gateway` (as test/gateway/support.ts does), allowing a slow start on a loaded machine. */
+export async function startGatewayProcess(env: Record<string, string>): Promise<GatewayProcess> {
+  const instanceId = `gw-${randomBytes(4).toString("hex")}`;
+  const gw = await spawnPlatform({
+    timeoutMs: 90_000,
+    env: { SERVICES: "gateway", HOST: "127.0.0.1", LOG_LEVEL: "warn", INSTANCE_ID: instanceId, SHUTDOWN_GRACE_MS: "1000", ...env },
+  });
+  process.once("exit", () => gw.child.kill("SIGKILL"));
+  return { port: gw.port, instanceId, baseUrl: gw.baseUrl, child: gw.child, output: gw.output, kill: gw.stop };
 }
