@@ -11,11 +11,13 @@ import { gatewayVars } from "../gateway/config.js";
 import type { EnvVar } from "../platform/config.js";
 import { platformVars } from "../platform/settings.js";
 import { authVars } from "../services/auth/settings.js";
+import { modelVars } from "../services/chat/model/settings.js";
 
 const groups: [string, Record<string, EnvVar<unknown>>][] = [
   ["every process (platform)", platformVars],
   ["auth service", authVars],
   ["gateway", gatewayVars],
+  ["chat: the language model (services/chat/model)", modelVars],
   ["`npm run envoy` (edge generator)", edgeVars],
 ];
 

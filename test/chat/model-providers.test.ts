@@ -20,7 +20,8 @@ import {
 } from "../../services/chat/model/index.js";
 import { type LlmServer, type LlmWireFormat, startLlmServer, statusReply, textReply, toolCallReply } from "../support/llm-server.js";
 
-const STALL_MS = 400;
+/** Short enough to keep the stall tests quick, long enough that a loaded machine's slow first call is no stall. */
+const STALL_MS = 1000;
 
 function request(overrides: Partial<ModelRequest> = {}): ModelRequest {
   return {
@@ -69,8 +70,7 @@ for (const format of ["openai", "anthropic"] as const satisfies LlmWireFormat[])
 
     before(async () => {
       server = await startLlmServer();
-      const settings = readModelSettings({ ...server.env(format, "model-x"), LLM_STALL_TIMEOUT_MS: String(STALL_MS) });
-      provider = createModelProvider(settings)!;
+      provider = createModelProvider(readModelSettings(server.env(format, "model-x")))!;
     });
     after(() => server.close());
 
@@ -231,11 +231,22 @@ for (const format of ["openai", "anthropic"] as const satisfies LlmWireFormat[])
 
     test("a stream that stalls mid-answer is UNAVAILABLE after the stall timeout, and the connection is closed", async () => {
       server.script({ kind: "reply", text: ["one ", "two"], fault: { afterParts: 1, type: "stall" } });
-      const { events, error } = await failure(provider);
+      const quickToGiveUp = createModelProvider(readModelSettings({ ...server.env(format), LLM_STALL_TIMEOUT_MS: String(STALL_MS) }))!;
+      const { events, error } = await failure(quickToGiveUp);
       assert.equal(error.code, Code.Unavailable);
-      assert.match(error.message, /sent nothing for 400 ms/);
+      assert.match(error.message, /sent nothing for 1000 ms \(LLM_STALL_TIMEOUT_MS\)/);
       assert.equal(texts(events), "one ");
       await until(() => server.openStreams() === 0, "the stalled stream to close");
+    });
+
+    test("a provider that never answers is UNAVAILABLE after the stall timeout", async () => {
+      server.script({ kind: "hang" });
+      const quickToGiveUp = createModelProvider(readModelSettings({ ...server.env(format), LLM_STALL_TIMEOUT_MS: String(STALL_MS) }))!;
+      const { events, error } = await failure(quickToGiveUp);
+      assert.equal(error.code, Code.Unavailable);
+      assert.match(error.message, /sent nothing for 1000 ms/);
+      assert.deepEqual(events, []);
+      await until(() => server.openStreams() === 0, "the unanswered request to close");
     });
 
     test("a stream cut before the finish is UNAVAILABLE, never a silent short answer", async () => {
@@ -254,12 +265,11 @@ for (const format of ["openai", "anthropic"] as const satisfies LlmWireFormat[])
 
     test("aborting the signal stops the stream with CANCELED and closes the request", async () => {
       server.script({ kind: "reply", text: ["first ", "never"], fault: { afterParts: 1, type: "stall" } });
-      const slowStall = createModelProvider(readModelSettings({ ...server.env(format), LLM_STALL_TIMEOUT_MS: "60000" }))!;
       const controller = new AbortController();
       const events: ModelEvent[] = [];
       let caught: unknown;
       try {
-        for await (const event of slowStall.stream(request(), controller.signal)) {
+        for await (const event of provider.stream(request(), controller.signal)) {
           events.push(event);
           controller.abort(); // the first delta arrived: the user cancels
         }
@@ -270,6 +280,15 @@ for (const format of ["openai", "anthropic"] as const satisfies LlmWireFormat[])
       assert.equal(caught.code, Code.Canceled);
       assert.equal(texts(events), "first ");
       await until(() => server.openStreams() === 0, "the cancelled stream to close");
+    });
+
+    test("a consumer that stops reading early closes the request", async () => {
+      server.script({ kind: "reply", text: ["enough", "more"], fault: { afterParts: 1, type: "stall" } });
+      for await (const event of provider.stream(request(), new AbortController().signal)) {
+        assert.equal(event.type, "text");
+        break;
+      }
+      await until(() => server.openStreams() === 0, "the abandoned stream to close");
     });
 
     test("an abort reason that is a ConnectError (a deadline) is what the stream throws", async () => {

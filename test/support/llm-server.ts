@@ -72,8 +72,13 @@ export interface ScriptedStatus {
   readonly message?: string;
 }
 
+/** A silent provider: the request is read and never answered, not even with headers. */
+export interface ScriptedHang {
+  readonly kind: "hang";
+}
+
 /** One entry of the script queue. */
-export type Scripted = ScriptedReply | ScriptedStatus;
+export type Scripted = ScriptedReply | ScriptedStatus | ScriptedHang;
 
 /** Benchmark mode: every request (when the script queue is empty) gets `tokens` text tokens paced so. */
 export interface BenchmarkReply {
@@ -165,6 +170,7 @@ export async function startLlmServer(port = 0): Promise<LlmServer> {
     const entry = queue.shift();
     if (entry === undefined && bench !== undefined) return sendBenchmark(res, format, body, bench);
     if (entry === undefined) return sendError(res, format, 500, "llm-server: no scripted reply left for this request");
+    if (entry.kind === "hang") return; // closed when the client gives up or the server closes
     if (entry.kind === "status") return sendError(res, format, entry.status, entry.message ?? `scripted HTTP ${entry.status}`, entry.retryAfter);
     const frames = format === "openai" ? openaiFrames(entry, body, requests.length) : anthropicFrames(entry, body, requests.length);
     await sendFrames(res, frames, entry.fault, format);

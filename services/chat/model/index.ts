@@ -1,4 +1,21 @@
-/** The model layer's public surface: chat imports only this file. */
+/**
+ * The model layer's public surface: chat imports only this file.
+ *
+ *   const provider = createModelProvider(readModelSettings());   // at start; undefined = unconfigured
+ *   if (provider === undefined) throw modelNotConfigured();      // per turn: FAILED_PRECONDITION naming LLM_*
+ *   const names = providerSafeToolNames(tools.map((t) => t.name)); // "filesystem.read_file" → "filesystem_read_file_1a2b3c4d"
+ *   for await (const event of provider.stream(request, signal)) { ... }  // text…, tool_call…, then one done
+ *
+ * A stream either ends with exactly one `done` or throws a ConnectError:
+ * FAILED_PRECONDITION (the provider refuses our key, 401/403, or does not know
+ * LLM_MODEL, 404), RESOURCE_EXHAUSTED with RetryInfo (429), INVALID_ARGUMENT
+ * (the provider refuses the request as given: 400/413/422, e.g. a conversation
+ * over the context window), UNAVAILABLE (5xx, no connection, a stall longer
+ * than LLM_STALL_TIMEOUT_MS, a malformed chunk, a stream cut before its end),
+ * or CANCELED / the signal's own ConnectError reason when the caller aborts.
+ * Text already yielded before an error is partial: a caller re-runs the call
+ * whole. Neither SDK retries (maxRetries 0): retrying is the caller's decision.
+ */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createAnthropicProvider } from "./anthropic.js";
 import { createOpenAIProvider } from "./openai.js";

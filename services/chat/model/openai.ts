@@ -89,7 +89,7 @@ function toOpenAIMessage(message: ModelMessage): ChatCompletionMessageParam {
     case "assistant":
       return {
         role: "assistant",
-        content: message.text === "" ? null : message.text,
+        content: message.text === "" && message.toolCalls.length > 0 ? null : message.text,
         ...(message.toolCalls.length > 0
           ? {
               tool_calls: message.toolCalls.map((call) => ({
@@ -129,6 +129,7 @@ export interface OpenAIAssembler {
  */
 export function createOpenAIAssembler(): OpenAIAssembler {
   const calls = new Map<number, PartialCall>();
+  let lastIndex = 0;
   let finishReason: string | undefined;
   let usage: ModelUsage = { inputTokens: 0, outputTokens: 0 };
   return {
@@ -139,7 +140,7 @@ export function createOpenAIAssembler(): OpenAIAssembler {
         if (choice.index !== 0) continue;
         const content = choice.delta?.content;
         if (typeof content === "string" && content !== "") events.push({ type: "text", delta: content });
-        for (const fragment of choice.delta?.tool_calls ?? []) addFragment(calls, fragment);
+        for (const fragment of choice.delta?.tool_calls ?? []) lastIndex = addFragment(calls, fragment, lastIndex);
         if (choice.finish_reason) finishReason = choice.finish_reason;
       }
       return events;
@@ -156,15 +157,18 @@ export function createOpenAIAssembler(): OpenAIAssembler {
   };
 }
 
-function addFragment(calls: Map<number, PartialCall>, fragment: ChatCompletionChunk.Choice.Delta.ToolCall): void {
-  let call = calls.get(fragment.index);
+function addFragment(calls: Map<number, PartialCall>, fragment: ChatCompletionChunk.Choice.Delta.ToolCall, last: number): number {
+  // Some compatible servers leave out `index` and send each call whole: a fragment with an id starts a new call.
+  const index = fragment.index ?? (fragment.id || calls.size === 0 ? calls.size : last);
+  let call = calls.get(index);
   if (call === undefined) {
     call = { id: "", name: "", args: "" };
-    calls.set(fragment.index, call);
+    calls.set(index, call);
   }
   if (fragment.id) call.id = fragment.id;
   if (fragment.function?.name) call.name += fragment.function.name;
   if (fragment.function?.arguments) call.args += fragment.function.arguments;
+  return index;
 }
 
 function completeCall(call: PartialCall, index: number) {

@@ -16,7 +16,9 @@ export const PROVIDER_SAFE_TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
  * Safe names stay as they are; others have each illegal character replaced by
  * "_", are cut to fit, and carry a short hash of the original so two names that
  * clean up alike ("a.b", "a/b") never collide. Deterministic: the same names
- * map the same way on every call, so a conversation's history stays valid.
+ * map the same way on every call (a name's hash depends on the name alone; only
+ * the rare collision between hashes depends on the other names), so a
+ * conversation's history stays valid from turn to turn.
  */
 export function providerSafeToolNames(names: readonly string[]): Map<string, string> {
   const result = new Map<string, string>();
