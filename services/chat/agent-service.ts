@@ -42,6 +42,8 @@ interface RunRow {
   readonly input_tokens: string;
   readonly output_tokens: string;
   readonly tool_calls: number;
+  /** created_at in microseconds since the epoch (exact, for page tokens). */
+  readonly cursor: string;
 }
 
 const runStates: Record<RunRow["state"], AgentRunState> = {
@@ -99,7 +101,8 @@ function toRun(r: RunRow): AgentRun {
 
 const runColumns = (sql: Sql | TransactionSql) => sql`
   r.id, r.user_id, r.agent_id, r.turn_id, r.conversation_id, r.input, r.idempotency_key, r.state, r.output, r.error_message,
-  r.created_at, r.started_at, r.finished_at, t.input_tokens, t.output_tokens, t.tool_calls`;
+  r.created_at, r.started_at, r.finished_at, t.input_tokens, t.output_tokens, t.tool_calls,
+  (extract(epoch from r.created_at) * 1000000)::bigint::text as cursor`;
 
 async function loadRun(sql: Sql | TransactionSql, runId: string): Promise<RunRow | undefined> {
   const [row] = await sql<RunRow[]>`select ${runColumns(sql)} from chat.agent_runs r join chat.turns t on t.id = r.turn_id where r.id = ${runId}`;
@@ -246,16 +249,16 @@ export function createAgentHandlers(deps: AgentHandlerDeps): ServiceRegistration
     async listRuns(req, ctx) {
       const userId = actingUser(userOf(ctx), req.userId);
       const size = req.pageSize === 0 ? 50 : req.pageSize;
-      const after = readPageToken(req.pageToken, (v): v is { t: string; i: string } => typeof v === "object" && v !== null && typeof (v as { t?: unknown }).t === "string" && typeof (v as { i?: unknown }).i === "string");
+      const after = readPageToken(req.pageToken, (v): v is { t: string; i: string } => typeof v === "object" && v !== null && typeof (v as { t?: unknown }).t === "string" && /^\d{1,20}$/.test((v as { t: string }).t) && typeof (v as { i?: unknown }).i === "string");
       const rows = after === undefined
         ? await db.sql<RunRow[]>`select ${runColumns(db.sql)} from chat.agent_runs r join chat.turns t on t.id = r.turn_id
             where r.user_id = ${userId} order by r.created_at desc, r.id desc limit ${size + 1}`
         : await db.sql<RunRow[]>`select ${runColumns(db.sql)} from chat.agent_runs r join chat.turns t on t.id = r.turn_id
-            where r.user_id = ${userId} and (r.created_at, r.id) < (${after.t}::timestamptz, ${after.i})
+            where r.user_id = ${userId} and (r.created_at, r.id) < ('epoch'::timestamptz + ${after.t}::bigint * interval '1 microsecond', ${after.i})
             order by r.created_at desc, r.id desc limit ${size + 1}`;
       const page = rows.slice(0, size);
       const last = page.at(-1);
-      return { runs: page.map(toRun), nextPageToken: rows.length > size && last ? pageTokenOf({ t: last.created_at.toISOString(), i: last.id }) : "" };
+      return { runs: page.map(toRun), nextPageToken: rows.length > size && last ? pageTokenOf({ t: last.cursor, i: last.id }) : "" };
     },
 
     async *streamRun(req, ctx) {
