@@ -12,11 +12,13 @@ import type { EnvVar } from "../platform/config.js";
 import { platformVars } from "../platform/settings.js";
 import { authVars } from "../services/auth/settings.js";
 import { modelVars } from "../services/chat/model/settings.js";
+import { chatVars } from "../services/chat/settings.js";
 
 const groups: [string, Record<string, EnvVar<unknown>>][] = [
   ["every process (platform)", platformVars],
   ["auth service", authVars],
   ["gateway", gatewayVars],
+  ["chat service", chatVars],
   ["chat: the language model (services/chat/model)", modelVars],
   ["`npm run envoy` (edge generator)", edgeVars],
 ];

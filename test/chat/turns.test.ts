@@ -252,4 +252,30 @@ describe("chat turns across instances", () => {
     const resumed = await failure(unwrap(client.chat.resumeTurn({ ...ids!, afterSequence: 0n })));
     assert.equal(resumed.code, Code.Canceled);
   });
+
+  test("a user past their tier's concurrent turns is RESOURCE_EXHAUSTED until one ends", async () => {
+    const token = await keys.mint(newUser(), { tier: "free" });
+    const client = chatClients(chat1.baseUrl, token);
+    llm.script({ kind: "reply", text: ["slow ", "answer"], fault: { afterParts: 1, type: "stall" } }, textReply("Now it fits."));
+    const abort = new AbortController();
+    const running = readAll(client.chat.chat({ message: "first" }, { signal: abort.signal }), async (e) => {
+      if (e.event.case !== "textDelta") return;
+      const second = await failure(client.chat.chat({ message: "second" }));
+      assert.equal(second.code, Code.ResourceExhausted);
+      assert.match(second.message, /1 turn\(s\) running/);
+      abort.abort();
+    });
+    assert.equal((await running).error?.code, Code.Canceled);
+    // Once the first turn is recorded as cancelled, the next one runs.
+    await eventually(async () => (await readAll(client.chat.chat({ message: "third" }))).error === undefined, 15_000, "a turn to fit again");
+  });
+
+  test("chat exports its Prometheus metrics: turns, tool calls, time to first token, tokens per tier", async () => {
+    const text = await (await fetch(`${chat1.baseUrl}/metrics`)).text();
+    assert.match(text, /chat_turns_total\{tier="pro",outcome="done"\} \d+/);
+    assert.match(text, /chat_turns_total\{tier="pro",outcome="failed"\} \d+/);
+    assert.match(text, /chat_tool_calls_total\{outcome="ok"\} \d+/);
+    assert.match(text, /chat_time_to_first_token_seconds_count\{provider="openai"\} \d+/);
+    assert.match(text, /chat_tokens_total\{tier="pro",direction="output"\} \d+/);
+  });
 });

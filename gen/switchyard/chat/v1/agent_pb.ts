@@ -688,7 +688,8 @@ export const AgentService: GenService<{
   },
   /**
    * Tells whether the caller may set up one more agent of a catalog entry,
-   * and if not, why. A refusal is an answer, not an error.
+   * and if not, why. A refusal is an answer, not an error. Agents a user may
+   * set up: free 2, pro 5, power 20, team no limit.
    *
    * Errors: INVALID_ARGUMENT if agent_id is missing or not an id; NOT_FOUND
    * if agent_id is not in the catalog; UNAUTHENTICATED without a valid

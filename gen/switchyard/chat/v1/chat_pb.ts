@@ -579,6 +579,18 @@ export const FinishReasonSchema: GenEnum<FinishReason> = /*@__PURE__*/
  * Every RPC may also answer RESOURCE_EXHAUSTED when the caller passes their
  * tier's request rate.
  *
+ * Per-tier limits (free / pro / power / team): turns (chat turns and agent
+ * runs) running at once per user 1 / 3 / 8 / 16 (RESOURCE_EXHAUSTED past
+ * it); tool calls per turn 8 / 16 / 32 / 64 (the turn ends with
+ * FINISH_REASON_MAX_TOOL_CALLS); model tokens per turn 20k / 100k / 200k /
+ * 400k (FINISH_REASON_MAX_TOKENS).
+ *
+ * Turns are durable: each step is recorded as it finishes, and when the
+ * instance running a turn stops, another takes it over within seconds from
+ * its last recorded step (a tool call is never run twice; an interrupted
+ * model call runs again, announced by a `restarted` event). A tool whose
+ * annotations mark it destructive runs only after ApproveToolCall.
+ *
  * @generated from service switchyard.chat.v1.ChatService
  */
 export const ChatService: GenService<{
