@@ -89,8 +89,9 @@ export function createChatHandlers(deps: ChatHandlerDeps): ServiceRegistration {
       try {
         yield* followTurn(deps, turn.id, 0, ctx.signal);
       } finally {
-        // The caller gave up: stop the model and the tool calls. A shutdown instead lets another instance finish the turn.
-        if (ctx.signal.aborted && !deps.shutdownSignal.aborted) deps.runner.stop(turn.id, "cancel");
+        // The caller gave up: stop the model and the tool calls (unless asked to keep running).
+        // A shutdown instead lets another instance finish the turn.
+        if (ctx.signal.aborted && !deps.shutdownSignal.aborted && !req.keepRunning) deps.runner.stop(turn.id, "cancel");
       }
     },
 

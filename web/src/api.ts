@@ -7,6 +7,8 @@ import { Code, ConnectError, createClient, type Client, type Interceptor } from 
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AuthService, type Tokens, type User } from "../../gen/switchyard/auth/v1/auth_pb.js";
 import { DeviceService } from "../../gen/switchyard/device/v1/device_pb.js";
+import { AgentService } from "../../gen/switchyard/chat/v1/agent_pb.js";
+import { ChatService } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import { NotificationService } from "../../gen/switchyard/notify/v1/notify_pb.js";
 
 /** The signed-in user's tokens; secrets, kept in memory only. */
@@ -20,6 +22,8 @@ export interface Session {
   readonly auth: Client<typeof AuthService>;
   readonly devices: Client<typeof DeviceService>;
   readonly notifications: Client<typeof NotificationService>;
+  readonly chat: Client<typeof ChatService>;
+  readonly agents: Client<typeof AgentService>;
   readonly signedIn: boolean;
   /** Registers and signs in; returns the new user. */
   register(email: string, password: string, displayName: string): Promise<User>;
@@ -65,6 +69,8 @@ export function createSession(baseUrl = location.origin): Session {
     auth,
     devices: createClient(DeviceService, transport),
     notifications: createClient(NotificationService, transport),
+    chat: createClient(ChatService, transport),
+    agents: createClient(AgentService, transport),
     get signedIn() {
       return creds !== undefined;
     },

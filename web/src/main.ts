@@ -10,6 +10,7 @@ import type { Notification } from "../../gen/switchyard/notify/v1/notify_pb.js";
 import { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 import type { User } from "../../gen/switchyard/auth/v1/auth_pb.js";
 import { createSession, describeError } from "./api.js";
+import { mountChat } from "./chat.js";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => {
   const el = document.getElementById(id);
@@ -201,6 +202,7 @@ $("logout").addEventListener("click", async () => {
   $("notifications").replaceChildren();
   $("me").replaceChildren();
   showSignedIn(false);
+mountChat(session);
   setStatus("Signed out.");
 });
 
@@ -242,3 +244,4 @@ $("tool-form").addEventListener("submit", async (ev) => {
 });
 
 showSignedIn(false);
+mountChat(session);
