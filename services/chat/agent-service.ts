@@ -202,7 +202,7 @@ export function createAgentHandlers(deps: AgentHandlerDeps): ServiceRegistration
       return undefined;
     });
     if (existing !== undefined) return existing;
-    deps.runner.start((await loadTurn(db.sql, turnId))!);
+    deps.runner.start((await loadTurn(db.sql, turnId))!, true);
     return (await loadRun(db.sql, runId))!;
   }
 

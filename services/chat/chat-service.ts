@@ -55,6 +55,7 @@ async function startTurn(deps: ChatHandlerDeps, p: Principal, conversationId: st
   if (agent === undefined) throw new ConnectError(`agent "${agentId}" is not in the catalog (AgentService.ListCatalog lists it)`, Code.NotFound);
   if (p.tier < agent.min_tier) throw new ConnectError(`agent "${agentId}" needs the ${Tier[agent.min_tier]?.toLowerCase()} tier or higher`, Code.PermissionDenied);
   const turnId = randomUUID();
+  const deadline = new Date(Date.now() + deps.settings.CHAT_TURN_DEADLINE_MS);
   await deps.db.tx(async (tx) => {
     if (conversationId !== "") {
       if ((await conversationOwner(tx, conversationId)) !== p.userId) throw new ConnectError(`conversation "${conversationId}" not found`, Code.NotFound);
@@ -71,10 +72,9 @@ async function startTurn(deps: ChatHandlerDeps, p: Principal, conversationId: st
       conversationId = randomUUID();
       await insertConversation(tx, conversationId, p.userId, agentId);
     }
-    const deadline = new Date(Date.now() + deps.settings.CHAT_TURN_DEADLINE_MS);
     await insertTurn(tx, { id: turnId, conversationId, userId: p.userId, tier: p.tier, agentId, message, deadline }, deps.instanceId, deps.settings.CHAT_TURN_LEASE_MS);
   });
-  return (await loadTurn(deps.db.sql, turnId))!;
+  return { id: turnId, conversation_id: conversationId, user_id: p.userId, tier: p.tier, agent_id: agentId, message, state: "running", deadline, error_code: 0, error_message: "", lease_owner: deps.instanceId };
 }
 
 /** The ChatService registration. */
@@ -85,7 +85,7 @@ export function createChatHandlers(deps: ChatHandlerDeps): ServiceRegistration {
       requireUser(p);
       if (deps.model === undefined) throw modelNotConfigured();
       const turn = await startTurn(deps, p, req.conversationId, req.agentId, req.message);
-      deps.runner.start(turn);
+      deps.runner.start(turn, true);
       try {
         yield* followTurn(deps, turn.id, 0, ctx.signal);
       } finally {

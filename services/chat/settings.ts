@@ -11,7 +11,7 @@ export const chatVars = {
   CHAT_TURN_LEASE_MS: env(
     "how long a chat instance holds a running turn without renewing it; another instance takes the turn over once it runs out",
     int(500, 60_000),
-    3000,
+    10_000,
   ),
   CHAT_TURN_DEADLINE_MS: env("longest a turn may run, approvals included; past it the turn fails DEADLINE_EXCEEDED", int(1000, 24 * 3600_000), 10 * 60_000),
   CHAT_MODEL_DEADLINE_MS: env("longest one model call may stream before it fails UNAVAILABLE", int(500, 30 * 60_000), 120_000),

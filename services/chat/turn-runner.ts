@@ -50,8 +50,8 @@ export interface TurnRunnerDeps {
 
 /** The turns this instance runs. */
 export interface TurnRunner {
-  /** Starts running `turn` (a new one, or one taken over) in the background. */
-  start(turn: TurnRow): void;
+  /** Starts running `turn` in the background: `fresh` when it was just created here (nothing recorded yet), else taken over. */
+  start(turn: TurnRow, fresh?: boolean): void;
   /** Stops a turn this instance runs; "cancel" records it as cancelled. */
   stop(turnId: string, reason: StopReason): void;
   /** The ids of the turns running here. */
@@ -71,10 +71,10 @@ export function approvalSubject(turnId: string): string {
 export function createTurnRunner(deps: TurnRunnerDeps): TurnRunner {
   const running = new Map<string, { controller: AbortController; done: Promise<void> }>();
   return {
-    start(turn) {
+    start(turn, fresh = false) {
       if (running.has(turn.id)) return;
       const controller = new AbortController();
-      const done = runTurn(deps, turn, controller.signal)
+      const done = runTurn(deps, turn, fresh, controller.signal)
         .catch((err: unknown) => deps.log.error({ err: String(err), turn: turn.id }, "turn runner failed"))
         .finally(() => running.delete(turn.id));
       running.set(turn.id, { controller, done });
@@ -107,8 +107,9 @@ interface TurnState {
   finalText: string;
 }
 
-async function hydrate(deps: TurnRunnerDeps, turn: TurnRow): Promise<TurnState> {
+async function hydrate(deps: TurnRunnerDeps, turn: TurnRow, fresh: boolean): Promise<TurnState> {
   const agent = (await loadAgent(deps.db.sql, turn.agent_id)) ?? defaultAssistant;
+  if (fresh) return { turn, agent, steps: [], seq: 0, started: new Set(), asked: new Set(), partialText: false, writeError: undefined, finalText: "" };
   const steps = await loadSteps(deps.db.sql, turn.id);
   const state: TurnState = { turn, agent, steps, seq: 0, started: new Set(), asked: new Set(), partialText: false, writeError: undefined, finalText: "" };
   const boundary = steps.length === 0 ? 0 : steps.at(-1)!.eventSeq;
@@ -141,16 +142,16 @@ function checkWrites(s: TurnState): void {
   if (s.writeError !== undefined) throw s.writeError;
 }
 
-async function runTurn(deps: TurnRunnerDeps, turn: TurnRow, signal: AbortSignal): Promise<void> {
-  const s = await hydrate(deps, turn);
+async function runTurn(deps: TurnRunnerDeps, turn: TurnRow, fresh: boolean, signal: AbortSignal): Promise<void> {
+  const s = await hydrate(deps, turn, fresh);
   const untilDeadline = turn.deadline.getTime() - Date.now();
   const deadline = AbortSignal.timeout(Math.max(0, untilDeadline));
   const both = AbortSignal.any([signal, deadline]);
   try {
-    if (s.seq === 0) await emit(deps, s, [{ event: { case: "started", value: { conversationId: turn.conversation_id, turnId: turn.id } } }]);
+    // Written in order by the turn log; nothing waits for it.
+    if (s.seq === 0) void emit(deps, s, [{ event: { case: "started", value: { conversationId: turn.conversation_id, turnId: turn.id } } }]);
     if (deps.model === undefined) throw new ConnectError("no language model is configured on this instance: set LLM_PROVIDER, LLM_API_KEY and LLM_MODEL", Code.FailedPrecondition);
-    const tools = await listTools(deps, s, both);
-    const history = await loadHistory(deps.db.sql, turn.conversation_id);
+    const [tools, history] = await Promise.all([listTools(deps, s, both), loadHistory(deps.db.sql, turn.conversation_id)]);
     await loop(deps, s, tools, history, both);
   } catch (err) {
     await ended(deps, s, err, signal, deadline);
