@@ -208,6 +208,7 @@ async function modelStep(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, 
     maxOutputTokens,
   };
   const began = performance.now();
+  const deltas = createDeltaWriter(deps, s);
   let first = true;
   let text = "";
   const toolCalls: ModelToolCall[] = [];
@@ -221,7 +222,7 @@ async function modelStep(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, 
       if (ev.type === "text") {
         text += ev.delta;
         s.partialText = true;
-        void emit(deps, s, [{ event: { case: "textDelta", value: { text: ev.delta } } }]);
+        deltas.push(ev.delta);
       } else if (ev.type === "tool_call") {
         toolCalls.push(ev.call);
       } else {
@@ -238,6 +239,7 @@ async function modelStep(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, 
           finish: ev.finishReason,
           eventSeq,
         });
+        await deltas.drained();
         await emit(deps, s, [], recorded);
         s.partialText = false;
         if (toolCalls.length === 0) s.finalText = text;
@@ -251,6 +253,36 @@ async function modelStep(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, 
     }
     throw err;
   }
+}
+
+/**
+ * Text deltas on their way to the turn log: the first goes at once; those
+ * that arrive while a write is committing go together as one delta in the
+ * next write. A fast model on a busy database thus costs a commit per batch,
+ * not per token, and the client still gets every character in order.
+ */
+function createDeltaWriter(deps: TurnRunnerDeps, s: TurnState) {
+  let pending = "";
+  let inflight: Promise<void> | undefined;
+  const flush = (): void => {
+    if (pending === "") {
+      inflight = undefined;
+      return;
+    }
+    const text = pending;
+    pending = "";
+    inflight = emit(deps, s, [{ event: { case: "textDelta", value: { text } } }]).then(flush, () => void (inflight = undefined));
+  };
+  return {
+    push(delta: string): void {
+      pending += delta;
+      if (inflight === undefined) flush();
+    },
+    /** Resolves once every delta pushed so far is committed (or a write failed). */
+    async drained(): Promise<void> {
+      while (inflight !== undefined) await inflight;
+    },
+  };
 }
 
 /** Runs the owed tool calls of `model` at once; true when the tier's tool-call limit refused some. */

@@ -84,8 +84,9 @@ export function textOf(events: readonly ChatResponse[]): string {
   return current;
 }
 
-/** The event kinds in order, for assertions. */
-export const kinds = (events: readonly ChatResponse[]) => events.map((e) => e.event.case);
+/** The event kinds in order, for assertions; text deltas in a row count once (the server may merge them). */
+export const kinds = (events: readonly ChatResponse[]) =>
+  events.map((e) => e.event.case).filter((k, i, all) => !(k === "textDelta" && all[i - 1] === "textDelta"));
 
 /** Expects `p` to fail; returns its code and message. */
 export async function failure(p: Promise<unknown> | AsyncIterable<unknown>): Promise<{ code: Code; message: string }> {

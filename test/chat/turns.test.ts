@@ -75,8 +75,8 @@ describe("chat turns across instances", () => {
 
       const turn = await readAll(client.chat.chat({ message: "what is in /tmp/a.txt?" }));
       assert.equal(turn.error, undefined, turn.error?.message);
-      assert.deepEqual(kinds(turn.events), ["started", "toolCallStarted", "toolCallFinished", "textDelta", "textDelta", "done"]);
-      assert.deepEqual(turn.events.map((e) => Number(e.sequence)), [1, 2, 3, 4, 5, 6]);
+      assert.deepEqual(kinds(turn.events), ["started", "toolCallStarted", "toolCallFinished", "textDelta", "done"]);
+      assert.deepEqual(turn.events.map((e) => Number(e.sequence)), turn.events.map((_, i) => i + 1));
       const started = turn.events[1]!.event.value as { callId: string; tool: string; arguments: unknown };
       assert.equal(started.tool, "filesystem.read_file");
       assert.deepEqual(started.arguments, { path: "/tmp/a.txt" });
@@ -84,7 +84,7 @@ describe("chat turns across instances", () => {
       assert.equal(finished.case, "toolCallFinished");
       assert.deepEqual(finished.value.outcome, { case: "result", value: { content: "hello from /tmp/a.txt" } });
       assert.equal(textOf(turn.events), "The file says hello.");
-      const done = turn.events[5]!.event;
+      const done = turn.events.at(-1)!.event;
       assert.equal(done.case === "done" && done.value.finishReason, FinishReason.END_TURN);
       assert.equal(done.case === "done" && done.value.usage?.toolCalls, 1);
 
