@@ -16,6 +16,7 @@ import { conversationBusy, conversationOwner, insertConversation, insertTurn, lo
 import { followTurn, type FeedDeps } from "./turn-feed.js";
 import { approvalSubject, type TurnRunner } from "./turn-runner.js";
 import { setUpAgent } from "./user-agents.js";
+import type { ToolSource } from "./tools.js";
 import { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 
 /** What the handlers are built from. */
@@ -23,6 +24,7 @@ export interface ChatHandlerDeps extends FeedDeps {
   readonly db: Database;
   readonly nats: NatsConnection | undefined;
   readonly runner: TurnRunner;
+  readonly tools: ToolSource;
   readonly model: ModelProvider | undefined;
   readonly settings: ChatSettings;
   readonly instanceId: string;
@@ -84,8 +86,10 @@ export function createChatHandlers(deps: ChatHandlerDeps): ServiceRegistration {
       const p = userOf(ctx);
       requireUser(p);
       if (deps.model === undefined) throw modelNotConfigured();
+      // The user's tools are listed while the turn is created, so the model is asked sooner.
+      const toolsEarly = deps.tools.list(p.userId, ctx.signal).catch(() => undefined);
       const turn = await startTurn(deps, p, req.conversationId, req.agentId, req.message);
-      deps.runner.start(turn, true);
+      deps.runner.start(turn, true, toolsEarly);
       try {
         yield* followTurn(deps, turn.id, 0, ctx.signal);
       } finally {

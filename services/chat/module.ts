@@ -51,7 +51,7 @@ export function createChatModule(source: NodeJS.ProcessEnv = process.env): Servi
         onEnd: (tx, turn, end, finalText) => recordRunEnd(tx, ctx.events, turn, end, finalText),
       });
       const stopLeases = startLeases({ db: ctx.db, owner: ctx.instanceId, runner, leaseMs: settings.CHAT_TURN_LEASE_MS, log: ctx.log, metrics });
-      const common = { db: ctx.db, hub, nats: ctx.nats, runner, model, settings, instanceId: ctx.instanceId, shutdownSignal: ctx.shutdownSignal };
+      const common = { db: ctx.db, hub, nats: ctx.nats, runner, tools, model, settings, instanceId: ctx.instanceId, shutdownSignal: ctx.shutdownSignal };
       return {
         services: [createChatHandlers(common), createAgentHandlers({ ...common, events: ctx.events })],
         stop: stopLeases,

@@ -51,7 +51,7 @@ export interface TurnRunnerDeps {
 /** The turns this instance runs. */
 export interface TurnRunner {
   /** Starts running `turn` in the background: `fresh` when it was just created here (nothing recorded yet), else taken over. */
-  start(turn: TurnRow, fresh?: boolean): void;
+  start(turn: TurnRow, fresh?: boolean, toolsEarly?: Promise<AgentTool[] | undefined>): void;
   /** Stops a turn this instance runs; "cancel" records it as cancelled. */
   stop(turnId: string, reason: StopReason): void;
   /** The ids of the turns running here. */
@@ -71,10 +71,10 @@ export function approvalSubject(turnId: string): string {
 export function createTurnRunner(deps: TurnRunnerDeps): TurnRunner {
   const running = new Map<string, { controller: AbortController; done: Promise<void> }>();
   return {
-    start(turn, fresh = false) {
+    start(turn, fresh = false, toolsEarly) {
       if (running.has(turn.id)) return;
       const controller = new AbortController();
-      const done = runTurn(deps, turn, fresh, controller.signal)
+      const done = runTurn(deps, turn, fresh, toolsEarly, controller.signal)
         .catch((err: unknown) => deps.log.error({ err: String(err), turn: turn.id }, "turn runner failed"))
         .finally(() => running.delete(turn.id));
       running.set(turn.id, { controller, done });
@@ -142,7 +142,7 @@ function checkWrites(s: TurnState): void {
   if (s.writeError !== undefined) throw s.writeError;
 }
 
-async function runTurn(deps: TurnRunnerDeps, turn: TurnRow, fresh: boolean, signal: AbortSignal): Promise<void> {
+async function runTurn(deps: TurnRunnerDeps, turn: TurnRow, fresh: boolean, toolsEarly: Promise<AgentTool[] | undefined> | undefined, signal: AbortSignal): Promise<void> {
   const s = await hydrate(deps, turn, fresh);
   const untilDeadline = turn.deadline.getTime() - Date.now();
   const deadline = AbortSignal.timeout(Math.max(0, untilDeadline));
@@ -151,18 +151,18 @@ async function runTurn(deps: TurnRunnerDeps, turn: TurnRow, fresh: boolean, sign
     // Written in order by the turn log; nothing waits for it.
     if (s.seq === 0) void emit(deps, s, [{ event: { case: "started", value: { conversationId: turn.conversation_id, turnId: turn.id } } }]);
     if (deps.model === undefined) throw new ConnectError("no language model is configured on this instance: set LLM_PROVIDER, LLM_API_KEY and LLM_MODEL", Code.FailedPrecondition);
-    const [tools, history] = await Promise.all([listTools(deps, s, both), loadHistory(deps.db.sql, turn.conversation_id)]);
+    const [tools, history] = await Promise.all([listTools(deps, s, toolsEarly, both), loadHistory(deps.db.sql, turn.conversation_id)]);
     await loop(deps, s, tools, history, both);
   } catch (err) {
     await ended(deps, s, err, signal, deadline);
   }
 }
 
-/** The tools offered this turn: the user's tools the agent may use, with provider-safe names. */
-async function listTools(deps: TurnRunnerDeps, s: TurnState, signal: AbortSignal): Promise<Map<string, AgentTool>> {
+/** The tools offered this turn (listed early by the caller, or now): the user's tools the agent may use, with provider-safe names. */
+async function listTools(deps: TurnRunnerDeps, s: TurnState, early: Promise<AgentTool[] | undefined> | undefined, signal: AbortSignal): Promise<Map<string, AgentTool>> {
   let all: AgentTool[] = [];
   try {
-    all = await deps.tools.list(s.turn.user_id, signal);
+    all = (await early) ?? (await deps.tools.list(s.turn.user_id, signal));
   } catch (err) {
     if (signal.aborted) throw err;
     // The model is still asked; a tool it names anyway is answered "unavailable".
