@@ -18,12 +18,14 @@ import { pluginVars } from "../services/plugins/settings.js";
 import { modelVars } from "../services/chat/model/settings.js";
 import { billingVars } from "../services/billing/settings.js";
 import { storageVars } from "../services/storage/settings.js";
+import { chatVars } from "../services/chat/settings.js";
 
 const groups: [string, Record<string, EnvVar<unknown>>][] = [
   ["every process (platform)", platformVars],
   ["auth service", authVars],
   ["gateway", gatewayVars],
   ["plugins service", pluginVars],
+  ["chat service", chatVars],
   ["chat: the language model (services/chat/model)", modelVars],
   ["billing service", billingVars],
   ["storage service", storageVars],

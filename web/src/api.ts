@@ -8,6 +8,8 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AuthService, type Tokens, type User } from "../../gen/switchyard/auth/v1/auth_pb.js";
 import { BillingService } from "../../gen/switchyard/billing/v1/billing_pb.js";
 import { DeviceService } from "../../gen/switchyard/device/v1/device_pb.js";
+import { AgentService } from "../../gen/switchyard/chat/v1/agent_pb.js";
+import { ChatService } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import { NotificationService } from "../../gen/switchyard/notify/v1/notify_pb.js";
 
 /** The signed-in user's tokens; secrets, kept in memory only. */
@@ -24,6 +26,8 @@ export interface Session {
   readonly billing: Client<typeof BillingService>;
   /** The gRPC-Web transport with the user's token, for a panel's own clients (e.g. plugins.ts). */
   readonly transport: Transport;
+  readonly chat: Client<typeof ChatService>;
+  readonly agents: Client<typeof AgentService>;
   readonly signedIn: boolean;
   /** Registers and signs in; returns the new user. */
   register(email: string, password: string, displayName: string): Promise<User>;
@@ -71,6 +75,8 @@ export function createSession(baseUrl = location.origin): Session {
     notifications: createClient(NotificationService, transport),
     billing: createClient(BillingService, transport),
     transport,
+    chat: createClient(ChatService, transport),
+    agents: createClient(AgentService, transport),
     get signedIn() {
       return creds !== undefined;
     },

@@ -13,6 +13,7 @@ import { createSession, describeError } from "./api.js";
 import { mountBilling } from "./billing.js";
 import { mountPlugins } from "./plugins.js";
 import { mountStorage } from "./storage.js";
+import { mountChat } from "./chat.js";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => {
   const el = document.getElementById(id);
@@ -204,7 +205,6 @@ $("logout").addEventListener("click", async () => {
   $("notifications").replaceChildren();
   $("me").replaceChildren();
   showSignedIn(false);
-mountBilling(session);
   setStatus("Signed out.");
 });
 
@@ -249,3 +249,4 @@ showSignedIn(false);
 mountBilling(session);
 mountPlugins(session);
 mountStorage(session);
+mountChat(session);

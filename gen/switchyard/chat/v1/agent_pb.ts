@@ -6,7 +6,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Usage } from "./chat_pb.js";
+import type { ChatResponse, Usage } from "./chat_pb.js";
 import { file_switchyard_chat_v1_chat } from "./chat_pb.js";
 import type { Tier } from "../../common/v1/tier_pb.js";
 import { file_switchyard_common_v1_tier } from "../../common/v1/tier_pb.js";
@@ -17,7 +17,163 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file switchyard/chat/v1/agent.proto.
  */
 export const file_switchyard_chat_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("Ch5zd2l0Y2h5YXJkL2NoYXQvdjEvYWdlbnQucHJvdG8SEnN3aXRjaHlhcmQuY2hhdC52MSK+AQoFQWdlbnQSDAoEbmFtZRgBIAEoCRIQCghhZ2VudF9pZBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSLAoIbWluX3RpZXIYBSABKA4yGi5zd2l0Y2h5YXJkLmNvbW1vbi52MS5UaWVyEg0KBXRvb2xzGAYgAygJEi0KDGlucHV0X3NjaGVtYRgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiVwoSTGlzdENhdGFsb2dSZXF1ZXN0EiQKCXBhZ2Vfc2l6ZRgBIAEoBUIR0vMYDUEAAAAAAECPQEgBUAESGwoKcGFnZV90b2tlbhgCIAEoCUIH0vMYAxiACCJZChNMaXN0Q2F0YWxvZ1Jlc3BvbnNlEikKBmFnZW50cxgBIAMoCzIZLnN3aXRjaHlhcmQuY2hhdC52MS5BZ2VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiLgoQQ2FuQ3JlYXRlUmVxdWVzdBIaCghhZ2VudF9pZBgBIAEoCUII0vMYBAgBKAIi4wEKEUNhbkNyZWF0ZVJlc3BvbnNlEg8KB2FsbG93ZWQYASABKAgSMwoGZGVuaWFsGAIgASgOMiMuc3dpdGNoeWFyZC5jaGF0LnYxLkNhbkNyZWF0ZURlbmlhbBIOCgZyZWFzb24YAyABKAkSKAoEdGllchgEIAEoDjIaLnN3aXRjaHlhcmQuY29tbW9uLnYxLlRpZXISMQoNcmVxdWlyZWRfdGllchgFIAEoDjIaLnN3aXRjaHlhcmQuY29tbW9uLnYxLlRpZXISDAoEdXNlZBgGIAEoDRINCgVsaW1pdBgHIAEoDSKOAQoOVHJpZ2dlclJlcXVlc3QSGgoIYWdlbnRfaWQYASABKAlCCNLzGAQIASgCEhcKB3VzZXJfaWQYAiABKAlCBtLzGAIoAhImCgVpbnB1dBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSHwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJQgbS8xgCKAIiPAoPVHJpZ2dlclJlc3BvbnNlEikKA3J1bhgBIAEoCzIcLnN3aXRjaHlhcmQuY2hhdC52MS5BZ2VudFJ1biKeAwoIQWdlbnRSdW4SDAoEbmFtZRgBIAEoCRIOCgZydW5faWQYAiABKAkSEAoIYWdlbnRfaWQYAyABKAkSDwoHdXNlcl9pZBgEIAEoCRIwCgVzdGF0ZRgFIAEoDjIhLnN3aXRjaHlhcmQuY2hhdC52MS5BZ2VudFJ1blN0YXRlEiYKBWlucHV0GAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBInCgZvdXRwdXQYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhUKDWVycm9yX21lc3NhZ2UYCCABKAkSKAoFdXNhZ2UYCSABKAsyGS5zd2l0Y2h5YXJkLmNoYXQudjEuVXNhZ2USLwoLY3JlYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqkAQoPQ2FuQ3JlYXRlRGVuaWFsEiEKHUNBTl9DUkVBVEVfREVOSUFMX1VOU1BFQ0lGSUVEEAASIgoeQ0FOX0NSRUFURV9ERU5JQUxfVElFUl9UT09fTE9XEAESIwofQ0FOX0NSRUFURV9ERU5JQUxfUVVPVEFfUkVBQ0hFRBACEiUKIUNBTl9DUkVBVEVfREVOSUFMX0FMUkVBRFlfQ1JFQVRFRBADKsMBCg1BZ2VudFJ1blN0YXRlEh8KG0FHRU5UX1JVTl9TVEFURV9VTlNQRUNJRklFRBAAEhoKFkFHRU5UX1JVTl9TVEFURV9RVUVVRUQQARIbChdBR0VOVF9SVU5fU1RBVEVfUlVOTklORxACEh0KGUFHRU5UX1JVTl9TVEFURV9TVUNDRUVERUQQAxIaChZBR0VOVF9SVU5fU1RBVEVfRkFJTEVEEAQSHQoZQUdFTlRfUlVOX1NUQVRFX0NBTkNFTExFRBAFMqYCCgxBZ2VudFNlcnZpY2USYwoLTGlzdENhdGFsb2cSJi5zd2l0Y2h5YXJkLmNoYXQudjEuTGlzdENhdGFsb2dSZXF1ZXN0Gicuc3dpdGNoeWFyZC5jaGF0LnYxLkxpc3RDYXRhbG9nUmVzcG9uc2UiA5ACARJdCglDYW5DcmVhdGUSJC5zd2l0Y2h5YXJkLmNoYXQudjEuQ2FuQ3JlYXRlUmVxdWVzdBolLnN3aXRjaHlhcmQuY2hhdC52MS5DYW5DcmVhdGVSZXNwb25zZSIDkAIBElIKB1RyaWdnZXISIi5zd2l0Y2h5YXJkLmNoYXQudjEuVHJpZ2dlclJlcXVlc3QaIy5zd2l0Y2h5YXJkLmNoYXQudjEuVHJpZ2dlclJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_switchyard_chat_v1_chat, file_switchyard_common_v1_tier, file_switchyard_options_v1_options]);
+  fileDesc("Ch5zd2l0Y2h5YXJkL2NoYXQvdjEvYWdlbnQucHJvdG8SEnN3aXRjaHlhcmQuY2hhdC52MSIpCg1HZXRSdW5SZXF1ZXN0EhgKBnJ1bl9pZBgBIAEoCUII0vMYBAgBKAIiOwoOR2V0UnVuUmVzcG9uc2USKQoDcnVuGAEgASgLMhwuc3dpdGNoeWFyZC5jaGF0LnYxLkFnZW50UnVuIm0KD0xpc3RSdW5zUmVxdWVzdBIXCgd1c2VyX2lkGAEgASgJQgbS8xgCKAISJAoJcGFnZV9zaXplGAIgASgFQhHS8xgNQQAAAAAAQI9ASAFQARIbCgpwYWdlX3Rva2VuGAMgASgJQgfS8xgDGIAIIlcKEExpc3RSdW5zUmVzcG9uc2USKgoEcnVucxgBIAMoCzIcLnN3aXRjaHlhcmQuY2hhdC52MS5BZ2VudFJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiRAoRU3RyZWFtUnVuUmVzcG9uc2USLwoFZXZlbnQYASABKAsyIC5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hhdFJlc3BvbnNlIkQKEFN0cmVhbVJ1blJlcXVlc3QSGAoGcnVuX2lkGAEgASgJQgjS8xgECAEoAhIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoBCK+AQoFQWdlbnQSDAoEbmFtZRgBIAEoCRIQCghhZ2VudF9pZBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSLAoIbWluX3RpZXIYBSABKA4yGi5zd2l0Y2h5YXJkLmNvbW1vbi52MS5UaWVyEg0KBXRvb2xzGAYgAygJEi0KDGlucHV0X3NjaGVtYRgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiVwoSTGlzdENhdGFsb2dSZXF1ZXN0EiQKCXBhZ2Vfc2l6ZRgBIAEoBUIR0vMYDUEAAAAAAECPQEgBUAESGwoKcGFnZV90b2tlbhgCIAEoCUIH0vMYAxiACCJZChNMaXN0Q2F0YWxvZ1Jlc3BvbnNlEikKBmFnZW50cxgBIAMoCzIZLnN3aXRjaHlhcmQuY2hhdC52MS5BZ2VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiLgoQQ2FuQ3JlYXRlUmVxdWVzdBIaCghhZ2VudF9pZBgBIAEoCUII0vMYBAgBKAIi4wEKEUNhbkNyZWF0ZVJlc3BvbnNlEg8KB2FsbG93ZWQYASABKAgSMwoGZGVuaWFsGAIgASgOMiMuc3dpdGNoeWFyZC5jaGF0LnYxLkNhbkNyZWF0ZURlbmlhbBIOCgZyZWFzb24YAyABKAkSKAoEdGllchgEIAEoDjIaLnN3aXRjaHlhcmQuY29tbW9uLnYxLlRpZXISMQoNcmVxdWlyZWRfdGllchgFIAEoDjIaLnN3aXRjaHlhcmQuY29tbW9uLnYxLlRpZXISDAoEdXNlZBgGIAEoDRINCgVsaW1pdBgHIAEoDSKOAQoOVHJpZ2dlclJlcXVlc3QSGgoIYWdlbnRfaWQYASABKAlCCNLzGAQIASgCEhcKB3VzZXJfaWQYAiABKAlCBtLzGAIoAhImCgVpbnB1dBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSHwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJQgbS8xgCKAIiPAoPVHJpZ2dlclJlc3BvbnNlEikKA3J1bhgBIAEoCzIcLnN3aXRjaHlhcmQuY2hhdC52MS5BZ2VudFJ1biLIAwoIQWdlbnRSdW4SDAoEbmFtZRgBIAEoCRIOCgZydW5faWQYAiABKAkSEAoIYWdlbnRfaWQYAyABKAkSDwoHdXNlcl9pZBgEIAEoCRIwCgVzdGF0ZRgFIAEoDjIhLnN3aXRjaHlhcmQuY2hhdC52MS5BZ2VudFJ1blN0YXRlEiYKBWlucHV0GAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBInCgZvdXRwdXQYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhUKDWVycm9yX21lc3NhZ2UYCCABKAkSKAoFdXNhZ2UYCSABKAsyGS5zd2l0Y2h5YXJkLmNoYXQudjEuVXNhZ2USLwoLY3JlYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9jb252ZXJzYXRpb25faWQYDSABKAkSDwoHdHVybl9pZBgOIAEoCSqkAQoPQ2FuQ3JlYXRlRGVuaWFsEiEKHUNBTl9DUkVBVEVfREVOSUFMX1VOU1BFQ0lGSUVEEAASIgoeQ0FOX0NSRUFURV9ERU5JQUxfVElFUl9UT09fTE9XEAESIwofQ0FOX0NSRUFURV9ERU5JQUxfUVVPVEFfUkVBQ0hFRBACEiUKIUNBTl9DUkVBVEVfREVOSUFMX0FMUkVBRFlfQ1JFQVRFRBADKsMBCg1BZ2VudFJ1blN0YXRlEh8KG0FHRU5UX1JVTl9TVEFURV9VTlNQRUNJRklFRBAAEhoKFkFHRU5UX1JVTl9TVEFURV9RVUVVRUQQARIbChdBR0VOVF9SVU5fU1RBVEVfUlVOTklORxACEh0KGUFHRU5UX1JVTl9TVEFURV9TVUNDRUVERUQQAxIaChZBR0VOVF9SVU5fU1RBVEVfRkFJTEVEEAQSHQoZQUdFTlRfUlVOX1NUQVRFX0NBTkNFTExFRBAFMrQECgxBZ2VudFNlcnZpY2USYwoLTGlzdENhdGFsb2cSJi5zd2l0Y2h5YXJkLmNoYXQudjEuTGlzdENhdGFsb2dSZXF1ZXN0Gicuc3dpdGNoeWFyZC5jaGF0LnYxLkxpc3RDYXRhbG9nUmVzcG9uc2UiA5ACARJdCglDYW5DcmVhdGUSJC5zd2l0Y2h5YXJkLmNoYXQudjEuQ2FuQ3JlYXRlUmVxdWVzdBolLnN3aXRjaHlhcmQuY2hhdC52MS5DYW5DcmVhdGVSZXNwb25zZSIDkAIBElIKB1RyaWdnZXISIi5zd2l0Y2h5YXJkLmNoYXQudjEuVHJpZ2dlclJlcXVlc3QaIy5zd2l0Y2h5YXJkLmNoYXQudjEuVHJpZ2dlclJlc3BvbnNlElQKBkdldFJ1bhIhLnN3aXRjaHlhcmQuY2hhdC52MS5HZXRSdW5SZXF1ZXN0GiIuc3dpdGNoeWFyZC5jaGF0LnYxLkdldFJ1blJlc3BvbnNlIgOQAgESWgoITGlzdFJ1bnMSIy5zd2l0Y2h5YXJkLmNoYXQudjEuTGlzdFJ1bnNSZXF1ZXN0GiQuc3dpdGNoeWFyZC5jaGF0LnYxLkxpc3RSdW5zUmVzcG9uc2UiA5ACARJaCglTdHJlYW1SdW4SJC5zd2l0Y2h5YXJkLmNoYXQudjEuU3RyZWFtUnVuUmVxdWVzdBolLnN3aXRjaHlhcmQuY2hhdC52MS5TdHJlYW1SdW5SZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_switchyard_chat_v1_chat, file_switchyard_common_v1_tier, file_switchyard_options_v1_options]);
+
+/**
+ * Request of GetRun.
+ *
+ * @generated from message switchyard.chat.v1.GetRunRequest
+ */
+export type GetRunRequest = Message<"switchyard.chat.v1.GetRunRequest"> & {
+  /**
+   * The run's id.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+};
+
+/**
+ * Describes the message switchyard.chat.v1.GetRunRequest.
+ * Use `create(GetRunRequestSchema)` to create a new message.
+ */
+export const GetRunRequestSchema: GenMessage<GetRunRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_chat_v1_agent, 0);
+
+/**
+ * Response of GetRun.
+ *
+ * @generated from message switchyard.chat.v1.GetRunResponse
+ */
+export type GetRunResponse = Message<"switchyard.chat.v1.GetRunResponse"> & {
+  /**
+   * The run.
+   *
+   * @generated from field: switchyard.chat.v1.AgentRun run = 1;
+   */
+  run?: AgentRun | undefined;
+};
+
+/**
+ * Describes the message switchyard.chat.v1.GetRunResponse.
+ * Use `create(GetRunResponseSchema)` to create a new message.
+ */
+export const GetRunResponseSchema: GenMessage<GetRunResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_chat_v1_agent, 1);
+
+/**
+ * Request of ListRuns.
+ *
+ * @generated from message switchyard.chat.v1.ListRunsRequest
+ */
+export type ListRunsRequest = Message<"switchyard.chat.v1.ListRunsRequest"> & {
+  /**
+   * The user whose runs to list. Empty means the caller; a service must set
+   * it.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * Most runs to return, 0 to 1000; 0 means 50.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message switchyard.chat.v1.ListRunsRequest.
+ * Use `create(ListRunsRequestSchema)` to create a new message.
+ */
+export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_chat_v1_agent, 2);
+
+/**
+ * Response of ListRuns.
+ *
+ * @generated from message switchyard.chat.v1.ListRunsResponse
+ */
+export type ListRunsResponse = Message<"switchyard.chat.v1.ListRunsResponse"> & {
+  /**
+   * The runs, newest first.
+   *
+   * @generated from field: repeated switchyard.chat.v1.AgentRun runs = 1;
+   */
+  runs: AgentRun[];
+
+  /**
+   * Token of the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message switchyard.chat.v1.ListRunsResponse.
+ * Use `create(ListRunsResponseSchema)` to create a new message.
+ */
+export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_chat_v1_agent, 3);
+
+/**
+ * One event of a StreamRun stream.
+ *
+ * @generated from message switchyard.chat.v1.StreamRunResponse
+ */
+export type StreamRunResponse = Message<"switchyard.chat.v1.StreamRunResponse"> & {
+  /**
+   * The event, with its sequence, as a Chat stream would carry it.
+   *
+   * @generated from field: switchyard.chat.v1.ChatResponse event = 1;
+   */
+  event?: ChatResponse | undefined;
+};
+
+/**
+ * Describes the message switchyard.chat.v1.StreamRunResponse.
+ * Use `create(StreamRunResponseSchema)` to create a new message.
+ */
+export const StreamRunResponseSchema: GenMessage<StreamRunResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_chat_v1_agent, 4);
+
+/**
+ * Request of StreamRun.
+ *
+ * @generated from message switchyard.chat.v1.StreamRunRequest
+ */
+export type StreamRunRequest = Message<"switchyard.chat.v1.StreamRunRequest"> & {
+  /**
+   * The run's id.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * The sequence of the last event the client holds; 0 streams from the
+   * first.
+   *
+   * @generated from field: uint64 after_sequence = 2;
+   */
+  afterSequence: bigint;
+};
+
+/**
+ * Describes the message switchyard.chat.v1.StreamRunRequest.
+ * Use `create(StreamRunRequestSchema)` to create a new message.
+ */
+export const StreamRunRequestSchema: GenMessage<StreamRunRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_chat_v1_agent, 5);
 
 /**
  * An agent of the catalog.
@@ -81,7 +237,7 @@ export type Agent = Message<"switchyard.chat.v1.Agent"> & {
  * Use `create(AgentSchema)` to create a new message.
  */
 export const AgentSchema: GenMessage<Agent> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_agent, 0);
+  messageDesc(file_switchyard_chat_v1_agent, 6);
 
 /**
  * Request of ListCatalog.
@@ -110,7 +266,7 @@ export type ListCatalogRequest = Message<"switchyard.chat.v1.ListCatalogRequest"
  * Use `create(ListCatalogRequestSchema)` to create a new message.
  */
 export const ListCatalogRequestSchema: GenMessage<ListCatalogRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_agent, 1);
+  messageDesc(file_switchyard_chat_v1_agent, 7);
 
 /**
  * Response of ListCatalog.
@@ -138,7 +294,7 @@ export type ListCatalogResponse = Message<"switchyard.chat.v1.ListCatalogRespons
  * Use `create(ListCatalogResponseSchema)` to create a new message.
  */
 export const ListCatalogResponseSchema: GenMessage<ListCatalogResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_agent, 2);
+  messageDesc(file_switchyard_chat_v1_agent, 8);
 
 /**
  * Request of CanCreate.
@@ -159,7 +315,7 @@ export type CanCreateRequest = Message<"switchyard.chat.v1.CanCreateRequest"> & 
  * Use `create(CanCreateRequestSchema)` to create a new message.
  */
 export const CanCreateRequestSchema: GenMessage<CanCreateRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_agent, 3);
+  messageDesc(file_switchyard_chat_v1_agent, 9);
 
 /**
  * Response of CanCreate.
@@ -222,7 +378,7 @@ export type CanCreateResponse = Message<"switchyard.chat.v1.CanCreateResponse"> 
  * Use `create(CanCreateResponseSchema)` to create a new message.
  */
 export const CanCreateResponseSchema: GenMessage<CanCreateResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_agent, 4);
+  messageDesc(file_switchyard_chat_v1_agent, 10);
 
 /**
  * Request of Trigger.
@@ -266,7 +422,7 @@ export type TriggerRequest = Message<"switchyard.chat.v1.TriggerRequest"> & {
  * Use `create(TriggerRequestSchema)` to create a new message.
  */
 export const TriggerRequestSchema: GenMessage<TriggerRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_agent, 5);
+  messageDesc(file_switchyard_chat_v1_agent, 11);
 
 /**
  * Response of Trigger.
@@ -287,7 +443,7 @@ export type TriggerResponse = Message<"switchyard.chat.v1.TriggerResponse"> & {
  * Use `create(TriggerResponseSchema)` to create a new message.
  */
 export const TriggerResponseSchema: GenMessage<TriggerResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_agent, 6);
+  messageDesc(file_switchyard_chat_v1_agent, 12);
 
 /**
  * One run of an agent for a user.
@@ -378,6 +534,20 @@ export type AgentRun = Message<"switchyard.chat.v1.AgentRun"> & {
    * @generated from field: google.protobuf.Timestamp end_time = 12;
    */
   endTime?: Timestamp | undefined;
+
+  /**
+   * Output only. The conversation the run's turn belongs to.
+   *
+   * @generated from field: string conversation_id = 13;
+   */
+  conversationId: string;
+
+  /**
+   * Output only. The run's turn (ChatService.ResumeTurn, StreamRun).
+   *
+   * @generated from field: string turn_id = 14;
+   */
+  turnId: string;
 };
 
 /**
@@ -385,7 +555,7 @@ export type AgentRun = Message<"switchyard.chat.v1.AgentRun"> & {
  * Use `create(AgentRunSchema)` to create a new message.
  */
 export const AgentRunSchema: GenMessage<AgentRun> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_agent, 7);
+  messageDesc(file_switchyard_chat_v1_agent, 13);
 
 /**
  * Why the caller may not set up an agent.
@@ -518,7 +688,8 @@ export const AgentService: GenService<{
   },
   /**
    * Tells whether the caller may set up one more agent of a catalog entry,
-   * and if not, why. A refusal is an answer, not an error.
+   * and if not, why. A refusal is an answer, not an error. Agents a user may
+   * set up: free 2, pro 5, power 20, team no limit.
    *
    * Errors: INVALID_ARGUMENT if agent_id is missing or not an id; NOT_FOUND
    * if agent_id is not in the catalog; UNAUTHENTICATED without a valid
@@ -553,6 +724,51 @@ export const AgentService: GenService<{
     methodKind: "unary";
     input: typeof TriggerRequestSchema;
     output: typeof TriggerResponseSchema;
+  },
+  /**
+   * Returns one run of the caller (a service may read any user's run).
+   *
+   * Errors: INVALID_ARGUMENT if run_id is missing or not an id; NOT_FOUND if
+   * the run does not exist or is not the caller's; UNAUTHENTICATED without a
+   * valid access token.
+   *
+   * @generated from rpc switchyard.chat.v1.AgentService.GetRun
+   */
+  getRun: {
+    methodKind: "unary";
+    input: typeof GetRunRequestSchema;
+    output: typeof GetRunResponseSchema;
+  },
+  /**
+   * Lists the runs of a user, newest first.
+   *
+   * Errors: INVALID_ARGUMENT if user_id is not an id (or empty when the
+   * caller is a service), page_size is negative or above 1000, or
+   * page_token is malformed; PERMISSION_DENIED if a user names another
+   * user_id; UNAUTHENTICATED without a valid access token.
+   *
+   * @generated from rpc switchyard.chat.v1.AgentService.ListRuns
+   */
+  listRuns: {
+    methodKind: "unary";
+    input: typeof ListRunsRequestSchema;
+    output: typeof ListRunsResponseSchema;
+  },
+  /**
+   * Streams the events of a run's turn (the same events as a Chat stream)
+   * above after_sequence, then its live events until the run ends. A run
+   * that failed ends the stream with its error after the events.
+   *
+   * Errors: INVALID_ARGUMENT if run_id is missing or not an id; NOT_FOUND if
+   * the run does not exist or is not the caller's; UNAUTHENTICATED without a
+   * valid access token.
+   *
+   * @generated from rpc switchyard.chat.v1.AgentService.StreamRun
+   */
+  streamRun: {
+    methodKind: "server_streaming";
+    input: typeof StreamRunRequestSchema;
+    output: typeof StreamRunResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_switchyard_chat_v1_agent, 0);

@@ -15,7 +15,121 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file switchyard/chat/v1/chat.proto.
  */
 export const file_switchyard_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("Ch1zd2l0Y2h5YXJkL2NoYXQvdjEvY2hhdC5wcm90bxISc3dpdGNoeWFyZC5jaGF0LnYxImUKC0NoYXRSZXF1ZXN0Eh8KD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUIG0vMYAigCEhsKB21lc3NhZ2UYAiABKAlCCtLzGAYIARiA+gESGAoIYWdlbnRfaWQYAyABKAlCBtLzGAIoAiK0AgoMQ2hhdFJlc3BvbnNlEjIKB3N0YXJ0ZWQYASABKAsyHy5zd2l0Y2h5YXJkLmNoYXQudjEuVHVyblN0YXJ0ZWRIABIzCgp0ZXh0X2RlbHRhGAIgASgLMh0uc3dpdGNoeWFyZC5jaGF0LnYxLlRleHREZWx0YUgAEkAKEXRvb2xfY2FsbF9zdGFydGVkGAMgASgLMiMuc3dpdGNoeWFyZC5jaGF0LnYxLlRvb2xDYWxsU3RhcnRlZEgAEkIKEnRvb2xfY2FsbF9maW5pc2hlZBgEIAEoCzIkLnN3aXRjaHlhcmQuY2hhdC52MS5Ub29sQ2FsbEZpbmlzaGVkSAASLAoEZG9uZRgFIAEoCzIcLnN3aXRjaHlhcmQuY2hhdC52MS5UdXJuRG9uZUgAQgcKBWV2ZW50IjcKC1R1cm5TdGFydGVkEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd0dXJuX2lkGAIgASgJIhkKCVRleHREZWx0YRIMCgR0ZXh0GAEgASgJIm8KD1Rvb2xDYWxsU3RhcnRlZBIPCgdjYWxsX2lkGAEgASgJEgwKBHRvb2wYAiABKAkSKgoJYXJndW1lbnRzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIRCglkZXZpY2VfaWQYBCABKAkixgEKEFRvb2xDYWxsRmluaXNoZWQSDwoHY2FsbF9pZBgBIAEoCRIMCgR0b29sGAIgASgJEikKBnJlc3VsdBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RIABIwCgVlcnJvchgEIAEoCzIfLnN3aXRjaHlhcmQuZGV2aWNlLnYxLlRvb2xFcnJvckgAEisKCGR1cmF0aW9uGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgkKB291dGNvbWUiSAoFVXNhZ2USFAoMaW5wdXRfdG9rZW5zGAEgASgEEhUKDW91dHB1dF90b2tlbnMYAiABKAQSEgoKdG9vbF9jYWxscxgDIAEoDSJtCghUdXJuRG9uZRI3Cg1maW5pc2hfcmVhc29uGAEgASgOMiAuc3dpdGNoeWFyZC5jaGF0LnYxLkZpbmlzaFJlYXNvbhIoCgV1c2FnZRgCIAEoCzIZLnN3aXRjaHlhcmQuY2hhdC52MS5Vc2FnZSqJAQoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIaChZGSU5JU0hfUkVBU09OX0VORF9UVVJOEAESHAoYRklOSVNIX1JFQVNPTl9NQVhfVE9LRU5TEAISIAocRklOSVNIX1JFQVNPTl9NQVhfVE9PTF9DQUxMUxADMloKC0NoYXRTZXJ2aWNlEksKBENoYXQSHy5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hhdFJlcXVlc3QaIC5zd2l0Y2h5YXJkLmNoYXQudjEuQ2hhdFJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_switchyard_device_v1_device, file_switchyard_options_v1_options]);
+  fileDesc("Ch1zd2l0Y2h5YXJkL2NoYXQvdjEvY2hhdC5wcm90bxISc3dpdGNoeWFyZC5jaGF0LnYxImkKEVJlc3VtZVR1cm5SZXF1ZXN0EiEKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUII0vMYBAgBKAISGQoHdHVybl9pZBgCIAEoCUII0vMYBAgBKAISFgoOYWZ0ZXJfc2VxdWVuY2UYAyABKAQiRQoSUmVzdW1lVHVyblJlc3BvbnNlEi8KBWV2ZW50GAEgASgLMiAuc3dpdGNoeWFyZC5jaGF0LnYxLkNoYXRSZXNwb25zZSKDAQoWQXBwcm92ZVRvb2xDYWxsUmVxdWVzdBIhCg9jb252ZXJzYXRpb25faWQYASABKAlCCNLzGAQIASgCEhkKB3R1cm5faWQYAiABKAlCCNLzGAQIASgCEhkKB2NhbGxfaWQYAyABKAlCCNLzGAQIASgCEhAKCGFwcHJvdmVkGAQgASgIIhkKF0FwcHJvdmVUb29sQ2FsbFJlc3BvbnNlInsKC0NoYXRSZXF1ZXN0Eh8KD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUIG0vMYAigCEhsKB21lc3NhZ2UYAiABKAlCCtLzGAYIARiA+gESGAoIYWdlbnRfaWQYAyABKAlCBtLzGAIoAhIUCgxrZWVwX3J1bm5pbmcYBCABKAgiwwMKDENoYXRSZXNwb25zZRIyCgdzdGFydGVkGAEgASgLMh8uc3dpdGNoeWFyZC5jaGF0LnYxLlR1cm5TdGFydGVkSAASMwoKdGV4dF9kZWx0YRgCIAEoCzIdLnN3aXRjaHlhcmQuY2hhdC52MS5UZXh0RGVsdGFIABJAChF0b29sX2NhbGxfc3RhcnRlZBgDIAEoCzIjLnN3aXRjaHlhcmQuY2hhdC52MS5Ub29sQ2FsbFN0YXJ0ZWRIABJCChJ0b29sX2NhbGxfZmluaXNoZWQYBCABKAsyJC5zd2l0Y2h5YXJkLmNoYXQudjEuVG9vbENhbGxGaW5pc2hlZEgAEiwKBGRvbmUYBSABKAsyHC5zd2l0Y2h5YXJkLmNoYXQudjEuVHVybkRvbmVIABI2CglyZXN0YXJ0ZWQYBiABKAsyIS5zd2l0Y2h5YXJkLmNoYXQudjEuVHVyblJlc3RhcnRlZEgAEkMKEmFwcHJvdmFsX3JlcXVlc3RlZBgHIAEoCzIlLnN3aXRjaHlhcmQuY2hhdC52MS5BcHByb3ZhbFJlcXVlc3RlZEgAEhAKCHNlcXVlbmNlGAogASgEQgcKBWV2ZW50Ih8KDVR1cm5SZXN0YXJ0ZWQSDgoGcmVhc29uGAEgASgJIm4KEUFwcHJvdmFsUmVxdWVzdGVkEg8KB2NhbGxfaWQYASABKAkSDAoEdG9vbBgCIAEoCRIqCglhcmd1bWVudHMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg4KBnJlYXNvbhgEIAEoCSI3CgtUdXJuU3RhcnRlZBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdHVybl9pZBgCIAEoCSIZCglUZXh0RGVsdGESDAoEdGV4dBgBIAEoCSJvCg9Ub29sQ2FsbFN0YXJ0ZWQSDwoHY2FsbF9pZBgBIAEoCRIMCgR0b29sGAIgASgJEioKCWFyZ3VtZW50cxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEQoJZGV2aWNlX2lkGAQgASgJIsYBChBUb29sQ2FsbEZpbmlzaGVkEg8KB2NhbGxfaWQYASABKAkSDAoEdG9vbBgCIAEoCRIpCgZyZXN1bHQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0SAASMAoFZXJyb3IYBCABKAsyHy5zd2l0Y2h5YXJkLmRldmljZS52MS5Ub29sRXJyb3JIABIrCghkdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIJCgdvdXRjb21lIkgKBVVzYWdlEhQKDGlucHV0X3Rva2VucxgBIAEoBBIVCg1vdXRwdXRfdG9rZW5zGAIgASgEEhIKCnRvb2xfY2FsbHMYAyABKA0ibQoIVHVybkRvbmUSNwoNZmluaXNoX3JlYXNvbhgBIAEoDjIgLnN3aXRjaHlhcmQuY2hhdC52MS5GaW5pc2hSZWFzb24SKAoFdXNhZ2UYAiABKAsyGS5zd2l0Y2h5YXJkLmNoYXQudjEuVXNhZ2UqiQEKDEZpbmlzaFJlYXNvbhIdChlGSU5JU0hfUkVBU09OX1VOU1BFQ0lGSUVEEAASGgoWRklOSVNIX1JFQVNPTl9FTkRfVFVSThABEhwKGEZJTklTSF9SRUFTT05fTUFYX1RPS0VOUxACEiAKHEZJTklTSF9SRUFTT05fTUFYX1RPT0xfQ0FMTFMQAzKlAgoLQ2hhdFNlcnZpY2USSwoEQ2hhdBIfLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0UmVxdWVzdBogLnN3aXRjaHlhcmQuY2hhdC52MS5DaGF0UmVzcG9uc2UwARJdCgpSZXN1bWVUdXJuEiUuc3dpdGNoeWFyZC5jaGF0LnYxLlJlc3VtZVR1cm5SZXF1ZXN0GiYuc3dpdGNoeWFyZC5jaGF0LnYxLlJlc3VtZVR1cm5SZXNwb25zZTABEmoKD0FwcHJvdmVUb29sQ2FsbBIqLnN3aXRjaHlhcmQuY2hhdC52MS5BcHByb3ZlVG9vbENhbGxSZXF1ZXN0Gisuc3dpdGNoeWFyZC5jaGF0LnYxLkFwcHJvdmVUb29sQ2FsbFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_switchyard_device_v1_device, file_switchyard_options_v1_options]);
+
+/**
+ * Request of ResumeTurn.
+ *
+ * @generated from message switchyard.chat.v1.ResumeTurnRequest
+ */
+export type ResumeTurnRequest = Message<"switchyard.chat.v1.ResumeTurnRequest"> & {
+  /**
+   * The conversation of the turn (TurnStarted.conversation_id).
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * The turn to resume (TurnStarted.turn_id).
+   *
+   * @generated from field: string turn_id = 2;
+   */
+  turnId: string;
+
+  /**
+   * The sequence of the last event the client holds; 0 replays the turn
+   * from its first event.
+   *
+   * @generated from field: uint64 after_sequence = 3;
+   */
+  afterSequence: bigint;
+};
+
+/**
+ * Describes the message switchyard.chat.v1.ResumeTurnRequest.
+ * Use `create(ResumeTurnRequestSchema)` to create a new message.
+ */
+export const ResumeTurnRequestSchema: GenMessage<ResumeTurnRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_chat_v1_chat, 0);
+
+/**
+ * One event of a ResumeTurn stream.
+ *
+ * @generated from message switchyard.chat.v1.ResumeTurnResponse
+ */
+export type ResumeTurnResponse = Message<"switchyard.chat.v1.ResumeTurnResponse"> & {
+  /**
+   * The event, with its sequence, as the Chat stream carried it.
+   *
+   * @generated from field: switchyard.chat.v1.ChatResponse event = 1;
+   */
+  event?: ChatResponse | undefined;
+};
+
+/**
+ * Describes the message switchyard.chat.v1.ResumeTurnResponse.
+ * Use `create(ResumeTurnResponseSchema)` to create a new message.
+ */
+export const ResumeTurnResponseSchema: GenMessage<ResumeTurnResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_chat_v1_chat, 1);
+
+/**
+ * Request of ApproveToolCall.
+ *
+ * @generated from message switchyard.chat.v1.ApproveToolCallRequest
+ */
+export type ApproveToolCallRequest = Message<"switchyard.chat.v1.ApproveToolCallRequest"> & {
+  /**
+   * The conversation of the turn.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * The turn waiting for approval.
+   *
+   * @generated from field: string turn_id = 2;
+   */
+  turnId: string;
+
+  /**
+   * The call_id of the approval_requested event.
+   *
+   * @generated from field: string call_id = 3;
+   */
+  callId: string;
+
+  /**
+   * True runs the call; false refuses it.
+   *
+   * @generated from field: bool approved = 4;
+   */
+  approved: boolean;
+};
+
+/**
+ * Describes the message switchyard.chat.v1.ApproveToolCallRequest.
+ * Use `create(ApproveToolCallRequestSchema)` to create a new message.
+ */
+export const ApproveToolCallRequestSchema: GenMessage<ApproveToolCallRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_chat_v1_chat, 2);
+
+/**
+ * Response of ApproveToolCall.
+ *
+ * @generated from message switchyard.chat.v1.ApproveToolCallResponse
+ */
+export type ApproveToolCallResponse = Message<"switchyard.chat.v1.ApproveToolCallResponse"> & {
+};
+
+/**
+ * Describes the message switchyard.chat.v1.ApproveToolCallResponse.
+ * Use `create(ApproveToolCallResponseSchema)` to create a new message.
+ */
+export const ApproveToolCallResponseSchema: GenMessage<ApproveToolCallResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_chat_v1_chat, 3);
 
 /**
  * Request of Chat.
@@ -45,6 +159,16 @@ export type ChatRequest = Message<"switchyard.chat.v1.ChatRequest"> & {
    * @generated from field: string agent_id = 3;
    */
   agentId: string;
+
+  /**
+   * False (the default): cancelling this stream cancels the turn (the model
+   * stream and pending tool calls stop). True: the turn runs on to its end
+   * (or its deadline) when this stream ends, e.g. because a page reloads;
+   * follow it again with ResumeTurn.
+   *
+   * @generated from field: bool keep_running = 4;
+   */
+  keepRunning: boolean;
 };
 
 /**
@@ -52,7 +176,7 @@ export type ChatRequest = Message<"switchyard.chat.v1.ChatRequest"> & {
  * Use `create(ChatRequestSchema)` to create a new message.
  */
 export const ChatRequestSchema: GenMessage<ChatRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 0);
+  messageDesc(file_switchyard_chat_v1_chat, 4);
 
 /**
  * One event of a Chat stream.
@@ -105,7 +229,33 @@ export type ChatResponse = Message<"switchyard.chat.v1.ChatResponse"> & {
      */
     value: TurnDone;
     case: "done";
+  } | {
+    /**
+     * A model call was interrupted (its chat instance stopped) and runs
+     * again from its start: drop the text received since the last
+     * tool_call_finished (or since `started`).
+     *
+     * @generated from field: switchyard.chat.v1.TurnRestarted restarted = 6;
+     */
+    value: TurnRestarted;
+    case: "restarted";
+  } | {
+    /**
+     * A destructive tool call waits for the user's ApproveToolCall.
+     *
+     * @generated from field: switchyard.chat.v1.ApprovalRequested approval_requested = 7;
+     */
+    value: ApprovalRequested;
+    case: "approvalRequested";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * The event's place in its turn: 1 for `started`, then one more for each
+   * event. Give the last one held to ResumeTurn.
+   *
+   * @generated from field: uint64 sequence = 10;
+   */
+  sequence: bigint;
 };
 
 /**
@@ -113,7 +263,70 @@ export type ChatResponse = Message<"switchyard.chat.v1.ChatResponse"> & {
  * Use `create(ChatResponseSchema)` to create a new message.
  */
 export const ChatResponseSchema: GenMessage<ChatResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 1);
+  messageDesc(file_switchyard_chat_v1_chat, 5);
+
+/**
+ * A model call of the turn runs again from its start.
+ *
+ * @generated from message switchyard.chat.v1.TurnRestarted
+ */
+export type TurnRestarted = Message<"switchyard.chat.v1.TurnRestarted"> & {
+  /**
+   * Why, for people.
+   *
+   * @generated from field: string reason = 1;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message switchyard.chat.v1.TurnRestarted.
+ * Use `create(TurnRestartedSchema)` to create a new message.
+ */
+export const TurnRestartedSchema: GenMessage<TurnRestarted> = /*@__PURE__*/
+  messageDesc(file_switchyard_chat_v1_chat, 6);
+
+/**
+ * A tool call that needs the user's approval before it runs.
+ *
+ * @generated from message switchyard.chat.v1.ApprovalRequested
+ */
+export type ApprovalRequested = Message<"switchyard.chat.v1.ApprovalRequested"> & {
+  /**
+   * The call's id, for ApproveToolCall.
+   *
+   * @generated from field: string call_id = 1;
+   */
+  callId: string;
+
+  /**
+   * Name of the tool.
+   *
+   * @generated from field: string tool = 2;
+   */
+  tool: string;
+
+  /**
+   * The tool's arguments.
+   *
+   * @generated from field: google.protobuf.Struct arguments = 3;
+   */
+  arguments?: JsonObject | undefined;
+
+  /**
+   * Why it needs approval, for people.
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message switchyard.chat.v1.ApprovalRequested.
+ * Use `create(ApprovalRequestedSchema)` to create a new message.
+ */
+export const ApprovalRequestedSchema: GenMessage<ApprovalRequested> = /*@__PURE__*/
+  messageDesc(file_switchyard_chat_v1_chat, 7);
 
 /**
  * The first event of a turn.
@@ -141,7 +354,7 @@ export type TurnStarted = Message<"switchyard.chat.v1.TurnStarted"> & {
  * Use `create(TurnStartedSchema)` to create a new message.
  */
 export const TurnStartedSchema: GenMessage<TurnStarted> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 2);
+  messageDesc(file_switchyard_chat_v1_chat, 8);
 
 /**
  * A piece of the assistant's answer text.
@@ -162,7 +375,7 @@ export type TextDelta = Message<"switchyard.chat.v1.TextDelta"> & {
  * Use `create(TextDeltaSchema)` to create a new message.
  */
 export const TextDeltaSchema: GenMessage<TextDelta> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 3);
+  messageDesc(file_switchyard_chat_v1_chat, 9);
 
 /**
  * A tool call the assistant started on a device.
@@ -204,7 +417,7 @@ export type ToolCallStarted = Message<"switchyard.chat.v1.ToolCallStarted"> & {
  * Use `create(ToolCallStartedSchema)` to create a new message.
  */
 export const ToolCallStartedSchema: GenMessage<ToolCallStarted> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 4);
+  messageDesc(file_switchyard_chat_v1_chat, 10);
 
 /**
  * The outcome of a tool call the assistant made.
@@ -263,7 +476,7 @@ export type ToolCallFinished = Message<"switchyard.chat.v1.ToolCallFinished"> & 
  * Use `create(ToolCallFinishedSchema)` to create a new message.
  */
 export const ToolCallFinishedSchema: GenMessage<ToolCallFinished> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 5);
+  messageDesc(file_switchyard_chat_v1_chat, 11);
 
 /**
  * What a turn used.
@@ -298,7 +511,7 @@ export type Usage = Message<"switchyard.chat.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 6);
+  messageDesc(file_switchyard_chat_v1_chat, 12);
 
 /**
  * The last event of a turn that succeeded.
@@ -326,7 +539,7 @@ export type TurnDone = Message<"switchyard.chat.v1.TurnDone"> & {
  * Use `create(TurnDoneSchema)` to create a new message.
  */
 export const TurnDoneSchema: GenMessage<TurnDone> = /*@__PURE__*/
-  messageDesc(file_switchyard_chat_v1_chat, 7);
+  messageDesc(file_switchyard_chat_v1_chat, 13);
 
 /**
  * Why a turn ended.
@@ -376,6 +589,18 @@ export const FinishReasonSchema: GenEnum<FinishReason> = /*@__PURE__*/
  * Every RPC may also answer RESOURCE_EXHAUSTED when the caller passes their
  * tier's request rate.
  *
+ * Per-tier limits (free / pro / power / team): turns (chat turns and agent
+ * runs) running at once per user 1 / 3 / 8 / 16 (RESOURCE_EXHAUSTED past
+ * it); tool calls per turn 8 / 16 / 32 / 64 (the turn ends with
+ * FINISH_REASON_MAX_TOOL_CALLS); model tokens per turn 20k / 100k / 200k /
+ * 400k (FINISH_REASON_MAX_TOKENS).
+ *
+ * Turns are durable: each step is recorded as it finishes, and when the
+ * instance running a turn stops, another takes it over within seconds from
+ * its last recorded step (a tool call is never run twice; an interrupted
+ * model call runs again, announced by a `restarted` event). A tool whose
+ * annotations mark it destructive runs only after ApproveToolCall.
+ *
  * @generated from service switchyard.chat.v1.ChatService
  */
 export const ChatService: GenService<{
@@ -401,6 +626,45 @@ export const ChatService: GenService<{
     methodKind: "server_streaming";
     input: typeof ChatRequestSchema;
     output: typeof ChatResponseSchema;
+  },
+  /**
+   * Reconnects to a running or finished turn of the caller: streams, in
+   * order and once, every event of the turn whose sequence is above
+   * after_sequence, then the turn's live events until it ends. A turn that
+   * ended with an error ends this stream with that error after its events.
+   * Resuming never runs anything: the turn runs on whichever instance holds
+   * it, and carries on after a chat instance dies.
+   *
+   * Errors: INVALID_ARGUMENT if conversation_id or turn_id is missing or not
+   * an id; NOT_FOUND if the turn does not exist or is not the caller's;
+   * UNAUTHENTICATED without a valid access token; the error the turn ended
+   * with, after its events.
+   *
+   * @generated from rpc switchyard.chat.v1.ChatService.ResumeTurn
+   */
+  resumeTurn: {
+    methodKind: "server_streaming";
+    input: typeof ResumeTurnRequestSchema;
+    output: typeof ResumeTurnResponseSchema;
+  },
+  /**
+   * Answers an approval request of a running turn (an `approval_requested`
+   * event): approved runs the tool call once; refused reaches the model as a
+   * denied tool error. A request left unanswered expires with the turn's
+   * deadline. Answering again with the same decision is a no-op.
+   *
+   * Errors: INVALID_ARGUMENT if an id is missing or not an id; NOT_FOUND if
+   * the turn or call does not exist, is not the caller's, or asked for no
+   * approval; FAILED_PRECONDITION if the call was already answered with the
+   * other decision, or the turn is over; UNAUTHENTICATED without a valid
+   * access token.
+   *
+   * @generated from rpc switchyard.chat.v1.ChatService.ApproveToolCall
+   */
+  approveToolCall: {
+    methodKind: "unary";
+    input: typeof ApproveToolCallRequestSchema;
+    output: typeof ApproveToolCallResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_switchyard_chat_v1_chat, 0);

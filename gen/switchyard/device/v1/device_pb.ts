@@ -13,7 +13,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file switchyard/device/v1/device.proto.
  */
 export const file_switchyard_device_v1_device: GenFile = /*@__PURE__*/
-  fileDesc("CiFzd2l0Y2h5YXJkL2RldmljZS92MS9kZXZpY2UucHJvdG8SFHN3aXRjaHlhcmQuZGV2aWNlLnYxIpgBCgRUb29sEj4KBG5hbWUYASABKAlCMNLzGCwIARiAASIlXlthLXpdW2EtejAtOV9dKihcLlthLXpdW2EtejAtOV9dKikqJBIcCgtkZXNjcmlwdGlvbhgCIAEoCUIH0vMYAxjQDxIyChFwYXJhbWV0ZXJzX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiggEKCVRvb2xFcnJvchIxCgRjb2RlGAEgASgOMiMuc3dpdGNoeWFyZC5kZXZpY2UudjEuVG9vbEVycm9yQ29kZRIYCgdtZXNzYWdlGAIgASgJQgfS8xgDGKAfEigKB2RldGFpbHMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IsECCgZEZXZpY2USDAoEbmFtZRgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRITCgtkZXZpY2VfbmFtZRgEIAEoCRIwCghwbGF0Zm9ybRgFIAEoDjIeLnN3aXRjaHlhcmQuZGV2aWNlLnYxLlBsYXRmb3JtEhgKEGdhdGV3YXlfaW5zdGFuY2UYBiABKAkSMAoMY29ubmVjdF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X3NlZW5fdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdG9vbHMYCSADKAsyGi5zd2l0Y2h5YXJkLmRldmljZS52MS5Ub29sEhMKC2FwcF92ZXJzaW9uGAogASgJIo8CCg9DYWxsVG9vbFJlcXVlc3QSFwoHdXNlcl9pZBgBIAEoCUIG0vMYAigCEhkKCWRldmljZV9pZBgCIAEoCUIG0vMYAigCEj4KBHRvb2wYAyABKAlCMNLzGCwIARiAASIlXlthLXpdW2EtejAtOV9dKihcLlthLXpdW2EtejAtOV9dKikqJBIqCglhcmd1bWVudHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EioKB3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPd2FpdF9mb3JfZGV2aWNlGAYgASgIEhcKB2NhbGxfaWQYByABKAlCBtLzGAIoAiKeAQoQQ2FsbFRvb2xSZXNwb25zZRIPCgdjYWxsX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIpCgZyZXN1bHQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0SAASMAoFZXJyb3IYBCABKAsyHy5zd2l0Y2h5YXJkLmRldmljZS52MS5Ub29sRXJyb3JIAEIJCgdvdXRjb21lInAKEkxpc3REZXZpY2VzUmVxdWVzdBIXCgd1c2VyX2lkGAEgASgJQgbS8xgCKAISJAoJcGFnZV9zaXplGAIgASgFQhHS8xgNQQAAAAAAQI9ASAFQARIbCgpwYWdlX3Rva2VuGAMgASgJQgfS8xgDGIAIIl0KE0xpc3REZXZpY2VzUmVzcG9uc2USLQoHZGV2aWNlcxgBIAMoCzIcLnN3aXRjaHlhcmQuZGV2aWNlLnYxLkRldmljZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiGgoYSXNzdWVEZXZpY2VUaWNrZXRSZXF1ZXN0IlwKGUlzc3VlRGV2aWNlVGlja2V0UmVzcG9uc2USDgoGdGlja2V0GAEgASgJEi8KC2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqwAQoIUGxhdGZvcm0SGAoUUExBVEZPUk1fVU5TUEVDSUZJRUQQABISCg5QTEFURk9STV9NQUNPUxABEhQKEFBMQVRGT1JNX1dJTkRPV1MQAhISCg5QTEFURk9STV9MSU5VWBADEhAKDFBMQVRGT1JNX0lPUxAEEhQKEFBMQVRGT1JNX0FORFJPSUQQBRIQCgxQTEFURk9STV9XRUIQBhISCg5QTEFURk9STV9PVEhFUhAHKpgCCg1Ub29sRXJyb3JDb2RlEh8KG1RPT0xfRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEiAKHFRPT0xfRVJST1JfQ09ERV9VTktOT1dOX1RPT0wQARIlCiFUT09MX0VSUk9SX0NPREVfSU5WQUxJRF9BUkdVTUVOVFMQAhIaChZUT09MX0VSUk9SX0NPREVfREVOSUVEEAMSGgoWVE9PTF9FUlJPUl9DT0RFX0ZBSUxFRBAEEiUKIVRPT0xfRVJST1JfQ09ERV9ERUFETElORV9FWENFRURFRBAFEh0KGVRPT0xfRVJST1JfQ09ERV9DQU5DRUxMRUQQBhIfChtUT09MX0VSUk9SX0NPREVfVU5BVkFJTEFCTEUQBzLJAgoNRGV2aWNlU2VydmljZRJZCghDYWxsVG9vbBIlLnN3aXRjaHlhcmQuZGV2aWNlLnYxLkNhbGxUb29sUmVxdWVzdBomLnN3aXRjaHlhcmQuZGV2aWNlLnYxLkNhbGxUb29sUmVzcG9uc2USZwoLTGlzdERldmljZXMSKC5zd2l0Y2h5YXJkLmRldmljZS52MS5MaXN0RGV2aWNlc1JlcXVlc3QaKS5zd2l0Y2h5YXJkLmRldmljZS52MS5MaXN0RGV2aWNlc1Jlc3BvbnNlIgOQAgESdAoRSXNzdWVEZXZpY2VUaWNrZXQSLi5zd2l0Y2h5YXJkLmRldmljZS52MS5Jc3N1ZURldmljZVRpY2tldFJlcXVlc3QaLy5zd2l0Y2h5YXJkLmRldmljZS52MS5Jc3N1ZURldmljZVRpY2tldFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_switchyard_options_v1_options]);
+  fileDesc("CiFzd2l0Y2h5YXJkL2RldmljZS92MS9kZXZpY2UucHJvdG8SFHN3aXRjaHlhcmQuZGV2aWNlLnYxItQBCgRUb29sEj4KBG5hbWUYASABKAlCMNLzGCwIARiAASIlXlthLXpdW2EtejAtOV9dKihcLlthLXpdW2EtejAtOV9dKikqJBIcCgtkZXNjcmlwdGlvbhgCIAEoCUIH0vMYAxjQDxIyChFwYXJhbWV0ZXJzX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSOgoLYW5ub3RhdGlvbnMYBCABKAsyJS5zd2l0Y2h5YXJkLmRldmljZS52MS5Ub29sQW5ub3RhdGlvbnMiQwoPVG9vbEFubm90YXRpb25zEhYKDnJlYWRfb25seV9oaW50GAEgASgIEhgKEGRlc3RydWN0aXZlX2hpbnQYAiABKAgiggEKCVRvb2xFcnJvchIxCgRjb2RlGAEgASgOMiMuc3dpdGNoeWFyZC5kZXZpY2UudjEuVG9vbEVycm9yQ29kZRIYCgdtZXNzYWdlGAIgASgJQgfS8xgDGKAfEigKB2RldGFpbHMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IsECCgZEZXZpY2USDAoEbmFtZRgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRITCgtkZXZpY2VfbmFtZRgEIAEoCRIwCghwbGF0Zm9ybRgFIAEoDjIeLnN3aXRjaHlhcmQuZGV2aWNlLnYxLlBsYXRmb3JtEhgKEGdhdGV3YXlfaW5zdGFuY2UYBiABKAkSMAoMY29ubmVjdF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X3NlZW5fdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdG9vbHMYCSADKAsyGi5zd2l0Y2h5YXJkLmRldmljZS52MS5Ub29sEhMKC2FwcF92ZXJzaW9uGAogASgJIo8CCg9DYWxsVG9vbFJlcXVlc3QSFwoHdXNlcl9pZBgBIAEoCUIG0vMYAigCEhkKCWRldmljZV9pZBgCIAEoCUIG0vMYAigCEj4KBHRvb2wYAyABKAlCMNLzGCwIARiAASIlXlthLXpdW2EtejAtOV9dKihcLlthLXpdW2EtejAtOV9dKikqJBIqCglhcmd1bWVudHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EioKB3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPd2FpdF9mb3JfZGV2aWNlGAYgASgIEhcKB2NhbGxfaWQYByABKAlCBtLzGAIoAiKeAQoQQ2FsbFRvb2xSZXNwb25zZRIPCgdjYWxsX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIpCgZyZXN1bHQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0SAASMAoFZXJyb3IYBCABKAsyHy5zd2l0Y2h5YXJkLmRldmljZS52MS5Ub29sRXJyb3JIAEIJCgdvdXRjb21lInAKEkxpc3REZXZpY2VzUmVxdWVzdBIXCgd1c2VyX2lkGAEgASgJQgbS8xgCKAISJAoJcGFnZV9zaXplGAIgASgFQhHS8xgNQQAAAAAAQI9ASAFQARIbCgpwYWdlX3Rva2VuGAMgASgJQgfS8xgDGIAIIl0KE0xpc3REZXZpY2VzUmVzcG9uc2USLQoHZGV2aWNlcxgBIAMoCzIcLnN3aXRjaHlhcmQuZGV2aWNlLnYxLkRldmljZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiGgoYSXNzdWVEZXZpY2VUaWNrZXRSZXF1ZXN0IlwKGUlzc3VlRGV2aWNlVGlja2V0UmVzcG9uc2USDgoGdGlja2V0GAEgASgJEi8KC2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqwAQoIUGxhdGZvcm0SGAoUUExBVEZPUk1fVU5TUEVDSUZJRUQQABISCg5QTEFURk9STV9NQUNPUxABEhQKEFBMQVRGT1JNX1dJTkRPV1MQAhISCg5QTEFURk9STV9MSU5VWBADEhAKDFBMQVRGT1JNX0lPUxAEEhQKEFBMQVRGT1JNX0FORFJPSUQQBRIQCgxQTEFURk9STV9XRUIQBhISCg5QTEFURk9STV9PVEhFUhAHKpgCCg1Ub29sRXJyb3JDb2RlEh8KG1RPT0xfRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEiAKHFRPT0xfRVJST1JfQ09ERV9VTktOT1dOX1RPT0wQARIlCiFUT09MX0VSUk9SX0NPREVfSU5WQUxJRF9BUkdVTUVOVFMQAhIaChZUT09MX0VSUk9SX0NPREVfREVOSUVEEAMSGgoWVE9PTF9FUlJPUl9DT0RFX0ZBSUxFRBAEEiUKIVRPT0xfRVJST1JfQ09ERV9ERUFETElORV9FWENFRURFRBAFEh0KGVRPT0xfRVJST1JfQ09ERV9DQU5DRUxMRUQQBhIfChtUT09MX0VSUk9SX0NPREVfVU5BVkFJTEFCTEUQBzLJAgoNRGV2aWNlU2VydmljZRJZCghDYWxsVG9vbBIlLnN3aXRjaHlhcmQuZGV2aWNlLnYxLkNhbGxUb29sUmVxdWVzdBomLnN3aXRjaHlhcmQuZGV2aWNlLnYxLkNhbGxUb29sUmVzcG9uc2USZwoLTGlzdERldmljZXMSKC5zd2l0Y2h5YXJkLmRldmljZS52MS5MaXN0RGV2aWNlc1JlcXVlc3QaKS5zd2l0Y2h5YXJkLmRldmljZS52MS5MaXN0RGV2aWNlc1Jlc3BvbnNlIgOQAgESdAoRSXNzdWVEZXZpY2VUaWNrZXQSLi5zd2l0Y2h5YXJkLmRldmljZS52MS5Jc3N1ZURldmljZVRpY2tldFJlcXVlc3QaLy5zd2l0Y2h5YXJkLmRldmljZS52MS5Jc3N1ZURldmljZVRpY2tldFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_switchyard_options_v1_options]);
 
 /**
  * A tool a device offers.
@@ -42,6 +42,14 @@ export type Tool = Message<"switchyard.device.v1.Tool"> & {
    * @generated from field: google.protobuf.Struct parameters_schema = 3;
    */
   parametersSchema?: JsonObject | undefined;
+
+  /**
+   * Hints about the tool's behaviour, as the Model Context Protocol's tool
+   * annotations; unset means none.
+   *
+   * @generated from field: switchyard.device.v1.ToolAnnotations annotations = 4;
+   */
+  annotations?: ToolAnnotations | undefined;
 };
 
 /**
@@ -50,6 +58,37 @@ export type Tool = Message<"switchyard.device.v1.Tool"> & {
  */
 export const ToolSchema: GenMessage<Tool> = /*@__PURE__*/
   messageDesc(file_switchyard_device_v1_device, 0);
+
+/**
+ * Hints about what a tool does (the Model Context Protocol's
+ * ToolAnnotations). Hints from a device are not guarantees; the server asks
+ * the user before running a destructive tool.
+ *
+ * @generated from message switchyard.device.v1.ToolAnnotations
+ */
+export type ToolAnnotations = Message<"switchyard.device.v1.ToolAnnotations"> & {
+  /**
+   * The tool only reads: it changes nothing.
+   *
+   * @generated from field: bool read_only_hint = 1;
+   */
+  readOnlyHint: boolean;
+
+  /**
+   * The tool may delete or overwrite something: the assistant asks the user
+   * to approve each call before it runs.
+   *
+   * @generated from field: bool destructive_hint = 2;
+   */
+  destructiveHint: boolean;
+};
+
+/**
+ * Describes the message switchyard.device.v1.ToolAnnotations.
+ * Use `create(ToolAnnotationsSchema)` to create a new message.
+ */
+export const ToolAnnotationsSchema: GenMessage<ToolAnnotations> = /*@__PURE__*/
+  messageDesc(file_switchyard_device_v1_device, 1);
 
 /**
  * The failure of a tool call.
@@ -84,7 +123,7 @@ export type ToolError = Message<"switchyard.device.v1.ToolError"> & {
  * Use `create(ToolErrorSchema)` to create a new message.
  */
 export const ToolErrorSchema: GenMessage<ToolError> = /*@__PURE__*/
-  messageDesc(file_switchyard_device_v1_device, 1);
+  messageDesc(file_switchyard_device_v1_device, 2);
 
 /**
  * A device connected to the gateway.
@@ -172,7 +211,7 @@ export type Device = Message<"switchyard.device.v1.Device"> & {
  * Use `create(DeviceSchema)` to create a new message.
  */
 export const DeviceSchema: GenMessage<Device> = /*@__PURE__*/
-  messageDesc(file_switchyard_device_v1_device, 2);
+  messageDesc(file_switchyard_device_v1_device, 3);
 
 /**
  * Request of CallTool.
@@ -242,7 +281,7 @@ export type CallToolRequest = Message<"switchyard.device.v1.CallToolRequest"> & 
  * Use `create(CallToolRequestSchema)` to create a new message.
  */
 export const CallToolRequestSchema: GenMessage<CallToolRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_device_v1_device, 3);
+  messageDesc(file_switchyard_device_v1_device, 4);
 
 /**
  * Response of CallTool.
@@ -293,7 +332,7 @@ export type CallToolResponse = Message<"switchyard.device.v1.CallToolResponse"> 
  * Use `create(CallToolResponseSchema)` to create a new message.
  */
 export const CallToolResponseSchema: GenMessage<CallToolResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_device_v1_device, 4);
+  messageDesc(file_switchyard_device_v1_device, 5);
 
 /**
  * Request of ListDevices.
@@ -330,7 +369,7 @@ export type ListDevicesRequest = Message<"switchyard.device.v1.ListDevicesReques
  * Use `create(ListDevicesRequestSchema)` to create a new message.
  */
 export const ListDevicesRequestSchema: GenMessage<ListDevicesRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_device_v1_device, 5);
+  messageDesc(file_switchyard_device_v1_device, 6);
 
 /**
  * Response of ListDevices.
@@ -358,7 +397,7 @@ export type ListDevicesResponse = Message<"switchyard.device.v1.ListDevicesRespo
  * Use `create(ListDevicesResponseSchema)` to create a new message.
  */
 export const ListDevicesResponseSchema: GenMessage<ListDevicesResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_device_v1_device, 6);
+  messageDesc(file_switchyard_device_v1_device, 7);
 
 /**
  * Request of IssueDeviceTicket.
@@ -373,7 +412,7 @@ export type IssueDeviceTicketRequest = Message<"switchyard.device.v1.IssueDevice
  * Use `create(IssueDeviceTicketRequestSchema)` to create a new message.
  */
 export const IssueDeviceTicketRequestSchema: GenMessage<IssueDeviceTicketRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_device_v1_device, 7);
+  messageDesc(file_switchyard_device_v1_device, 8);
 
 /**
  * Response of IssueDeviceTicket.
@@ -402,7 +441,7 @@ export type IssueDeviceTicketResponse = Message<"switchyard.device.v1.IssueDevic
  * Use `create(IssueDeviceTicketResponseSchema)` to create a new message.
  */
 export const IssueDeviceTicketResponseSchema: GenMessage<IssueDeviceTicketResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_device_v1_device, 8);
+  messageDesc(file_switchyard_device_v1_device, 9);
 
 /**
  * The platform a device runs on.

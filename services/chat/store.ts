@@ -1,0 +1,139 @@
+/**
+ * Chat's SQL: conversations, turns and their leases, recorded steps and
+ * events, the history the model sees. Every statement is schema-qualified
+ * (chat.*) and parameterised.
+ */
+import { fromBinary } from "@bufbuild/protobuf";
+import { ChatResponseSchema, type ChatResponse } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import type { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
+import type { Sql, TransactionSql } from "../../platform/index.js";
+import type { ModelMessage } from "./model/index.js";
+import type { TurnStep } from "./steps.js";
+
+/** A turn as stored. */
+export interface TurnRow {
+  readonly id: string;
+  readonly conversation_id: string;
+  readonly user_id: string;
+  readonly tier: Tier;
+  readonly agent_id: string;
+  readonly message: string;
+  readonly state: "running" | "done" | "failed" | "cancelled";
+  readonly deadline: Date;
+  readonly error_code: number;
+  readonly error_message: string;
+  readonly lease_owner: string | null;
+}
+
+/** How a turn ended. */
+export type TurnEnd =
+  | { readonly state: "done"; readonly finishReason: number; readonly inputTokens: number; readonly outputTokens: number; readonly toolCalls: number; readonly history: readonly ModelMessage[] }
+  | { readonly state: "failed"; readonly code: number; readonly message: string; readonly inputTokens: number; readonly outputTokens: number; readonly toolCalls: number }
+  | { readonly state: "cancelled"; readonly inputTokens: number; readonly outputTokens: number; readonly toolCalls: number };
+
+/** The conversation's owner, or undefined when there is no such conversation. */
+export async function conversationOwner(sql: Sql | TransactionSql, conversationId: string): Promise<string | undefined> {
+  const [row] = await sql<{ user_id: string }[]>`select user_id from chat.conversations where id = ${conversationId}`;
+  return row?.user_id;
+}
+
+/** Creates a conversation. */
+export async function insertConversation(tx: TransactionSql, id: string, userId: string, agentId: string): Promise<void> {
+  await tx`insert into chat.conversations (id, user_id, agent_id) values (${id}, ${userId}, ${agentId})`;
+}
+
+/** Running turns of a user (for the concurrency limit), counted under a per-user lock so two starts cannot both pass. */
+export async function runningTurnsOf(tx: TransactionSql, userId: string): Promise<number> {
+  await tx`select pg_advisory_xact_lock(hashtext('chat.turns'), hashtext(${userId}))`;
+  const [row] = await tx<{ n: number }[]>`select count(*)::int as n from chat.turns where user_id = ${userId} and state = 'running'`;
+  return row!.n;
+}
+
+/** Whether a turn of the conversation is running. */
+export async function conversationBusy(tx: TransactionSql, conversationId: string): Promise<boolean> {
+  const rows = await tx`select 1 from chat.turns where conversation_id = ${conversationId} and state = 'running' limit 1`;
+  return rows.length > 0;
+}
+
+/** Inserts a running turn held by `owner` for `leaseMs`. */
+export async function insertTurn(
+  tx: TransactionSql,
+  t: { id: string; conversationId: string; userId: string; tier: Tier; agentId: string; message: string; deadline: Date },
+  owner: string,
+  leaseMs: number,
+): Promise<void> {
+  await tx`
+    insert into chat.turns (id, conversation_id, user_id, tier, agent_id, message, state, lease_owner, lease_until, deadline)
+    values (${t.id}, ${t.conversationId}, ${t.userId}, ${t.tier}, ${t.agentId}, ${t.message}, 'running', ${owner},
+            now() + ${leaseMs} * interval '1 millisecond', ${t.deadline})`;
+}
+
+/** One turn. */
+export async function loadTurn(sql: Sql | TransactionSql, turnId: string): Promise<TurnRow | undefined> {
+  const [row] = await sql<TurnRow[]>`
+    select id, conversation_id, user_id, tier, agent_id, message, state, deadline, error_code, error_message, lease_owner
+    from chat.turns where id = ${turnId}`;
+  return row;
+}
+
+/** The history of a conversation (finished turns' messages), in order. */
+export async function loadHistory(sql: Sql, conversationId: string): Promise<ModelMessage[]> {
+  const rows = await sql<{ message: ModelMessage }[]>`
+    select message from chat.messages where conversation_id = ${conversationId} order by position`;
+  return rows.map((r) => r.message);
+}
+
+/** The recorded steps of a turn, in order. */
+export async function loadSteps(sql: Sql, turnId: string): Promise<TurnStep[]> {
+  const rows = await sql<{ data: TurnStep }[]>`select data from chat.turn_steps where turn_id = ${turnId} order by step`;
+  return rows.map((r) => r.data);
+}
+
+/** Events of a turn above `after`, in order, at most `limit`. */
+export async function loadEvents(sql: Sql, turnId: string, after: number, limit = 500): Promise<ChatResponse[]> {
+  const rows = await sql<{ event: Buffer }[]>`
+    select event from chat.turn_events where turn_id = ${turnId} and seq > ${after} order by seq limit ${limit}`;
+  return rows.map((r) => fromBinary(ChatResponseSchema, r.event));
+}
+
+/** Records how a turn ended (inside the transaction that writes its last events); appends the history when done. */
+export async function endTurn(tx: TransactionSql, turn: { id: string; conversationId: string }, end: TurnEnd): Promise<void> {
+  const code = end.state === "failed" ? end.code : 0;
+  const message = end.state === "failed" ? end.message : "";
+  const finish = end.state === "done" ? end.finishReason : 0;
+  await tx`
+    update chat.turns set state = ${end.state}, finish_reason = ${finish}, error_code = ${code}, error_message = ${message},
+      input_tokens = ${end.inputTokens}, output_tokens = ${end.outputTokens}, tool_calls = ${end.toolCalls},
+      lease_owner = null, lease_until = null, finished_at = now()
+    where id = ${turn.id}`;
+  if (end.state !== "done" || end.history.length === 0) return;
+  const [row] = await tx<{ n: number }[]>`select coalesce(max(position), -1)::int as n from chat.messages where conversation_id = ${turn.conversationId}`;
+  const rows = end.history.map((m, i) => ({ conversation_id: turn.conversationId, position: row!.n + 1 + i, turn_id: turn.id, message: tx.json(m as never) }));
+  await tx`insert into chat.messages ${tx(rows, "conversation_id", "position", "turn_id", "message")}`;
+}
+
+/** Renews the leases this instance holds; returns the ids it still holds. */
+export async function renewLeases(sql: Sql, owner: string, turnIds: readonly string[], leaseMs: number): Promise<Set<string>> {
+  if (turnIds.length === 0) return new Set();
+  const rows = await sql<{ id: string }[]>`
+    update chat.turns set lease_until = now() + ${leaseMs} * interval '1 millisecond'
+    where id = any(${turnIds as string[]}) and lease_owner = ${owner} and state = 'running' returning id`;
+  return new Set(rows.map((r) => r.id));
+}
+
+/** Lets go of turns (at shutdown) so another instance takes them over at once. */
+export async function releaseLeases(sql: Sql, owner: string, turnIds: readonly string[]): Promise<void> {
+  if (turnIds.length === 0) return;
+  await sql`update chat.turns set lease_until = now() - interval '1 second' where id = any(${turnIds as string[]}) and lease_owner = ${owner} and state = 'running'`;
+}
+
+/** Claims up to `limit` running turns whose lease ran out (SKIP LOCKED: each goes to one instance). */
+export async function claimExpiredTurns(sql: Sql, owner: string, leaseMs: number, limit: number): Promise<TurnRow[]> {
+  return sql<TurnRow[]>`
+    with expired as (
+      select id from chat.turns where state = 'running' and lease_until < now()
+      order by lease_until limit ${limit} for update skip locked)
+    update chat.turns t set lease_owner = ${owner}, lease_until = now() + ${leaseMs} * interval '1 millisecond'
+    from expired where t.id = expired.id
+    returning t.id, t.conversation_id, t.user_id, t.tier, t.agent_id, t.message, t.state, t.deadline, t.error_code, t.error_message, t.lease_owner`;
+}

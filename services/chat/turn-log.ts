@@ -1,0 +1,121 @@
+/**
+ * Durable writes of running turns: their events (binary ChatResponse, by
+ * sequence) and steps, written in order, each batch in one transaction that
+ * first checks this instance still holds each turn's lease (FOR SHARE, so a
+ * takeover and a write never interleave). Writes queued while one commits
+ * go together in the next transaction, so a busy process commits many
+ * events at the cost of one. An event reaches streams only after it is
+ * committed: a client never holds an event a takeover could lose.
+ */
+import { toBinary } from "@bufbuild/protobuf";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { ChatResponseSchema, type ChatResponse } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import type { Database, TransactionSql } from "../../platform/index.js";
+import type { TurnHub } from "./turn-hub.js";
+import type { TurnStep } from "./steps.js";
+
+/** Thrown to a turn's runner when another instance took the turn over. */
+export class LostTurnError extends Error {
+  constructor(turnId: string) {
+    super(`turn ${turnId} is now held by another instance`);
+  }
+}
+
+/** One write: events and steps of one turn, plus statements to run in the same transaction. */
+export interface TurnWrite {
+  readonly turnId: string;
+  readonly events: readonly ChatResponse[];
+  readonly steps?: readonly TurnStep[];
+  /** Runs inside the transaction after the rows are written (e.g. finishing the turn). */
+  readonly extra?: (tx: TransactionSql) => Promise<void>;
+}
+
+interface Queued {
+  readonly write: TurnWrite;
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
+/** The process's writer of turn events and steps. */
+export interface TurnLog {
+  /** Commits `write` (in order with the turn's earlier writes); rejects with LostTurnError when the lease is gone. */
+  write(write: TurnWrite): Promise<void>;
+}
+
+/** The NATS subject that wakes readers of `turnId` on other instances. */
+export function turnSubject(turnId: string): string {
+  return `chat.turn.${turnId}`;
+}
+
+/** Creates the writer for this instance (`owner` is its instance id). */
+export function createTurnLog(db: Database, owner: string, hub: TurnHub, nats: NatsConnection | undefined): TurnLog {
+  let queue: Queued[] = [];
+  let flushing = false;
+
+  async function commit(batch: readonly Queued[]): Promise<Set<string>> {
+    const ids = [...new Set(batch.map((q) => q.write.turnId))];
+    return db.tx(async (tx) => {
+      const held = await tx<{ id: string }[]>`
+        select id from chat.turns where id = any(${ids}) and lease_owner = ${owner} and state = 'running' for share`;
+      const owned = new Set(held.map((r) => r.id));
+      const mine = batch.filter((q) => owned.has(q.write.turnId));
+      const events = mine.flatMap((q) => q.write.events.map((e) => ({ turn_id: q.write.turnId, seq: Number(e.sequence), event: Buffer.from(toBinary(ChatResponseSchema, e)) })));
+      const steps = mine.flatMap((q) => (q.write.steps ?? []).map((s) => ({ turn_id: q.write.turnId, step: s.step, kind: s.kind, data: tx.json(s as never) })));
+      if (events.length > 0) await tx`insert into chat.turn_events ${tx(events, "turn_id", "seq", "event")}`;
+      if (steps.length > 0) await tx`insert into chat.turn_steps ${tx(steps, "turn_id", "step", "kind", "data")}`;
+      for (const q of mine) if (q.write.extra) await q.write.extra(tx);
+      return owned;
+    });
+  }
+
+  function delivered(batch: readonly Queued[], owned: Set<string>): void {
+    const woken = new Set<string>();
+    for (const q of batch) {
+      if (!owned.has(q.write.turnId)) {
+        q.reject(new LostTurnError(q.write.turnId));
+        continue;
+      }
+      q.resolve();
+      if (q.write.events.length > 0) hub.emit(q.write.turnId, q.write.events);
+      woken.add(q.write.turnId);
+    }
+    for (const id of woken) nats?.publish(turnSubject(id));
+  }
+
+  async function flush(): Promise<void> {
+    flushing = true;
+    try {
+      while (queue.length > 0) {
+        const batch = queue;
+        queue = [];
+        try {
+          delivered(batch, await commit(batch));
+        } catch (err) {
+          if (batch.length === 1) {
+            batch[0]!.reject(err);
+            continue;
+          }
+          // One bad write must not fail the others: write each alone.
+          for (const q of batch) {
+            try {
+              delivered([q], await commit([q]));
+            } catch (e) {
+              q.reject(e);
+            }
+          }
+        }
+      }
+    } finally {
+      flushing = false;
+    }
+  }
+
+  return {
+    write(write) {
+      return new Promise<void>((resolve, reject) => {
+        queue.push({ write, resolve, reject });
+        if (!flushing) void flush();
+      });
+    },
+  };
+}

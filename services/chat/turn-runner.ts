@@ -1,0 +1,457 @@
+/**
+ * Runs turns: model call, tool calls, model call… until the model ends the
+ * turn or a limit is reached. Every step is recorded as it finishes (see
+ * turn-log.ts), so an instance that picks a turn up after another died
+ * continues from the last recorded step: tool calls owed are made again with
+ * the same call ids (the gateway returns the first outcome, so nothing runs
+ * twice), and an interrupted model call runs again whole, announced by a
+ * `restarted` event.
+ */
+import { create, type JsonObject, type MessageInitShape } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { ChatResponseSchema, FinishReason, type ChatResponse } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import { ToolErrorCode } from "../../gen/switchyard/device/v1/device_pb.js";
+import type { Database, Logger, TransactionSql } from "../../platform/index.js";
+import { defaultAssistant, loadAgent, type AgentRow } from "./agents.js";
+import { limitsOf, tierName } from "./limits.js";
+import type { ChatMetrics } from "./metrics.js";
+import { providerSafeToolNames, type ModelMessage, type ModelProvider, type ModelToolCall } from "./model/index.js";
+import type { ChatSettings } from "./settings.js";
+import { messagesOfSteps, positionOf, toolCallId, usageOfSteps, type ModelStep, type ToolStep, type TurnStep } from "./steps.js";
+import { endTurn, loadEvents, loadHistory, loadSteps, type TurnEnd, type TurnRow } from "./store.js";
+import { checkToolArguments } from "./tool-args.js";
+import type { AgentTool, ToolOutcome, ToolSource } from "./tools.js";
+import type { TurnHub } from "./turn-hub.js";
+import { LostTurnError, type TurnLog } from "./turn-log.js";
+
+type EventInit = MessageInitShape<typeof ChatResponseSchema>;
+
+/** Why a running turn is stopped from outside. */
+export type StopReason = "cancel" | "shutdown" | "lost";
+
+/** Called inside the transaction that ends a turn (agent runs record their end there). */
+export type TurnEndHook = (tx: TransactionSql, turn: TurnRow, end: TurnEnd, finalText: string) => Promise<void>;
+
+/** What the runner is built from. */
+export interface TurnRunnerDeps {
+  readonly db: Database;
+  readonly log: Logger;
+  readonly turnLog: TurnLog;
+  readonly hub: TurnHub;
+  readonly tools: ToolSource;
+  readonly model: ModelProvider | undefined;
+  readonly settings: ChatSettings;
+  readonly metrics: ChatMetrics;
+  readonly nats: NatsConnection | undefined;
+  readonly onEnd?: TurnEndHook;
+}
+
+/** The turns this instance runs. */
+export interface TurnRunner {
+  /** Starts running `turn` in the background: `fresh` when it was just created here (nothing recorded yet), else taken over. */
+  start(turn: TurnRow, fresh?: boolean, toolsEarly?: Promise<AgentTool[] | undefined>): void;
+  /** Stops a turn this instance runs; "cancel" records it as cancelled. */
+  stop(turnId: string, reason: StopReason): void;
+  /** The ids of the turns running here. */
+  ids(): string[];
+  /** Whether `turnId` runs here. */
+  has(turnId: string): boolean;
+  /** Stops every turn (shutdown) and waits for them to let go. */
+  stopAll(): Promise<void>;
+}
+
+/** The NATS subject that wakes a turn waiting for an approval. */
+export function approvalSubject(turnId: string): string {
+  return `chat.approval.${turnId}`;
+}
+
+/** Creates the runner. */
+export function createTurnRunner(deps: TurnRunnerDeps): TurnRunner {
+  const running = new Map<string, { controller: AbortController; done: Promise<void> }>();
+  return {
+    start(turn, fresh = false, toolsEarly) {
+      if (running.has(turn.id)) return;
+      const controller = new AbortController();
+      const done = runTurn(deps, turn, fresh, toolsEarly, controller.signal)
+        .catch((err: unknown) => deps.log.error({ err: String(err), turn: turn.id }, "turn runner failed"))
+        .finally(() => running.delete(turn.id));
+      running.set(turn.id, { controller, done });
+    },
+    stop(turnId, reason) {
+      running.get(turnId)?.controller.abort(reason);
+    },
+    ids: () => [...running.keys()],
+    has: (turnId) => running.has(turnId),
+    async stopAll() {
+      const all = [...running.values()];
+      for (const r of all) r.controller.abort("shutdown" satisfies StopReason);
+      await Promise.all(all.map((r) => r.done));
+    },
+  };
+}
+
+/** A turn being run: its identity, what it has recorded, and how it writes. */
+interface TurnState {
+  readonly turn: TurnRow;
+  readonly agent: AgentRow;
+  steps: TurnStep[];
+  seq: number;
+  /** Call ids whose tool_call_started / approval_requested event was written. */
+  readonly started: Set<string>;
+  readonly asked: Set<string>;
+  /** A text delta was written after the last recorded step: the model call was cut off. */
+  partialText: boolean;
+  writeError: unknown;
+  finalText: string;
+}
+
+async function hydrate(deps: TurnRunnerDeps, turn: TurnRow, fresh: boolean): Promise<TurnState> {
+  const agent = (await loadAgent(deps.db.sql, turn.agent_id)) ?? defaultAssistant;
+  if (fresh) return { turn, agent, steps: [], seq: 0, started: new Set(), asked: new Set(), partialText: false, writeError: undefined, finalText: "" };
+  const steps = await loadSteps(deps.db.sql, turn.id);
+  const state: TurnState = { turn, agent, steps, seq: 0, started: new Set(), asked: new Set(), partialText: false, writeError: undefined, finalText: "" };
+  const boundary = steps.length === 0 ? 0 : steps.at(-1)!.eventSeq;
+  for (let after = 0; ; ) {
+    const events = await loadEvents(deps.db.sql, turn.id, after);
+    for (const e of events) {
+      state.seq = Number(e.sequence);
+      if (e.event.case === "toolCallStarted") state.started.add(e.event.value.callId);
+      if (e.event.case === "approvalRequested") state.asked.add(e.event.value.callId);
+      if (e.event.case === "textDelta" && state.seq > boundary) state.partialText = true;
+      if (e.event.case === "restarted") state.partialText = false;
+    }
+    if (events.length < 500) break;
+    after = state.seq;
+  }
+  return state;
+}
+
+/** Writes events (numbered here, in order) and steps; a failed write stops the turn at its next check. */
+function emit(deps: TurnRunnerDeps, s: TurnState, events: EventInit[], step?: (eventSeq: number) => TurnStep, extra?: (tx: TransactionSql) => Promise<void>): Promise<void> {
+  const numbered: ChatResponse[] = events.map((e) => create(ChatResponseSchema, { ...e, sequence: BigInt(++s.seq) }));
+  const steps = step === undefined ? undefined : [step(s.seq)];
+  if (steps !== undefined) s.steps.push(steps[0]!);
+  const p = deps.turnLog.write({ turnId: s.turn.id, events: numbered, steps, extra });
+  p.catch((err: unknown) => (s.writeError ??= err));
+  return p;
+}
+
+function checkWrites(s: TurnState): void {
+  if (s.writeError !== undefined) throw s.writeError;
+}
+
+async function runTurn(deps: TurnRunnerDeps, turn: TurnRow, fresh: boolean, toolsEarly: Promise<AgentTool[] | undefined> | undefined, signal: AbortSignal): Promise<void> {
+  const s = await hydrate(deps, turn, fresh);
+  const untilDeadline = turn.deadline.getTime() - Date.now();
+  const deadline = AbortSignal.timeout(Math.max(0, untilDeadline));
+  const both = AbortSignal.any([signal, deadline]);
+  try {
+    // Written in order by the turn log; nothing waits for it.
+    if (s.seq === 0) void emit(deps, s, [{ event: { case: "started", value: { conversationId: turn.conversation_id, turnId: turn.id } } }]);
+    if (deps.model === undefined) throw new ConnectError("no language model is configured on this instance: set LLM_PROVIDER, LLM_API_KEY and LLM_MODEL", Code.FailedPrecondition);
+    const [tools, history] = await Promise.all([listTools(deps, s, toolsEarly, both), loadHistory(deps.db.sql, turn.conversation_id)]);
+    await loop(deps, s, tools, history, both);
+  } catch (err) {
+    await ended(deps, s, err, signal, deadline);
+  }
+}
+
+/** The tools offered this turn (listed early by the caller, or now): the user's tools the agent may use, with provider-safe names. */
+async function listTools(deps: TurnRunnerDeps, s: TurnState, early: Promise<AgentTool[] | undefined> | undefined, signal: AbortSignal): Promise<Map<string, AgentTool>> {
+  let all: AgentTool[] = [];
+  try {
+    all = (await early) ?? (await deps.tools.list(s.turn.user_id, signal));
+  } catch (err) {
+    if (signal.aborted) throw err;
+    // The model is still asked; a tool it names anyway is answered "unavailable".
+    deps.log.warn({ err: String(err), turn: s.turn.id }, "could not list the user's tools; the turn runs without them");
+  }
+  const allowed = s.agent.tools === undefined ? all : all.filter((t) => s.agent.tools!.includes(t.name));
+  const safe = providerSafeToolNames(allowed.map((t) => t.name));
+  return new Map(allowed.map((t) => [safe.get(t.name)!, t]));
+}
+
+async function loop(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, AgentTool>, history: ModelMessage[], signal: AbortSignal): Promise<void> {
+  const limits = limitsOf(s.turn.tier);
+  for (;;) {
+    checkWrites(s);
+    signal.throwIfAborted();
+    const pos = positionOf(s.steps);
+    if (pos.next === "finish") return finish(deps, s, pos.model.finish === "length" ? FinishReason.MAX_TOKENS : FinishReason.END_TURN);
+    if (pos.next === "tools") {
+      const hitLimit = await runToolCalls(deps, s, tools, pos.model, pos.owed, limits.toolCallsPerTurn, signal);
+      if (hitLimit) return finish(deps, s, FinishReason.MAX_TOOL_CALLS);
+      continue;
+    }
+    const used = usageOfSteps(s.steps);
+    const budget = limits.tokensPerTurn - used.inputTokens - used.outputTokens;
+    if (budget <= 0) return finish(deps, s, FinishReason.MAX_TOKENS);
+    const messages: ModelMessage[] = [...history, { role: "user", text: s.turn.message }, ...messagesOfSteps(s.steps)];
+    await modelStep(deps, s, tools, messages, pos.step, Math.min(deps.settings.CHAT_MAX_OUTPUT_TOKENS, budget), signal);
+  }
+}
+
+/** One model call, streamed to the client and recorded whole when it ends. */
+async function modelStep(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, AgentTool>, messages: ModelMessage[], step: number, maxOutputTokens: number, signal: AbortSignal): Promise<void> {
+  if (s.partialText) {
+    void emit(deps, s, [{ event: { case: "restarted", value: { reason: "the chat instance running this turn stopped mid-answer; the answer starts again" } } }]);
+    s.partialText = false;
+  }
+  const modelDeadline = AbortSignal.timeout(deps.settings.CHAT_MODEL_DEADLINE_MS);
+  const callSignal = AbortSignal.any([signal, modelDeadline]);
+  const request = {
+    system: s.agent.system_prompt,
+    messages,
+    tools: [...tools].map(([name, t]) => ({ name, description: t.description, inputSchema: t.inputSchema })),
+    maxOutputTokens,
+  };
+  const began = performance.now();
+  const deltas = createDeltaWriter(deps, s);
+  let first = true;
+  let text = "";
+  const toolCalls: ModelToolCall[] = [];
+  try {
+    for await (const ev of deps.model!.stream(request, callSignal)) {
+      checkWrites(s);
+      if (first && ev.type !== "done") {
+        deps.metrics.timeToFirstToken.observe({ provider: deps.model!.provider }, (performance.now() - began) / 1000);
+        first = false;
+      }
+      if (ev.type === "text") {
+        text += ev.delta;
+        s.partialText = true;
+        deltas.push(ev.delta);
+      } else if (ev.type === "tool_call") {
+        toolCalls.push(ev.call);
+      } else {
+        const tier = tierName(s.turn.tier);
+        deps.metrics.tokens.inc({ tier, direction: "input" }, ev.usage.inputTokens);
+        deps.metrics.tokens.inc({ tier, direction: "output" }, ev.usage.outputTokens);
+        const recorded: (seq: number) => ModelStep = (eventSeq) => ({
+          kind: "model",
+          step,
+          text,
+          toolCalls,
+          inputTokens: ev.usage.inputTokens,
+          outputTokens: ev.usage.outputTokens,
+          finish: ev.finishReason,
+          eventSeq,
+        });
+        await deltas.drained();
+        await emit(deps, s, [], recorded);
+        s.partialText = false;
+        if (toolCalls.length === 0) s.finalText = text;
+        return;
+      }
+    }
+    throw new ConnectError("the model's answer ended without a finish", Code.Unavailable);
+  } catch (err) {
+    if (modelDeadline.aborted && !signal.aborted) {
+      throw new ConnectError(`the language model did not finish its answer within ${deps.settings.CHAT_MODEL_DEADLINE_MS} ms; try again`, Code.Unavailable);
+    }
+    throw err;
+  }
+}
+
+/**
+ * Text deltas on their way to the turn log: the first goes at once; those
+ * that arrive while a write is committing go together as one delta in the
+ * next write. A fast model on a busy database thus costs a commit per batch,
+ * not per token, and the client still gets every character in order.
+ */
+function createDeltaWriter(deps: TurnRunnerDeps, s: TurnState) {
+  let pending = "";
+  let inflight: Promise<void> | undefined;
+  const flush = (): void => {
+    if (pending === "") {
+      inflight = undefined;
+      return;
+    }
+    const text = pending;
+    pending = "";
+    inflight = emit(deps, s, [{ event: { case: "textDelta", value: { text } } }]).then(flush, () => void (inflight = undefined));
+  };
+  return {
+    push(delta: string): void {
+      pending += delta;
+      if (inflight === undefined) flush();
+    },
+    /** Resolves once every delta pushed so far is committed (or a write failed). */
+    async drained(): Promise<void> {
+      while (inflight !== undefined) await inflight;
+    },
+  };
+}
+
+/** Runs the owed tool calls of `model` at once; true when the tier's tool-call limit refused some. */
+async function runToolCalls(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, AgentTool>, model: ModelStep, owed: readonly number[], limit: number, signal: AbortSignal): Promise<boolean> {
+  const before = s.steps.filter((st) => st.kind === "tool" && st.step < model.step).length;
+  let hitLimit = false;
+  await Promise.all(
+    owed.map(async (step) => {
+      const index = step - model.step - 1;
+      const overLimit = before + index >= limit;
+      hitLimit ||= overLimit;
+      await toolStep(deps, s, tools, model.toolCalls[index]!, step, overLimit, limit, signal);
+    }),
+  );
+  return hitLimit;
+}
+
+async function toolStep(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, AgentTool>, call: ModelToolCall, step: number, overLimit: boolean, limit: number, signal: AbortSignal): Promise<void> {
+  const callId = toolCallId(s.turn.id, step);
+  const tool = tools.get(call.name);
+  const toolName = tool?.name ?? call.name;
+  const checked = tool === undefined ? undefined : checkToolArguments(call.argumentsJson, tool.inputSchema);
+  const args: JsonObject | undefined = checked?.ok ? checked.args : undefined;
+  const began = Date.now();
+  if (!s.started.has(callId)) {
+    s.started.add(callId);
+    void emit(deps, s, [{ event: { case: "toolCallStarted", value: { callId, tool: toolName, arguments: args } } }]);
+  }
+  let outcome: ToolOutcome;
+  let label: string;
+  if (overLimit) {
+    (outcome = { ok: false, code: ToolErrorCode.DENIED, error: `not run: this turn reached its limit of ${limit} tool calls` }), (label = "refused");
+  } else if (tool === undefined) {
+    outcome = { ok: false, code: ToolErrorCode.UNKNOWN_TOOL, error: `no tool named "${call.name}" is available: none of the user's connected devices declared it` };
+    label = "refused";
+  } else if (!checked!.ok) {
+    (outcome = { ok: false, code: ToolErrorCode.INVALID_ARGUMENTS, error: checked!.error }), (label = "refused");
+  } else if (tool.annotations.destructiveHint === true && !tool.annotations.readOnlyHint) {
+    const approved = await askApproval(deps, s, callId, tool, args!, signal);
+    if (approved) {
+      outcome = await deps.tools.call(s.turn.user_id, tool, callId, JSON.stringify(args), deps.settings.CHAT_TOOL_TIMEOUT_MS, signal);
+      label = outcome.ok ? "ok" : "error";
+    } else {
+      (outcome = { ok: false, code: ToolErrorCode.DENIED, error: "the user refused this tool call" }), (label = "denied");
+    }
+  } else {
+    outcome = await deps.tools.call(s.turn.user_id, tool, callId, JSON.stringify(args), deps.settings.CHAT_TOOL_TIMEOUT_MS, signal);
+    label = outcome.ok ? "ok" : "error";
+  }
+  signal.throwIfAborted();
+  deps.metrics.toolCalls.inc({ outcome: label });
+  const finished: EventInit = {
+    event: {
+      case: "toolCallFinished",
+      value: {
+        callId,
+        tool: toolName,
+        outcome: outcome.ok
+          ? { case: "result", value: outcome.result ?? (JSON.parse(outcome.content) as JsonObject) }
+          : { case: "error", value: { code: outcome.code ?? ToolErrorCode.FAILED, message: outcome.error.slice(0, 4000) } },
+        duration: durationFromMs(Date.now() - began),
+      },
+    },
+  };
+  const recorded = (eventSeq: number): ToolStep => ({
+    kind: "tool",
+    step,
+    modelCallId: call.id,
+    safeName: call.name,
+    tool: tool?.name ?? "",
+    ok: outcome.ok,
+    content: outcome.ok ? outcome.content : outcome.error,
+    code: outcome.ok ? undefined : outcome.code,
+    eventSeq,
+  });
+  await emit(deps, s, [finished], recorded);
+}
+
+/** Asks the user (once, durably) and waits for the answer until the turn's deadline. */
+async function askApproval(deps: TurnRunnerDeps, s: TurnState, callId: string, tool: AgentTool, args: JsonObject, signal: AbortSignal): Promise<boolean> {
+  if (!s.asked.has(callId)) {
+    s.asked.add(callId);
+    await emit(
+      deps,
+      s,
+      [{ event: { case: "approvalRequested", value: { callId, tool: tool.name, arguments: args, reason: `"${tool.name}" may delete or overwrite something` } } }],
+      undefined,
+      async (tx) => void (await tx`insert into chat.approvals (turn_id, call_id) values (${s.turn.id}, ${callId}) on conflict do nothing`),
+    );
+  }
+  let wake: (() => void) | undefined;
+  const sub = deps.nats?.subscribe(approvalSubject(s.turn.id), { callback: () => wake?.() });
+  try {
+    for (;;) {
+      checkWrites(s);
+      signal.throwIfAborted();
+      const [row] = await deps.db.sql<{ approved: boolean | null }[]>`
+        select approved from chat.approvals where turn_id = ${s.turn.id} and call_id = ${callId}`;
+      if (row !== undefined && row.approved !== null) return row.approved;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, 1000);
+        function done() {
+          clearTimeout(t);
+          signal.removeEventListener("abort", done);
+          resolve();
+        }
+        wake = done;
+        signal.addEventListener("abort", done, { once: true });
+      });
+    }
+  } finally {
+    sub?.unsubscribe();
+  }
+}
+
+async function finish(deps: TurnRunnerDeps, s: TurnState, reason: FinishReason): Promise<void> {
+  const used = usageOfSteps(s.steps);
+  const end: TurnEnd = {
+    state: "done",
+    finishReason: reason,
+    ...used,
+    history: [{ role: "user", text: s.turn.message }, ...messagesOfSteps(s.steps)],
+  };
+  const finalText = s.finalText || ([...s.steps].reverse().find((st): st is ModelStep => st.kind === "model")?.text ?? "");
+  await emit(
+    deps,
+    s,
+    [{ event: { case: "done", value: { finishReason: reason, usage: { inputTokens: BigInt(used.inputTokens), outputTokens: BigInt(used.outputTokens), toolCalls: used.toolCalls } } } }],
+    undefined,
+    async (tx) => {
+      await endTurn(tx, { id: s.turn.id, conversationId: s.turn.conversation_id }, end);
+      await deps.onEnd?.(tx, s.turn, end, finalText);
+    },
+  );
+  deps.metrics.turns.inc({ tier: tierName(s.turn.tier), outcome: "done" });
+  deps.hub.ended(s.turn.id, undefined);
+}
+
+/** How a turn that threw ends: cancelled, failed with a code, or let go (shutdown, lost lease, database gone). */
+async function ended(deps: TurnRunnerDeps, s: TurnState, err: unknown, signal: AbortSignal, deadline: AbortSignal): Promise<void> {
+  const reason = signal.aborted ? (signal.reason as StopReason) : undefined;
+  if (reason === "shutdown" || reason === "lost" || err instanceof LostTurnError || s.writeError !== undefined) {
+    if (s.writeError !== undefined && !(s.writeError instanceof LostTurnError)) deps.log.warn({ err: String(s.writeError), turn: s.turn.id }, "could not record the turn; another instance will take it over");
+    return;
+  }
+  const used = usageOfSteps(s.steps);
+  let end: TurnEnd;
+  let error: ConnectError;
+  if (reason === "cancel") {
+    end = { state: "cancelled", ...used };
+    error = new ConnectError("the turn was cancelled before it finished", Code.Canceled);
+  } else {
+    error = deadline.aborted
+      ? new ConnectError(`the turn did not finish before its deadline (${deps.settings.CHAT_TURN_DEADLINE_MS} ms)`, Code.DeadlineExceeded)
+      : err instanceof ConnectError
+        ? err
+        : new ConnectError(`the turn failed: ${String(err)}`, Code.Internal);
+    if (!(err instanceof ConnectError) && !deadline.aborted) deps.log.error({ err: err instanceof Error ? err.stack : String(err), turn: s.turn.id }, "turn failed");
+    end = { state: "failed", code: error.code, message: error.rawMessage, ...used };
+  }
+  try {
+    await emit(deps, s, [], undefined, async (tx) => {
+      await endTurn(tx, { id: s.turn.id, conversationId: s.turn.conversation_id }, end);
+      await deps.onEnd?.(tx, s.turn, end, "");
+    });
+  } catch (e) {
+    deps.log.warn({ err: String(e), turn: s.turn.id }, "could not record the end of the turn");
+    return;
+  }
+  deps.metrics.turns.inc({ tier: tierName(s.turn.tier), outcome: end.state });
+  deps.hub.ended(s.turn.id, error);
+}

@@ -1,0 +1,130 @@
+/**
+ * Durable turns: the chat instance running a turn is SIGKILLed, once while a
+ * device holds its tool call and once while the model streams; another
+ * instance takes the turn over from its last recorded step and finishes it.
+ * The tool runs exactly once (its call id comes from the turn and step, and
+ * the gateway answers a repeated id with the first outcome); the interrupted
+ * model call runs again whole, announced by `restarted`; a client that
+ * resumes the turn on another instance gets every event once, in order.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import type { ChatResponse } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import { providerSafeToolNames } from "../../services/chat/model/index.js";
+import { createTestDatabase, natsUrl } from "../support/infra.js";
+import { startLlmServer, textReply, toolCallReply, type LlmServer } from "../support/llm-server.js";
+import { dropPrefix, eventually, newPrefix, newUser, startTestKeys, type GatewayProcess, type TestDevice, type TestKeys } from "../gateway/support.js";
+import { chatClients, connectToolDevice, kinds, readAll, startChat, startGatewayProcess, textOf, unwrap, type ChatProcess } from "./support.js";
+
+const readFile = { name: "filesystem.read_file", schema: { type: "object", properties: { path: { type: "string" } }, required: ["path"] } };
+const safeReadFile = providerSafeToolNames([readFile.name]).get(readFile.name)!;
+
+/** Asserts the events are numbered 1..n with no gap and no repeat, and the turn ended. */
+function assertWhole(events: readonly ChatResponse[]): void {
+  assert.deepEqual(
+    events.map((e) => Number(e.sequence)),
+    events.map((_, i) => i + 1),
+  );
+  assert.equal(events[0]!.event.case, "started");
+  assert.equal(events.at(-1)!.event.case, "done");
+}
+
+describe("turns survive a SIGKILLed chat instance", () => {
+  let keys: TestKeys;
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let llm: LlmServer;
+  let nats: string;
+  const prefix = newPrefix();
+  let gwA: GatewayProcess, gwB: GatewayProcess;
+  const chats: ChatProcess[] = [];
+  const devices: TestDevice[] = [];
+  let env: Record<string, string>;
+
+  before(async () => {
+    keys = await startTestKeys();
+    db = await createTestDatabase("sy_chat_takeover");
+    llm = await startLlmServer();
+    nats = await natsUrl();
+    const gwEnv = { NATS_URL: nats, AUTH_JWKS_URL: keys.jwksUrl, GATEWAY_NATS_PREFIX: prefix, GATEWAY_HEARTBEAT_MS: "1000" };
+    gwA = await startGatewayProcess(gwEnv);
+    gwB = await startGatewayProcess(gwEnv);
+    env = { DATABASE_URL: db.url, NATS_URL: nats, CHAT_TURN_LEASE_MS: "1500", LLM_STALL_TIMEOUT_MS: "60000", ...llm.env("openai") };
+    chats.push(await startChat(keys, gwA.baseUrl, env));
+    chats.push(await startChat(keys, gwB.baseUrl, env));
+  });
+
+  after(async () => {
+    for (const d of devices) d.ws.terminate();
+    await Promise.all(chats.map((c) => c.stop()));
+    await Promise.all([gwA?.kill(), gwB?.kill()]);
+    await llm?.close();
+    await db?.drop();
+    await dropPrefix(nats, prefix);
+    await keys?.close();
+  });
+
+  test("killed during a tool call: the other instance finishes the turn, the tool ran once, a resuming client gets every event once", async () => {
+    const [c1, c2] = chats as [ChatProcess, ChatProcess];
+    const token = await keys.mint(newUser());
+    // The device holds the call: it never answers, so the call is in flight when the instance dies.
+    const device = await connectToolDevice(gwB.port, token, [readFile], () => undefined);
+    devices.push(device);
+    llm.script(toolCallReply([{ name: safeReadFile, argumentFragments: ['{"path": "/tmp/a"}'] }]), textReply("Finished ", "elsewhere."));
+
+    const first = await readAll(chatClients(c1.baseUrl, token).chat.chat({ message: "read /tmp/a" }), async (e) => {
+      if (e.event.case !== "toolCallStarted") return;
+      await eventually(() => device.calls.length === 1, 10_000, "the device to receive the call");
+      await c1.stop("SIGKILL");
+    });
+    assert.ok(first.error, "the stream from the killed instance ends with an error");
+    assert.deepEqual(kinds(first.events), ["started", "toolCallStarted"]);
+    const { conversationId, turnId } = first.events[0]!.event.value as { conversationId: string; turnId: string };
+
+    const resumed = await readAll(unwrap(chatClients(c2.baseUrl, token).chat.resumeTurn({ conversationId, turnId, afterSequence: first.events.at(-1)!.sequence })));
+    assert.equal(resumed.error, undefined, resumed.error?.message);
+    const all = [...first.events, ...resumed.events];
+    assertWhole(all);
+    assert.deepEqual(kinds(all).filter((k) => k === "toolCallStarted" || k === "toolCallFinished"), ["toolCallStarted", "toolCallFinished"]);
+    assert.equal(textOf(all), "Finished elsewhere.");
+    assert.equal(device.calls.length, 1, "the tool call reached the device exactly once");
+
+    // A client replaying the whole turn gets the same events.
+    const replay = await readAll(unwrap(chatClients(c2.baseUrl, token).chat.resumeTurn({ conversationId, turnId })));
+    assert.deepEqual(
+      replay.events.map((e) => [Number(e.sequence), e.event.case]),
+      all.map((e) => [Number(e.sequence), e.event.case]),
+    );
+  });
+
+  test("killed during a model stream: the model call runs again whole, the stream says so, and every event arrives once", async () => {
+    const c2 = chats[1]!;
+    const c3 = await startChat(keys, gwA.baseUrl, env);
+    chats.push(c3);
+    const token = await keys.mint(newUser());
+    llm.script({ kind: "reply", text: ["Half ", "an ", "answer"], fault: { afterParts: 2, type: "stall" } }, textReply("The whole ", "answer."));
+
+    let text = "";
+    const first = await readAll(chatClients(c2.baseUrl, token).chat.chat({ message: "tell me" }), async (e) => {
+      if (e.event.case === "textDelta" && (text += e.event.value.text) === "Half an ") await c2.stop("SIGKILL");
+    });
+    assert.ok(first.error);
+    assert.deepEqual(kinds(first.events), ["started", "textDelta"]);
+    const { conversationId, turnId } = first.events[0]!.event.value as { conversationId: string; turnId: string };
+
+    const resumed = await readAll(unwrap(chatClients(c3.baseUrl, token).chat.resumeTurn({ conversationId, turnId, afterSequence: first.events.at(-1)!.sequence })));
+    assert.equal(resumed.error, undefined, resumed.error?.message);
+    assert.equal(resumed.events[0]!.event.case, "restarted", "the client is told to drop the partial text");
+    const all = [...first.events, ...resumed.events];
+    assertWhole(all);
+    assert.equal(textOf(all), "The whole answer.");
+
+    // The history holds the whole answer only.
+    llm.script(textReply("ok"));
+    const base = llm.requests.length;
+    const next = await readAll(chatClients(c3.baseUrl, token).chat.chat({ conversationId, message: "again" }));
+    assert.equal(next.error, undefined, next.error?.message);
+    const sent = JSON.stringify(llm.requests[base]!.body);
+    assert.ok(sent.includes("The whole answer."));
+    assert.ok(!sent.includes("Half "));
+  });
+});
