@@ -7,6 +7,7 @@
 // What a module is and how a process runs modules.
 export type { ServiceContext, ServiceModule, ServiceParts, RouteDeclaration } from "./service.js";
 export { MODULE_NAME, declarationProblems } from "./declarations.js";
+export { serviceUrlVariable } from "./service-urls.js";
 export { startProcess, exitOnSignals, type RunningProcess } from "./process.js";
 export { readPlatformSettings, platformVars, type PlatformSettings } from "./settings.js";
 export type { ReadinessProbe } from "./server.js";

@@ -5,6 +5,7 @@
  */
 import { createCors } from "./cors.js";
 import { assertDeclared } from "./declarations.js";
+import { createServiceUrls } from "./service-urls.js";
 import { createProcessAuth } from "./auth/process-auth.js";
 import { createTokenCheck } from "./auth/token-check.js";
 import { startDependencies } from "./dependencies.js";
@@ -38,7 +39,8 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
   let tokenCheck;
   try {
     for (const m of modules) {
-      const ctx = { instanceId: settings.INSTANCE_ID, port: settings.PORT, log: log.child({ service: m.name }), metrics, shutdownSignal: shutdown.signal, auth };
+      const serviceUrl = createServiceUrls(m, modules, settings.PORT, process.env);
+      const ctx = { instanceId: settings.INSTANCE_ID, port: settings.PORT, serviceUrl, log: log.child({ service: m.name }), metrics, shutdownSignal: shutdown.signal, auth };
       const started = await m.start(deps.provide(ctx, m));
       parts.push(started);
       assertDeclared(m, started);

@@ -22,6 +22,13 @@ export interface ServiceContext {
   readonly instanceId: string;
   /** The port the process serves on (useful for self-calls in tests). */
   readonly port: number;
+  /**
+   * Where module `name` (one of this module's `calls`) serves: this process
+   * when it runs here, else the `<NAME>_URL` variable (compose and Kubernetes
+   * set it from the declarations). A call the module did not declare, or a
+   * module elsewhere without its variable, throws a ConfigError naming it.
+   */
+  serviceUrl(name: string): string;
   readonly log: Logger;
   readonly metrics: PlatformMetrics;
   /** Aborted when the process begins to shut down. */
@@ -87,6 +94,8 @@ export interface ServiceModule {
   readonly serves: readonly DescService[];
   /** The plain HTTP routes and upgrades it owns; starting fails when `start` serves any other, or leaves one out. */
   readonly routes?: readonly RouteDeclaration[];
+  /** The modules it calls through their generated clients (e.g. ["gateway"]): where each serves comes from `ServiceContext.serviceUrl`. */
+  readonly calls?: readonly string[];
   /** How many copies the production shapes (compose, Kubernetes) run; 1 when absent. */
   readonly replicas?: number;
   /** Its migrations folder, holding `NNN_name.sql` (e.g. `new URL("./migrations/", import.meta.url)`); implies "db". */

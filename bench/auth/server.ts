@@ -42,7 +42,7 @@ const module = createAuthModule({
 });
 const deps = await startDependencies([module], settings, log);
 const parts = await module.start(
-  deps.provide({ instanceId: settings.INSTANCE_ID, port: 0, log, metrics, shutdownSignal: new AbortController().signal, auth }, module),
+  deps.provide({ instanceId: settings.INSTANCE_ID, port: 0, serviceUrl: () => { throw new Error("auth calls no module"); }, log, metrics, shutdownSignal: new AbortController().signal, auth }, module),
 );
 const services = parts.services.map((s) => s.service);
 const fixed = { userId: process.env.BENCH_USER_ID ?? "", tier: 1, roles: [], expiresAt: Date.now() + 3600_000 };

@@ -7,10 +7,13 @@
 import { AgentService } from "../../gen/switchyard/chat/v1/agent_pb.js";
 import { ChatService } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import { DeviceService } from "../../gen/switchyard/device/v1/device_pb.js";
+import { PluginService } from "../../gen/switchyard/plugins/v1/plugins_pb.js";
 import { createServiceClient, createServiceTransport, type ServiceModule } from "../../platform/index.js";
 import { createAgentHandlers, recordRunEnd } from "./agent-service.js";
 import { createChatHandlers } from "./chat-service.js";
 import { createDeviceToolSource } from "./device-tools.js";
+import { watchPluginChanges } from "./plugin-events.js";
+import { createPluginToolSource } from "./plugin-tools.js";
 import { startLeases } from "./leases.js";
 import { createChatMetrics } from "./metrics.js";
 import { createModelProvider, readModelSettings } from "./model/index.js";
@@ -27,14 +30,20 @@ export function createChatModule(source: NodeJS.ProcessEnv = process.env): Servi
     summary: "durable chat turns (any instance takes over a turn whose instance stopped), device tools via DeviceService, approvals, the agent catalogue and agent runs",
     serves: [ChatService, AgentService],
     replicas: 2,
+    calls: ["gateway", "plugins"],
     migrations: new URL("./migrations/", import.meta.url),
     uses: ["db", "nats", "events"],
     start(ctx) {
       const settings = readChatSettings(source);
       const model = createModelProvider(readModelSettings(source));
-      const gatewayUrl = settings.CHAT_GATEWAY_URL || `http://127.0.0.1:${ctx.port}`;
+      const gatewayUrl = ctx.serviceUrl("gateway");
       const devices = createServiceClient(DeviceService, createServiceTransport(gatewayUrl, [ctx.auth.serviceTokens("chat").interceptor]));
-      const tools = combineToolSources({ device: createDeviceToolSource(devices) });
+      const pluginsUrl = ctx.serviceUrl("plugins");
+      const pluginClient = createServiceClient(PluginService, createServiceTransport(pluginsUrl, [ctx.auth.serviceTokens("chat").interceptor]));
+      const deviceTools = createDeviceToolSource(devices);
+      const pluginTools = createPluginToolSource({ plugins: pluginClient, devices: deviceTools, cacheTtlMs: settings.CHAT_PLUGIN_TOOLS_CACHE_MS });
+      const stopPluginWatch = watchPluginChanges(ctx.nats, pluginTools.invalidate, ctx.log);
+      const tools = combineToolSources({ device: deviceTools, plugin: pluginTools });
       const metrics = createChatMetrics(ctx.metrics.registry);
       const hub = createTurnHub();
       const turnLog = createTurnLog(ctx.db, ctx.instanceId, hub, ctx.nats);
@@ -54,7 +63,10 @@ export function createChatModule(source: NodeJS.ProcessEnv = process.env): Servi
       const common = { db: ctx.db, hub, nats: ctx.nats, runner, tools, model, settings, instanceId: ctx.instanceId, shutdownSignal: ctx.shutdownSignal };
       return {
         services: [createChatHandlers(common), createAgentHandlers({ ...common, events: ctx.events })],
-        stop: stopLeases,
+        async stop() {
+          await stopPluginWatch();
+          await stopLeases();
+        },
       };
     },
   };

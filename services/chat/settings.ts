@@ -1,13 +1,9 @@
 /** The chat service's own variables (the model's are in model/settings.ts). */
-import { type ConfigOf, env, int, readConfig, url } from "../../platform/index.js";
+import { type ConfigOf, env, int, readConfig } from "../../platform/index.js";
 
 /** The chat service's variables, read at start by `readChatSettings`. */
 export const chatVars = {
-  CHAT_GATEWAY_URL: env(
-    "where chat reaches the DeviceService (the gateway), e.g. http://gateway:8080; empty = this process's own port",
-    (raw) => (url("http", "https")(raw), raw),
-    "",
-  ),
+  CHAT_PLUGIN_TOOLS_CACHE_MS: env("how long chat reuses a user's list of installed plugin tools (installs and uninstalls refresh it at once), ms; 0 = ask every turn", int(0, 600_000), 15_000),
   CHAT_TURN_LEASE_MS: env(
     "how long a chat instance holds a running turn without renewing it; another instance takes the turn over once it runs out",
     int(500, 60_000),

@@ -45,7 +45,11 @@ export function combineToolSources(sources: Readonly<Record<string, ToolSource>>
   const entries = Object.entries(sources);
   return {
     async list(userId, signal) {
-      const lists = await Promise.all(entries.map(([, s]) => s.list(userId, signal)));
+      // One source down (plugins, say) must not cost the user the others' tools: only when all fail does the listing fail.
+      const settled = await Promise.allSettled(entries.map(([, s]) => s.list(userId, signal)));
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed !== undefined && settled.every((r) => r.status === "rejected")) throw failed.reason;
+      const lists = settled.map((r) => (r.status === "fulfilled" ? r.value : []));
       const seen = new Set<string>();
       const out: AgentTool[] = [];
       for (const tool of lists.flat()) {

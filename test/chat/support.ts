@@ -33,7 +33,9 @@ export async function startChat(keys: TestKeys, gatewayUrl: string, env: Record<
       SHUTDOWN_GRACE_MS: "1000",
       AUTH_JWKS_URL: keys.jwksUrl,
       AUTH_SERVICE_TOKEN: serviceToken,
-      CHAT_GATEWAY_URL: gatewayUrl,
+      GATEWAY_URL: gatewayUrl,
+      // No plugins service in these tests: its listing fails (UNIMPLEMENTED there) and turns use the device tools alone.
+      PLUGINS_URL: gatewayUrl,
       RATE_LIMIT_ENABLED: "false",
       ...env,
     },
