@@ -17,13 +17,13 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { JetStreamManager } from "@nats-io/jetstream";
-import { headers, type NatsConnection, type Subscription } from "@nats-io/nats-core";
+import { headers, type Msg, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 import { GatewayControlSchema, type PresenceEntry, type PresenceRecord } from "../gen/switchyard/device/v1/relay_pb.js";
 import { isNatsConnected, type Logger } from "../platform/index.js";
 import { MSG_ID } from "../platform/events/headers.js";
 import type { GatewayBeats } from "./beats.js";
 import { CALL_RETENTION_MS } from "./nats-setup.js";
-import { createDeadlineWheel, type DeadlineHandle } from "./deadlines.js";
+import { createDeadlineWheel, type DeadlineHandle, type DeadlineWheel } from "./deadlines.js";
 import { traceOutcomeReceived, tracedCallPublish } from "./tracing.js";
 import type { PresenceCache } from "./presence-cache.js";
 import type { GatewayNames } from "./subjects.js";
@@ -69,7 +69,8 @@ export interface CallerOptions {
   readonly log: Logger;
 }
 
-interface Pending {
+/** One call of this instance until it settles. */
+export interface Pending {
   readonly req: CallRequest;
   /** Handed to the bus as its owner: this instance records the failures it decides. */
   published: boolean;
@@ -88,227 +89,310 @@ interface Pending {
 /** How long after a first call's deadline a joining retry waits for its recorded outcome. */
 const joinGraceMs = 2_000;
 
-/** Creates the caller's side on this instance. */
-export function createToolCaller(o: CallerOptions): ToolCaller {
-  const { names, instanceId } = o;
+/** The calls of this instance not yet settled, and how many each user has. */
+export interface PendingCalls {
+  /** Opens the pending record of `req` (counted against its user). */
+  open(req: CallRequest): Pending;
+  /** The pending call with this id that this instance still listens for. */
+  get(callId: string): Pending | undefined;
+  /** Stops answering `p`'s id here (it joined an earlier call) without settling it. */
+  unlist(p: Pending): void;
+  /** Settles `p` once: the outcome's failure or a ConnectError rejects, anything else resolves; cleanups run. */
+  settle(p: Pending, outcome: Outcome | ConnectError): void;
+  /** Calls of `userId` not yet settled. */
+  countOf(userId: string): number;
+  /** Every listed call (a copy). */
+  all(): Pending[];
+  /** Listed calls. */
+  readonly size: number;
+}
+
+/** Creates the pending-call bookkeeping; deadlines armed on `wheel` are cancelled when a call settles. */
+export function createPendingCalls(wheel: Pick<DeadlineWheel, "cancel">): PendingCalls {
   const pending = new Map<string, Pending>();
   const perUser = new Map<string, number>();
-  const wheel = createDeadlineWheel(25);
-
-  const settle = (p: Pending, outcome: Outcome | ConnectError) => {
-    if (p.settled) return;
-    p.settled = true;
-    if (p.deadline !== undefined) wheel.cancel(p.deadline);
-    for (const fn of p.cleanup) fn();
-    if (pending.get(p.req.callId) === p) pending.delete(p.req.callId);
-    const n = (perUser.get(p.req.userId) ?? 1) - 1;
-    if (n <= 0) perUser.delete(p.req.userId);
-    else perUser.set(p.req.userId, n);
-    if (outcome instanceof ConnectError) return p.reject(outcome);
-    if (outcome.failure !== undefined) return p.reject(new ConnectError(outcome.failure.message, outcome.failure.code as Code));
-    p.resolve(outcome);
-  };
-
-  /** Settles with a failure this instance decided, recording it if the call was handed out (first writer wins). */
-  const fail = (p: Pending, code: Code, message: string) => {
-    if (p.settled) return;
-    if (p.published) {
-      const outcome = encodeOutcome({ callId: p.req.callId, sessionId: "", deviceId: "", failure: { code, message } });
-      sendOutcome(o.nc, names.resultDelivered(p.req.callId, instanceId), names.result(p.req.callId, instanceId), outcome);
-    }
-    settle(p, new ConnectError(message, code));
-  };
-
-  const sendCancel = (p: Pending, reason: string) => {
-    const msg = create(GatewayControlSchema, { command: { case: "cancel", value: { callId: p.req.callId, sessionId: p.sessionId, reason, deadlineMs: BigInt(p.req.deadline) } } });
-    try {
-      o.nc.publish(names.control(p.instance), toBinary(GatewayControlSchema, msg));
-    } catch {
-      /* disconnected: the holder still stops it at the deadline */
-    }
-  };
-
-  const subs: Subscription[] = [
-    // Outcomes: the holder sends them here directly (and records them).
-    o.nc.subscribe(names.resultsOf(instanceId), {
-      callback: (err, msg) => {
-        if (err) return;
-        const p = pending.get(callIdOfResult(msg.subject));
-        if (p === undefined || !p.published) return; // late, a duplicate, or a failure this instance recorded itself
-        let outcome: Outcome;
-        try {
-          outcome = decodeOutcome(msg.data);
-        } catch {
-          return o.log.warn({ subject: msg.subject }, "undecodable tool-call outcome");
-        }
-        if (outcome.sessionId !== "" && outcome.sessionId !== p.sessionId) {
-          return o.log.warn({ callId: outcome.callId }, "tool-call outcome from a connection the call was not sent to; ignored");
-        }
-        traceOutcomeReceived(msg.subject, msg.headers, outcome);
-        settle(p, outcome);
-      },
-    }),
-    // JetStream's acks of our publications: duplicates join the first call; refusals fail at once.
-    o.nc.subscribe(names.acksOf(instanceId), {
-      callback: (err, msg) => {
-        if (err) return;
-        const p = pending.get(callIdOfAck(msg.subject));
-        if (p === undefined || !p.published) return;
-        const ack = parsePublishAck(msg.data);
-        if (ack.error !== undefined) {
-          // Not stored, so never delivered: not recorded either, a retry may run it.
-          settle(p, new ConnectError(`the message bus refused the call (${ack.error.description ?? "error"}); retry`, Code.Unavailable));
-        } else if (ack.duplicate) void join(p, ack.seq ?? 0);
-      },
-    }),
-  ];
-
-  o.beats.onDead((instance) => {
-    for (const p of [...pending.values()]) {
-      if (p.published && p.instance === instance) {
-        fail(p, Code.Unavailable, `the gateway instance holding the device stopped while the call was in flight; it may have run (call_id ${p.req.callId})`);
-      }
-    }
-  });
-
-  async function route(p: Pending): Promise<void> {
-    const { req } = p;
-    let entry: PresenceEntry;
-    for (;;) {
-      // Listen for a change before reading: a device that connects while the
-      // record is read still wakes this call (read-then-listen would miss it).
-      const changed = req.waitForDevice ? new Promise<void>((resolve) => p.cleanup.push(o.cache.onChange(req.userId, resolve))) : undefined;
-      const record = await o.cache.get(req.userId);
-      if (p.settled) return;
-      const choice = choose(record, req, o.beats);
-      if (choice.entry !== undefined) {
-        entry = choice.entry;
-        break;
-      }
-      if (changed === undefined) throw choice.error;
-      await changed;
-      if (p.settled) return;
-    }
-    p.sessionId = entry.sessionId;
-    p.instance = entry.device!.gatewayInstance;
-    const relayed = encodeRelayedCall({
-      userId: req.userId,
-      requestedDeviceId: req.requestedDeviceId,
-      deviceId: entry.device!.deviceId,
-      sessionId: entry.sessionId,
-      replyInstance: instanceId,
-      callId: req.callId,
-      deadlineMs: req.deadline,
-      toolCall: encodeToolCall(req.callId, req.tool, req.argsBytes, req.deadline),
-    });
-    const h = headers();
-    h.set(MSG_ID, req.callId);
-    p.published = true;
-    // A plain publish with a reply subject: JetStream acks to our one ack
-    // subscription, with no request state (inbox, timer, error) per call.
-    const subject = names.call(req.userId, p.instance);
-    tracedCallPublish(h, subject, req.callId, p.instance, () => o.nc.publish(subject, relayed, { headers: h, reply: names.ack(instanceId, req.callId) }));
-  }
-
-  /** A call with this id was published before (by any instance): wait for its one outcome. */
-  async function join(p: Pending, seq: number): Promise<void> {
-    p.published = false; // not the owner: it records nothing
-    p.joined = true;
-    if (pending.get(p.req.callId) === p) pending.delete(p.req.callId);
-    const first = await o.jsm.direct.getMessage(names.callStream, { seq }).catch(() => null);
-    if (p.settled) return;
-    if (first === null) {
-      return settle(p, new ConnectError(`call_id was used within the last ${CALL_RETENTION_MS / 60_000} minutes and its record is gone; use a new call_id`, Code.AlreadyExists));
-    }
-    let rc: RelayedCall;
-    try {
-      rc = decodeRelayedCall(first.data);
-    } catch {
-      return settle(p, new ConnectError("call_id was used by another kind of call", Code.AlreadyExists));
-    }
-    if (!sameRelayed(rc, p.req)) {
-      return settle(p, new ConnectError("call_id was already used for a different user, device, tool or arguments", Code.AlreadyExists));
-    }
-    const sub = o.nc.subscribe(names.resultDelivered(p.req.callId, rc.replyInstance), {
-      max: 1,
-      callback: (err, msg) => {
-        if (!err) settle(p, decodeOutcome(msg.data));
-      },
-    });
-    p.cleanup.push(() => sub.unsubscribe());
-    const recorded = () => o.jsm.direct.getMessage(names.resultStream, { last_by_subj: names.result(p.req.callId, rc.replyInstance) }).catch(() => null);
-    const now = await recorded();
-    if (p.settled) return; // its cleanup ran already: arm nothing more
-    if (now !== null) return settle(p, decodeOutcome(now.data));
-    const giveUp = async () => {
-      const last = await recorded();
-      if (last !== null) return settle(p, decodeOutcome(last.data));
-      settle(p, new ConnectError("the first call with this call_id ended without a recorded outcome; it may have run", Code.Unavailable));
-    };
-    const wait = rc.deadlineMs + joinGraceMs - Date.now();
-    if (wait <= 0) return giveUp();
-    const t = setTimeout(() => void giveUp(), wait);
-    p.cleanup.push(() => clearTimeout(t));
-  }
-
   return {
-    call(req, signal) {
-      const existing = pending.get(req.callId);
-      if (existing !== undefined) {
-        if (!sameRequest(existing.req, req)) {
-          return Promise.reject(new ConnectError("call_id was already used for a different user, device, tool or arguments", Code.AlreadyExists));
-        }
-        return existing.promise;
-      }
-      if (!isNatsConnected(o.nc)) return Promise.reject(new ConnectError("the message bus is unavailable; retry shortly", Code.Unavailable));
-      const count = perUser.get(req.userId) ?? 0;
-      if (count >= o.maxPendingPerUser) {
-        return Promise.reject(
-          new ConnectError(`too many tool calls are waiting for this user's devices (${count}); retry later`, Code.ResourceExhausted),
-        );
-      }
-      perUser.set(req.userId, count + 1);
+    open(req) {
+      perUser.set(req.userId, (perUser.get(req.userId) ?? 0) + 1);
       let resolve!: (v: Outcome) => void;
       let reject!: (e: ConnectError) => void;
       const promise = new Promise<Outcome>((res, rej) => ((resolve = res), (reject = rej)));
       const p: Pending = { req, published: false, joined: false, sessionId: "", instance: "", settled: false, deadline: undefined, cleanup: [], resolve, reject, promise };
       pending.set(req.callId, p);
-      p.deadline = wheel.add(req.deadline, () => {
-        p.deadline = undefined;
-        const failure = deadlineFailure(p);
-        if (p.published) {
-          sendCancel(p, "the deadline passed");
-          fail(p, failure.code, failure.rawMessage);
-        } else settle(p, failure);
-      });
-      if (signal !== undefined) {
-        const onAbort = () => {
-          const reason = signal.reason instanceof ConnectError ? signal.reason : new ConnectError("the call was cancelled", Code.Canceled);
-          if (p.published) {
-            sendCancel(p, "the caller gave up");
-            fail(p, reason.code, reason.rawMessage);
-          } else settle(p, reason);
-        };
-        if (signal.aborted) onAbort();
-        else {
-          signal.addEventListener("abort", onAbort, { once: true });
-          p.cleanup.push(() => signal.removeEventListener("abort", onAbort));
-        }
-      }
-      route(p).catch((err: unknown) =>
-        settle(p, err instanceof ConnectError ? err : new ConnectError(`routing the call failed: ${(err as Error).message}`, Code.Unavailable)),
-      );
-      return promise;
+      return p;
     },
-    get pendingCount() {
+    get: (callId) => pending.get(callId),
+    unlist(p) {
+      if (pending.get(p.req.callId) === p) pending.delete(p.req.callId);
+    },
+    settle(p, outcome) {
+      if (p.settled) return;
+      p.settled = true;
+      if (p.deadline !== undefined) wheel.cancel(p.deadline);
+      for (const fn of p.cleanup) fn();
+      if (pending.get(p.req.callId) === p) pending.delete(p.req.callId);
+      const n = (perUser.get(p.req.userId) ?? 1) - 1;
+      if (n <= 0) perUser.delete(p.req.userId);
+      else perUser.set(p.req.userId, n);
+      if (outcome instanceof ConnectError) return p.reject(outcome);
+      if (outcome.failure !== undefined) return p.reject(new ConnectError(outcome.failure.message, outcome.failure.code as Code));
+      p.resolve(outcome);
+    },
+    countOf: (userId) => perUser.get(userId) ?? 0,
+    all: () => [...pending.values()],
+    get size() {
       return pending.size;
+    },
+  };
+}
+
+/** What the stages of the caller share. */
+interface CallerContext {
+  readonly o: CallerOptions;
+  readonly pending: PendingCalls;
+  readonly wheel: DeadlineWheel;
+}
+
+/** Creates the caller's side on this instance. */
+export function createToolCaller(o: CallerOptions): ToolCaller {
+  const wheel = createDeadlineWheel(25);
+  const ctx: CallerContext = { o, pending: createPendingCalls(wheel), wheel };
+  const subs = listenForOutcomes(ctx);
+  o.beats.onDead((instance) => failCallsHeldBy(ctx, instance));
+  return {
+    call: (req, signal) => startCall(ctx, req, signal),
+    get pendingCount() {
+      return ctx.pending.size;
     },
     stop() {
       for (const s of subs) s.unsubscribe();
       wheel.stop();
-      for (const p of [...pending.values()]) settle(p, new ConnectError("the gateway is shutting down; retry", Code.Unavailable));
+      for (const p of ctx.pending.all()) ctx.pending.settle(p, new ConnectError("the gateway is shutting down; retry", Code.Unavailable));
     },
   };
+}
+
+/** Admits a call (or joins the same one pending here), arms its deadline and cancellation, and routes it. */
+function startCall(ctx: CallerContext, req: CallRequest, signal: AbortSignal | undefined): Promise<Outcome> {
+  const { o, pending } = ctx;
+  const existing = pending.get(req.callId);
+  if (existing !== undefined) {
+    if (!sameRequest(existing.req, req)) {
+      return Promise.reject(new ConnectError("call_id was already used for a different user, device, tool or arguments", Code.AlreadyExists));
+    }
+    return existing.promise;
+  }
+  if (!isNatsConnected(o.nc)) return Promise.reject(new ConnectError("the message bus is unavailable; retry shortly", Code.Unavailable));
+  const count = pending.countOf(req.userId);
+  if (count >= o.maxPendingPerUser) {
+    return Promise.reject(new ConnectError(`too many tool calls are waiting for this user's devices (${count}); retry later`, Code.ResourceExhausted));
+  }
+  const p = pending.open(req);
+  armDeadline(ctx, p);
+  if (signal !== undefined) armAbort(ctx, p, signal);
+  routeCall(ctx, p).catch((err: unknown) =>
+    pending.settle(p, err instanceof ConnectError ? err : new ConnectError(`routing the call failed: ${(err as Error).message}`, Code.Unavailable)),
+  );
+  return p.promise;
+}
+
+/** At the deadline: a call handed out is cancelled at its holder and its failure recorded; otherwise it just ends. */
+function armDeadline(ctx: CallerContext, p: Pending): void {
+  p.deadline = ctx.wheel.add(p.req.deadline, () => {
+    p.deadline = undefined;
+    const failure = deadlineFailure(p);
+    if (p.published) {
+      sendCancel(ctx, p, "the deadline passed");
+      failDecided(ctx, p, failure.code, failure.rawMessage);
+    } else ctx.pending.settle(p, failure);
+  });
+}
+
+/** When the RPC is cancelled: the same as a deadline, with the signal's reason. */
+function armAbort(ctx: CallerContext, p: Pending, signal: AbortSignal): void {
+  const onAbort = () => {
+    const reason = signal.reason instanceof ConnectError ? signal.reason : new ConnectError("the call was cancelled", Code.Canceled);
+    if (p.published) {
+      sendCancel(ctx, p, "the caller gave up");
+      failDecided(ctx, p, reason.code, reason.rawMessage);
+    } else ctx.pending.settle(p, reason);
+  };
+  if (signal.aborted) onAbort();
+  else {
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.cleanup.push(() => signal.removeEventListener("abort", onAbort));
+  }
+}
+
+/** Settles with a failure this instance decided, recording it if the call was handed out (first writer wins). */
+function failDecided(ctx: CallerContext, p: Pending, code: Code, message: string): void {
+  if (p.settled) return;
+  if (p.published) {
+    const { nc, names, instanceId } = ctx.o;
+    const outcome = encodeOutcome({ callId: p.req.callId, sessionId: "", deviceId: "", failure: { code, message } });
+    sendOutcome(nc, names.resultDelivered(p.req.callId, instanceId), names.result(p.req.callId, instanceId), outcome);
+  }
+  ctx.pending.settle(p, new ConnectError(message, code));
+}
+
+/** Tells the holder instance to stop the call (it also stops it at the deadline by itself). */
+function sendCancel(ctx: CallerContext, p: Pending, reason: string): void {
+  const msg = create(GatewayControlSchema, { command: { case: "cancel", value: { callId: p.req.callId, sessionId: p.sessionId, reason, deadlineMs: BigInt(p.req.deadline) } } });
+  try {
+    ctx.o.nc.publish(ctx.o.names.control(p.instance), toBinary(GatewayControlSchema, msg));
+  } catch {
+    /* disconnected: the holder still stops it at the deadline */
+  }
+}
+
+/** A holder instance died: its calls in flight fail now (they may have run). */
+function failCallsHeldBy(ctx: CallerContext, instance: string): void {
+  for (const p of ctx.pending.all()) {
+    if (p.published && p.instance === instance) {
+      failDecided(ctx, p, Code.Unavailable, `the gateway instance holding the device stopped while the call was in flight; it may have run (call_id ${p.req.callId})`);
+    }
+  }
+}
+
+/** The two subscriptions of this instance: outcomes of its calls, and JetStream's acks of its publications. */
+function listenForOutcomes(ctx: CallerContext): Subscription[] {
+  const { nc, names, instanceId } = ctx.o;
+  return [
+    // Outcomes: the holder sends them here directly (and records them).
+    nc.subscribe(names.resultsOf(instanceId), { callback: (err, msg) => void (err || onOutcome(ctx, msg)) }),
+    // JetStream's acks of our publications: duplicates join the first call; refusals fail at once.
+    nc.subscribe(names.acksOf(instanceId), { callback: (err, msg) => void (err || onPublishAck(ctx, msg)) }),
+  ];
+}
+
+/** An outcome on this instance's result subject settles its pending call. */
+function onOutcome(ctx: CallerContext, msg: Msg): void {
+  const p = ctx.pending.get(callIdOfResult(msg.subject));
+  if (p === undefined || !p.published) return; // late, a duplicate, or a failure this instance recorded itself
+  let outcome: Outcome;
+  try {
+    outcome = decodeOutcome(msg.data);
+  } catch {
+    return ctx.o.log.warn({ subject: msg.subject }, "undecodable tool-call outcome");
+  }
+  if (outcome.sessionId !== "" && outcome.sessionId !== p.sessionId) {
+    return ctx.o.log.warn({ callId: outcome.callId }, "tool-call outcome from a connection the call was not sent to; ignored");
+  }
+  traceOutcomeReceived(msg.subject, msg.headers, outcome);
+  ctx.pending.settle(p, outcome);
+}
+
+/** JetStream's ack of a call's publication: a refusal fails it at once, a duplicate joins the first call. */
+function onPublishAck(ctx: CallerContext, msg: Msg): void {
+  const p = ctx.pending.get(callIdOfAck(msg.subject));
+  if (p === undefined || !p.published) return;
+  const ack = parsePublishAck(msg.data);
+  if (ack.error !== undefined) {
+    // Not stored, so never delivered: not recorded either, a retry may run it.
+    ctx.pending.settle(p, new ConnectError(`the message bus refused the call (${ack.error.description ?? "error"}); retry`, Code.Unavailable));
+  } else if (ack.duplicate) void joinFirstCall(ctx, p, ack.seq ?? 0);
+}
+
+/** Waits (if asked) for an eligible device in presence, then publishes the call to it. */
+async function routeCall(ctx: CallerContext, p: Pending): Promise<void> {
+  const { req } = p;
+  const { cache, beats } = ctx.o;
+  let entry: PresenceEntry;
+  for (;;) {
+    // Listen for a change before reading: a device that connects while the
+    // record is read still wakes this call (read-then-listen would miss it).
+    const changed = req.waitForDevice ? new Promise<void>((resolve) => p.cleanup.push(cache.onChange(req.userId, resolve))) : undefined;
+    const record = await cache.get(req.userId);
+    if (p.settled) return;
+    const choice = chooseDevice(record, req, beats);
+    if (choice.entry !== undefined) {
+      entry = choice.entry;
+      break;
+    }
+    if (changed === undefined) throw choice.error;
+    await changed;
+    if (p.settled) return;
+  }
+  publishCall(ctx, p, entry);
+}
+
+/** Publishes the call to the stream of `entry`'s holder, Nats-Msg-Id = call id, acked to this instance's ack subject. */
+function publishCall(ctx: CallerContext, p: Pending, entry: PresenceEntry): void {
+  const { nc, names, instanceId } = ctx.o;
+  const { req } = p;
+  p.sessionId = entry.sessionId;
+  p.instance = entry.device!.gatewayInstance;
+  const relayed = relayedCallOf(req, entry, instanceId);
+  const h = headers();
+  h.set(MSG_ID, req.callId);
+  p.published = true;
+  // A plain publish with a reply subject: JetStream acks to our one ack
+  // subscription, with no request state (inbox, timer, error) per call.
+  const subject = names.call(req.userId, p.instance);
+  tracedCallPublish(h, subject, req.callId, p.instance, () => nc.publish(subject, relayed, { headers: h, reply: names.ack(instanceId, req.callId) }));
+}
+
+/** A call with this id was published before (by any instance): wait for its one outcome. */
+async function joinFirstCall(ctx: CallerContext, p: Pending, seq: number): Promise<void> {
+  const { nc, jsm, names } = ctx.o;
+  const { pending } = ctx;
+  p.published = false; // not the owner: it records nothing
+  p.joined = true;
+  pending.unlist(p);
+  const first = await jsm.direct.getMessage(names.callStream, { seq }).catch(() => null);
+  if (p.settled) return;
+  const refusal = joinRefusal(first, p.req);
+  if (refusal !== undefined) return pending.settle(p, refusal);
+  const rc = decodeRelayedCall(first!.data);
+  const sub = nc.subscribe(names.resultDelivered(p.req.callId, rc.replyInstance), {
+    max: 1,
+    callback: (err, msg) => {
+      if (!err) pending.settle(p, decodeOutcome(msg.data));
+    },
+  });
+  p.cleanup.push(() => sub.unsubscribe());
+  const recorded = () => jsm.direct.getMessage(names.resultStream, { last_by_subj: names.result(p.req.callId, rc.replyInstance) }).catch(() => null);
+  const now = await recorded();
+  if (p.settled) return; // its cleanup ran already: arm nothing more
+  if (now !== null) return pending.settle(p, decodeOutcome(now.data));
+  const giveUp = async () => {
+    const last = await recorded();
+    if (last !== null) return pending.settle(p, decodeOutcome(last.data));
+    pending.settle(p, new ConnectError("the first call with this call_id ended without a recorded outcome; it may have run", Code.Unavailable));
+  };
+  const wait = rc.deadlineMs + joinGraceMs - Date.now();
+  if (wait <= 0) return void (await giveUp());
+  const t = setTimeout(() => void giveUp(), wait);
+  p.cleanup.push(() => clearTimeout(t));
+}
+
+/** Why a retry may not join the first call stored with its id (`first`, null when no longer kept); undefined when it may. */
+export function joinRefusal(first: { readonly data: Uint8Array } | null, req: CallRequest): ConnectError | undefined {
+  if (first === null) {
+    return new ConnectError(`call_id was used within the last ${CALL_RETENTION_MS / 60_000} minutes and its record is gone; use a new call_id`, Code.AlreadyExists);
+  }
+  let rc: RelayedCall;
+  try {
+    rc = decodeRelayedCall(first.data);
+  } catch {
+    return new ConnectError("call_id was used by another kind of call", Code.AlreadyExists);
+  }
+  if (!sameRelayed(rc, req)) return new ConnectError("call_id was already used for a different user, device, tool or arguments", Code.AlreadyExists);
+  return undefined;
+}
+
+/** The relayed call this instance publishes for `req` to `entry`'s connection, answering to `replyInstance`. */
+export function relayedCallOf(req: CallRequest, entry: PresenceEntry, replyInstance: string): Uint8Array {
+  return encodeRelayedCall({
+    userId: req.userId,
+    requestedDeviceId: req.requestedDeviceId,
+    deviceId: entry.device!.deviceId,
+    sessionId: entry.sessionId,
+    replyInstance,
+    callId: req.callId,
+    deadlineMs: req.deadline,
+    toolCall: encodeToolCall(req.callId, req.tool, req.argsBytes, req.deadline),
+  });
 }
 
 /** The call id of a result subject (`…results.<call id>.<instance>`). */
@@ -340,8 +424,8 @@ export function deadlineFailure(p: { readonly published: boolean; readonly joine
   return new ConnectError("the call's deadline passed", Code.DeadlineExceeded);
 }
 
-/** Picks the device: the named one, else the most recently connected live one offering the tool. */
-function choose(record: PresenceRecord, req: CallRequest, beats: GatewayBeats): { entry?: PresenceEntry; error: ConnectError } {
+/** Picks the device: the named one, else the most recently connected live one offering the tool; `error` says why none fits. */
+export function chooseDevice(record: PresenceRecord, req: CallRequest, beats: Pick<GatewayBeats, "isAlive">): { entry?: PresenceEntry; error: ConnectError } {
   let best: PresenceEntry | undefined;
   let bestTime = -1;
   let connected = 0;
@@ -365,11 +449,13 @@ function choose(record: PresenceRecord, req: CallRequest, beats: GatewayBeats): 
   return { error: new ConnectError(`no connected device of the user offers the tool "${req.tool}"`, Code.FailedPrecondition) };
 }
 
-function sameRequest(a: CallRequest, b: CallRequest): boolean {
+/** Whether a retry asks for the same call (user, device, tool, arguments). */
+export function sameRequest(a: CallRequest, b: CallRequest): boolean {
   return a.userId === b.userId && a.requestedDeviceId === b.requestedDeviceId && a.tool === b.tool && Buffer.compare(a.argsBytes, b.argsBytes) === 0;
 }
 
-function sameRelayed(rc: RelayedCall, req: CallRequest): boolean {
+/** Whether the stored first call `rc` is the call `req` asks for again. */
+export function sameRelayed(rc: RelayedCall, req: CallRequest): boolean {
   if (rc.userId !== req.userId || rc.requestedDeviceId !== req.requestedDeviceId) return false;
   // The first call's ToolCall bytes, re-encoded from its parts for comparison.
   const expected = encodeToolCall(req.callId, req.tool, req.argsBytes, rc.deadlineMs);
