@@ -8,7 +8,7 @@
 import { stringify } from "yaml";
 import type { EdgeConfig } from "./edge-config.js";
 import { generatedHeader } from "./generate.js";
-import type { Topology } from "./topology.js";
+import { calledServiceUrls, type Topology } from "./topology.js";
 
 type Json = Record<string, unknown>;
 
@@ -114,7 +114,7 @@ export function buildCompose(topology: Topology, config: EdgeConfig): Json {
             AUTH_SERVICE_TOKEN: `\${AUTH_SERVICE_TOKEN_${m.name.toUpperCase()}:-}`,
           };
     services[m.name] = app({
-      environment: { SERVICES: m.name, ...sharedEnv, OTEL_SERVICE_NAME: `switchyard-${m.name}`, ...authEnv },
+      environment: { SERVICES: m.name, ...sharedEnv, OTEL_SERVICE_NAME: `switchyard-${m.name}`, ...authEnv, ...calledServiceUrls(m, config.servicePort) },
       depends_on: {
         migrate: { condition: "service_completed_successfully" },
         postgres: { condition: "service_healthy" },

@@ -19,7 +19,7 @@ import { platformVars } from "../platform/settings.js";
 import { images } from "./compose.js";
 import type { EdgeConfig } from "./edge-config.js";
 import { generatedHeader } from "./generate.js";
-import type { Topology } from "./topology.js";
+import { calledServiceUrls, type Topology } from "./topology.js";
 
 /** A Kubernetes object as plain data. */
 export type KubeObject = { apiVersion: string; kind: string; metadata: { name: string; [k: string]: unknown }; [k: string]: unknown };
@@ -52,7 +52,7 @@ export function buildKubernetes(topology: Topology, config: EdgeConfig, envoyYam
     ...secretsAndConfig(topology, config, shutdownGraceMs),
     ...natsStatefulSet(),
     ...migration(),
-    ...topology.modules.flatMap((m) => moduleObjects(m.name, m.replicas, m.services.length > 0, config, shutdownGraceMs)),
+    ...topology.modules.flatMap((m) => moduleObjects(m.name, m.replicas, m.services.length > 0, calledServiceUrls(m, config.servicePort), config, shutdownGraceMs)),
     ...envoy(config, envoyYaml),
   ];
 }
@@ -216,7 +216,7 @@ function migration(): KubeObject[] {
   ];
 }
 
-function moduleObjects(name: string, replicas: number, servesRpcs: boolean, config: EdgeConfig, shutdownGraceMs: number): KubeObject[] {
+function moduleObjects(name: string, replicas: number, servesRpcs: boolean, calledUrls: Record<string, string>, config: EdgeConfig, shutdownGraceMs: number): KubeObject[] {
   const sel = { ...labels("service"), "switchyard/module": name };
   const authEnv =
     name === "auth"
@@ -255,7 +255,12 @@ function moduleObjects(name: string, replicas: number, servesRpcs: boolean, conf
                 name,
                 image: images.app,
                 envFrom: [{ configMapRef: { name: CONFIG } }],
-                env: [{ name: "SERVICES", value: name }, secretEnv("DATABASE_URL"), ...authEnv],
+                env: [
+                  { name: "SERVICES", value: name },
+                  secretEnv("DATABASE_URL"),
+                  ...authEnv,
+                  ...Object.entries(calledUrls).map(([variable, value]) => ({ name: variable, value })),
+                ],
                 ports: [{ name: PORT_NAME, containerPort: config.servicePort }],
                 startupProbe: { grpc: { port: config.servicePort }, periodSeconds: 2, failureThreshold: 60 },
                 readinessProbe: { httpGet: { path: "/readyz", port: PORT_NAME }, periodSeconds: 5, failureThreshold: 2 },

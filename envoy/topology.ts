@@ -11,7 +11,7 @@ import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Access } from "../gen/switchyard/options/v1/options_pb.js";
-import { accessOf, rpcPath, type ServiceModule } from "../platform/index.js";
+import { accessOf, rpcPath, serviceUrlVariable, type ServiceModule } from "../platform/index.js";
 
 /** A plain HTTP route the edge sends to a module (not an RPC). */
 export interface EdgeHttpRoute {
@@ -37,6 +37,8 @@ export interface ModuleTopology {
   readonly replicas: number;
   /** Whether it has migrations of its own. */
   readonly migrations: boolean;
+  /** The modules it calls: the production shapes tell it where each serves (`<NAME>_URL`). */
+  readonly calls: readonly string[];
 }
 
 /** The whole service list. */
@@ -83,6 +85,12 @@ export async function readTopology(root: string): Promise<Topology> {
       httpRoutes: edgeRoutes(m),
       replicas: m.replicas ?? 1,
       migrations: m.migrations !== undefined,
+      calls: m.calls ?? [],
     })),
   };
+}
+
+/** Where `m` finds each module it calls in a production shape: `<NAME>_URL` → http://<name>:<port> (compose service or Kubernetes Service). */
+export function calledServiceUrls(m: ModuleTopology, port: number): Record<string, string> {
+  return Object.fromEntries(m.calls.map((name) => [serviceUrlVariable(name), `http://${name}:${port}`]));
 }

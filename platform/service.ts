@@ -94,7 +94,7 @@ export interface ServiceModule {
   readonly serves: readonly DescService[];
   /** The plain HTTP routes and upgrades it owns; starting fails when `start` serves any other, or leaves one out. */
   readonly routes?: readonly RouteDeclaration[];
-  /** The modules it calls through their generated clients (e.g. ["gateway"]): where each serves comes from `ServiceContext.serviceUrl`. */
+  /** The modules it calls through their generated clients, by name: where each serves comes from `ServiceContext.serviceUrl`. */
   readonly calls?: readonly string[];
   /** How many copies the production shapes (compose, Kubernetes) run; 1 when absent. */
   readonly replicas?: number;
