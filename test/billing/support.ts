@@ -73,6 +73,8 @@ export async function startBilling(options: { env?: Record<string, string>; node
     NATS_URL: nats.url,
     LOG_LEVEL: "warn",
     AUTH_MASTER_KEY: randomBytes(32).toString("base64"),
+    // Set for runs with every module (SERVICES empty), where storage starts too.
+    STORAGE_MASTER_KEY: randomBytes(32).toString("base64"),
     AUTH_REGISTER_MAX_PER_ADDRESS: "10000",
     BILLING_ALLOWED_REDIRECT_ORIGINS: CONSOLE,
     RATE_LIMIT_FREE: "30",
