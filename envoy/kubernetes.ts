@@ -254,7 +254,8 @@ function moduleObjects(name: string, replicas: number, servesRpcs: boolean, call
               {
                 name,
                 image: images.app,
-                envFrom: [{ configMapRef: { name: CONFIG } }],
+                // The module's own secrets (e.g. STORAGE_MASTER_KEY, STRIPE_SECRET_KEY, LLM_API_KEY) in a Secret of its own, so no module sees another's.
+                envFrom: [{ configMapRef: { name: CONFIG } }, { secretRef: { name: `switchyard-${name}`, optional: true } }],
                 env: [
                   { name: "SERVICES", value: name },
                   secretEnv("DATABASE_URL"),
