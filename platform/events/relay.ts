@@ -210,7 +210,10 @@ export function startRelay(options: RelayOptions): Relay {
       wake?.();
       await loop;
       await direct.settle();
-      await (await listening)?.unlisten().catch(() => undefined);
+      // UNLISTEN travels on the listening connection, which may be reconnecting to a host that is gone
+      // (a failed-over primary): closing the pool ends it anyway, so it is not awaited past a moment.
+      const unlistened = (await listening)?.unlisten().catch(() => undefined);
+      await Promise.race([unlistened, new Promise((r) => setTimeout(r, 1000).unref())]);
     },
   };
 }

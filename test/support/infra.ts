@@ -102,15 +102,22 @@ export function postgresUrl(): Promise<string> {
   })());
 }
 
-async function startPostgres(): Promise<string> {
+/** PostgreSQL's server binaries, a fresh data folder owned by the user the server runs as, and a runner that runs as that user. */
+function postgresTools(folderPrefix: string): { bin: string; dir: string; run: (cmd: string, args: string[]) => [string, string[]] } {
   const versions = existsSync("/usr/lib/postgresql") ? readdirSync("/usr/lib/postgresql").sort() : [];
   const bin = versions.length ? `/usr/lib/postgresql/${versions.at(-1)}/bin` : undefined;
   if (!bin) throw new Error("no PostgreSQL server binaries found: apt-get install postgresql (or start one on 5432)");
-  const dir = mkdtempSync(join(tmpdir(), "sy-pg-"));
-  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), folderPrefix));
+  // As root, the server must run as "postgres" (it refuses root), owning its folder.
   const asPostgres = process.getuid?.() === 0;
   if (asPostgres) chownSync(dir, Number(execFileSync("id", ["-u", "postgres"]).toString().trim()), Number(execFileSync("id", ["-g", "postgres"]).toString().trim()));
   const run = (cmd: string, args: string[]) => (asPostgres ? ["runuser", ["-u", "postgres", "--", cmd, ...args]] : [cmd, args]) as [string, string[]];
+  return { bin, dir, run };
+}
+
+async function startPostgres(): Promise<string> {
+  const { bin, dir, run } = postgresTools("sy-pg-");
+  const port = await freePort();
   execFileSync(...run(`${bin}/initdb`, ["-D", dir, "-A", "trust", "-U", "postgres"]), { stdio: "ignore" });
   const child = spawn(...run(`${bin}/postgres`, ["-D", dir, "-p", String(port), "-k", dir, "-c", "listen_addresses=127.0.0.1"]), { stdio: "ignore" });
   children.push(child);
@@ -151,14 +158,8 @@ export interface OwnPostgres {
 
 /** Starts a private PostgreSQL (initdb in a temp dir, trust auth) for tests that stop and restart it. */
 export async function startOwnPostgres(): Promise<OwnPostgres> {
-  const versions = existsSync("/usr/lib/postgresql") ? readdirSync("/usr/lib/postgresql").sort() : [];
-  const bin = versions.length ? `/usr/lib/postgresql/${versions.at(-1)}/bin` : undefined;
-  if (!bin) throw new Error("no PostgreSQL server binaries found: apt-get install postgresql");
-  const dataDir = mkdtempSync(join(tmpdir(), "sy-ownpg-"));
+  const { bin, dir: dataDir, run } = postgresTools("sy-ownpg-");
   const port = await freePort();
-  const asPostgres = process.getuid?.() === 0;
-  if (asPostgres) chownSync(dataDir, Number(execFileSync("id", ["-u", "postgres"]).toString().trim()), Number(execFileSync("id", ["-g", "postgres"]).toString().trim()));
-  const run = (cmd: string, args: string[]) => (asPostgres ? ["runuser", ["-u", "postgres", "--", cmd, ...args]] : [cmd, args]) as [string, string[]];
   execFileSync(...run(`${bin}/initdb`, ["-D", dataDir, "-A", "trust", "-U", "postgres"]), { stdio: "ignore" });
   process.once("exit", () => rmSync(dataDir, { recursive: true, force: true }));
   let child: ChildProcess | undefined;
@@ -213,14 +214,8 @@ export interface OwnStandby extends OwnPostgres {
  * connection from 127.0.0.1.
  */
 export async function startOwnStandby(primary: OwnPostgres): Promise<OwnStandby> {
-  const versions = existsSync("/usr/lib/postgresql") ? readdirSync("/usr/lib/postgresql").sort() : [];
-  const bin = versions.length ? `/usr/lib/postgresql/${versions.at(-1)}/bin` : undefined;
-  if (!bin) throw new Error("no PostgreSQL server binaries found: apt-get install postgresql");
-  const dataDir = mkdtempSync(join(tmpdir(), "sy-standby-"));
+  const { bin, dir: dataDir, run } = postgresTools("sy-standby-");
   const port = await freePort();
-  const asPostgres = process.getuid?.() === 0;
-  if (asPostgres) chownSync(dataDir, Number(execFileSync("id", ["-u", "postgres"]).toString().trim()), Number(execFileSync("id", ["-g", "postgres"]).toString().trim()));
-  const run = (cmd: string, args: string[]) => (asPostgres ? ["runuser", ["-u", "postgres", "--", cmd, ...args]] : [cmd, args]) as [string, string[]];
   execFileSync(...run(`${bin}/pg_basebackup`, ["-h", "127.0.0.1", "-p", String(primary.port), "-U", "postgres", "-D", dataDir, "-R", "-X", "stream"]), { stdio: "ignore" });
   process.once("exit", () => rmSync(dataDir, { recursive: true, force: true }));
   let child: ChildProcess | undefined;
