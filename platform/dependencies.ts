@@ -70,12 +70,23 @@ export function usesOf(module: ServiceModule): Set<Dependency> {
  * event bus. Rejects (after closing what it opened) when a migration fails
  * or no NATS server can be had.
  */
+/** Longest one dependency may take to close at shutdown. */
+const CLOSE_STEP_MS = 5000;
+
 export async function startDependencies(modules: readonly ServiceModule[], settings: PlatformSettings, log: Logger): Promise<Dependencies> {
   const needs = new Set<Dependency>();
   for (const m of modules) for (const u of usesOf(m)) needs.add(u);
-  const closers: (() => Promise<void>)[] = [];
+  const closers: [name: string, close: () => Promise<void>][] = [];
+  // Each closes within a bound: a dependency stuck on a host that is gone (a failed-over primary, a dead
+  // NATS node) must not keep the process from stopping; what is left is said, and the process exits anyway.
   const closeAll = async () => {
-    for (const c of closers.reverse()) await c().catch((err: unknown) => log.warn({ err: String(err) }, "closing a dependency failed"));
+    for (const [name, close] of closers.reverse()) {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), CLOSE_STEP_MS)));
+      const result = await Promise.race([close().catch((err: unknown) => log.warn({ err: String(err), dependency: name }, "closing a dependency failed")), late]);
+      clearTimeout(timer);
+      if (result === "late") log.warn({ dependency: name, ms: CLOSE_STEP_MS }, "a dependency did not close in time; stopping without it");
+    }
     closers.length = 0;
   };
   try {
@@ -84,12 +95,12 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
       let url = settings.DATABASE_URL;
       if (url === "") {
         const embedded: EmbeddedPostgres = await startEmbeddedPostgres(resolve(settings.DATA_DIR, "pg"));
-        closers.push(() => embedded.stop());
+        closers.push(["the embedded PostgreSQL", () => embedded.stop()]);
         url = embedded.url;
         log.info({ dataDir: resolve(settings.DATA_DIR, "pg"), shared: !embedded.owner }, "using the embedded PostgreSQL (DATABASE_URL unset)");
       }
       const database = createDatabase(url, { max: settings.DATABASE_POOL_MAX, applicationName: `switchyard-${settings.INSTANCE_ID}` });
-      closers.push(() => database.close());
+      closers.push(["the PostgreSQL pool", () => database.close()]);
       const applied = await migrate(
         database.sql,
         modules.filter((m) => usesOf(m).has("db")).map((m) => ({ service: m.name, dir: m.migrations })),
@@ -104,19 +115,19 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
       if (url === "") {
         const local: LocalNats | undefined = await ensureLocalNats(resolve(settings.DATA_DIR, "nats"));
         if (local !== undefined) {
-          closers.push(() => local.stop());
+          closers.push(["the local nats-server", () => local.stop()]);
           log.info({ storeDir: resolve(settings.DATA_DIR, "nats") }, "started a local nats-server (NATS_URL unset)");
         }
         url = "nats://127.0.0.1:4222";
       }
       const nc = await connectNats(url, log, { name: `switchyard-${settings.INSTANCE_ID}` });
       // drain() waits for the server; while NATS is down that could be forever.
-      closers.push(async () => {
+      closers.push(["the NATS connection", async () => {
         await Promise.race([nc.drain(), new Promise((_, reject) => setTimeout(reject, 3000).unref())]).catch(() => nc.close());
-      });
+      }]);
       nats = nc;
       const declarer = createStreamDeclarer(nc, { replicas: settings.NATS_REPLICAS, budgetMs: settings.NATS_DECLARE_BUDGET_MS, log: log.child({ component: "jetstream" }) });
-      closers.push(async () => declarer.stop());
+      closers.push(["the stream declarer", async () => declarer.stop()]);
       streams = declarer;
     }
     // The declarer's own record, so the objects modules declare later show up in /readyz too.
@@ -124,7 +135,7 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
     let events: EventBus | undefined;
     if (needs.has("events") && db !== undefined && nats !== undefined) {
       const bus = await createEventBus({ db, nc: nats, log, readiness, streams });
-      closers.push(() => bus.stop());
+      closers.push(["the event bus", () => bus.stop()]);
       events = bus;
     }
     const limits: Middleware[] = [];
@@ -132,10 +143,10 @@ export async function startDependencies(modules: readonly ServiceModule[], setti
       const limiter = createLeasedLimiter(createBudgetStore(db.sql));
       const timer = setInterval(() => void limiter.prune().catch(() => undefined), 10 * 60_000);
       timer.unref();
-      closers.push(async () => {
+      closers.push(["the rate limiter", async () => {
         clearInterval(timer);
         await limiter.close().catch(() => undefined); // unused leases back to the shared budget
-      });
+      }]);
       limits.push(rateLimit(limiter, tierLimitsOf(settings), log.child({ component: "rate-limit" })));
     }
     if (db !== undefined) readiness.postgres = () => db.ping();

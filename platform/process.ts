@@ -50,7 +50,7 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
   } catch (err) {
     // A failed start stops what did start, so an in-process caller (a test) is left with no pool or connection open.
     shutdown.abort();
-    for (const p of [...parts].reverse()) await p.stop?.();
+    await stopModules(modules, parts, log);
     await deps.close();
     await tracing?.shutdown();
     throw err;
@@ -75,7 +75,7 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
     // Nothing serves, so nothing may stay open: stop the modules, the pool, NATS and their timers.
     shutdown.abort();
     await server.shutdown(0);
-    for (const p of [...parts].reverse()) await p.stop?.();
+    await stopModules(modules, parts, log);
     await deps.close();
     await tracing?.shutdown();
     throw listenError(err, settings.HOST, settings.PORT);
@@ -90,7 +90,7 @@ export async function startProcess(modules: readonly ServiceModule[], settings: 
       (stopping ??= (async () => {
         shutdown.abort();
         await server.shutdown(settings.SHUTDOWN_GRACE_MS);
-        for (const p of [...parts].reverse()) await p.stop?.();
+        await stopModules(modules, parts, log);
         await deps.close();
         await tracing?.shutdown(); // the last spans are exported before exit
       })()),
@@ -128,4 +128,24 @@ export function exitOnSignals(proc: RunningProcess): void {
   };
   process.once("SIGTERM", onSignal);
   process.once("SIGINT", onSignal);
+}
+
+/** Longest one module's background work may take to stop. */
+const MODULE_STOP_MS = 10_000;
+
+/**
+ * Stops the started modules' background work, last started first, each within
+ * a bound: one stuck on a host that is gone must not keep the process from
+ * stopping (it is named in the log, and the process exits anyway).
+ */
+async function stopModules(modules: readonly ServiceModule[], parts: readonly ServiceParts[], log: Logger): Promise<void> {
+  for (let i = parts.length - 1; i >= 0; i--) {
+    const stop = parts[i]!.stop;
+    if (stop === undefined) continue;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), MODULE_STOP_MS)));
+    const result = await Promise.race([stop.call(parts[i]).catch((err: unknown) => log.warn({ err: String(err), service: modules[i]?.name }, "stopping a module failed")), late]);
+    clearTimeout(timer);
+    if (result === "late") log.warn({ service: modules[i]?.name, ms: MODULE_STOP_MS }, "a module did not stop in time; stopping without it");
+  }
 }
