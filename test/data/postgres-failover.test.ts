@@ -12,6 +12,7 @@ import { after, before, test } from "node:test";
 import { TestingService } from "../../gen/switchyard/testing/v1/testing_pb.js";
 import { startProcess, type RunningProcess } from "../../platform/process.js";
 import { startNats, startOwnPostgres, startOwnStandby, type OwnNats, type OwnPostgres, type OwnStandby } from "../support/infra.js";
+import { startTraffic } from "../support/traffic.js";
 import { readyz, testSettings, waitFor } from "./helpers.js";
 import { ledgerModule } from "./fixtures/ledger.js";
 
@@ -44,27 +45,14 @@ after(async () => {
 test("primary lost, standby promoted: not ready and UNAVAILABLE meanwhile, then served by the new primary without a restart", async () => {
   const client = createClient(TestingService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${proc.port}` }));
   assert.equal((await client.unaryCall({ text: "before" }, { timeoutMs: 5000 })).text, "before");
-  let running = true;
-  const codes = new Map<string, number>();
-  const traffic = Array.from({ length: 8 }, async (_, k) => {
-    for (let i = 0; running; i++) {
-      try {
-        await client.unaryCall({ text: `load ${k}.${i}` }, { timeoutMs: 3000 });
-        codes.set("ok", (codes.get("ok") ?? 0) + 1);
-      } catch (err) {
-        const code = err instanceof ConnectError ? Code[err.code] : String(err);
-        codes.set(code, (codes.get(code) ?? 0) + 1);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    }
-  });
+  const traffic = startTraffic(client, 8);
   try {
-    await waitFor("some traffic before the primary stops", () => (codes.get("ok") ?? 0) >= 30);
+    await waitFor("some traffic before the primary stops", () => traffic.ok() >= 30);
     await failOver(client);
   } finally {
-    running = false;
-    await Promise.all(traffic);
+    await traffic.stop();
   }
+  const codes = traffic.codes;
   assert.deepEqual([...codes.keys()].filter((c) => c !== "ok" && c !== "Unavailable"), [], `only UNAVAILABLE failures: ${JSON.stringify([...codes])}`);
 });
 

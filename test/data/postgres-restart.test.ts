@@ -15,6 +15,7 @@ import { after, before, test } from "node:test";
 import { TestingService } from "../../gen/switchyard/testing/v1/testing_pb.js";
 import { startProcess, type RunningProcess } from "../../platform/process.js";
 import { startNats, startOwnPostgres, type OwnNats, type OwnPostgres } from "../support/infra.js";
+import { startTraffic } from "../support/traffic.js";
 import { readyz, testSettings, waitFor } from "./helpers.js";
 import { ledgerModule } from "./fixtures/ledger.js";
 
@@ -38,21 +39,8 @@ test("PostgreSQL restarted: not ready and UNAVAILABLE within the deadline meanwh
   assert.equal((await client.unaryCall({ text: "before" }, { timeoutMs: 5000 })).text, "before");
   assert.equal((await readyz(proc.port)).status, 200);
 
-  let running = true;
-  const codes = new Map<string, number>();
-  const traffic = Array.from({ length: 16 }, async (_, k) => {
-    for (let i = 0; running; i++) {
-      try {
-        await client.unaryCall({ text: `load ${k}.${i}` }, { timeoutMs: 3000 });
-        codes.set("ok", (codes.get("ok") ?? 0) + 1);
-      } catch (err) {
-        const code = err instanceof ConnectError ? Code[err.code] : String(err);
-        codes.set(code, (codes.get(code) ?? 0) + 1);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    }
-  });
-  await waitFor("some traffic before the stop", () => (codes.get("ok") ?? 0) >= 50);
+  const traffic = startTraffic(client, 16);
+  await waitFor("some traffic before the stop", () => traffic.ok() >= 50);
 
   await pg.stop();
   const down = await waitFor("/readyz to report PostgreSQL down", async () => {
@@ -71,8 +59,8 @@ test("PostgreSQL restarted: not ready and UNAVAILABLE within the deadline meanwh
 
   await pg.start();
   await waitFor("/readyz to report ready again", async () => (await readyz(proc.port)).status === 200);
-  running = false;
-  await Promise.all(traffic);
+  await traffic.stop();
+  const codes = traffic.codes;
   assert.deepEqual([...codes.keys()].filter((c) => c !== "ok" && c !== "Unavailable"), [], `only UNAVAILABLE failures: ${JSON.stringify([...codes])}`);
   await waitFor("a storing RPC to succeed again", () => client.unaryCall({ text: "after" }, { timeoutMs: 5000 }).then((r) => r.text === "after"));
 });
