@@ -4,8 +4,8 @@
  * its request id, and at most the time that remains of its deadline, so a
  * caller that gives up stops the whole chain instead of leaving work behind.
  *
- * The transport is connect's `Transport` over a grpc-js channel (see
- * rpc/grpc-transport.ts): one channel per target URL in the process,
+ * The transport is connect's `Transport` speaking gRPC over `node:http2`
+ * (see rpc/http2-transport.ts): one per target URL in the process,
  * long-lived HTTP/2 connections with keepalive, calls spread over every
  * address a DNS name resolves to, UNAVAILABLE retried for idempotent methods
  * within a budget. Propagation is done by connect interceptors, so more
@@ -14,7 +14,7 @@
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type CallOptions, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { currentRequest, traceparentOf } from "./request-context.js";
-import { createGrpcChannelTransport } from "./rpc/grpc-transport.js";
+import { createHttp2Transport } from "./rpc/http2-transport.js";
 import { failedStream, returnsStream } from "./rpc/pipeline.js";
 import { traceClientCalls } from "./telemetry/tracing.js";
 
@@ -32,10 +32,10 @@ export const propagateRequestContext: Interceptor = (next) => (req) => {
  * A gRPC (h2c) transport to another service, with context propagation, then
  * a CLIENT span per call (when tracing is on), then `interceptors` (e.g. a
  * service token source's) in order. Each transport owns
- * its channel: create one per target and keep it for the process's life.
+ * its connections: create one per target and keep it for the process's life.
  */
 export function createServiceTransport(baseUrl: string, interceptors: Interceptor[] = []): Transport {
-  return createGrpcChannelTransport({ baseUrl, interceptors: [propagateRequestContext, traceClientCalls, ...interceptors] });
+  return createHttp2Transport({ baseUrl, interceptors: [propagateRequestContext, traceClientCalls, ...interceptors] });
 }
 
 /**

@@ -1,5 +1,5 @@
 /**
- * The platform's service client (platform/client.ts over grpc-js): connect
+ * The platform's service client (platform/client.ts over node:http2): connect
  * interceptors see every call, errors arrive with their code and details,
  * server streams work, and UNAVAILABLE is retried only where the proto says
  * a method may run twice.
@@ -8,6 +8,8 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import assert from "node:assert/strict";
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
 import { after, before, test } from "node:test";
 import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { EchoNestedResponseSchema, TestingService, UnaryCallResponseSchema } from "../../gen/switchyard/testing/v1/testing_pb.js";
@@ -16,6 +18,7 @@ import { createLogger } from "../../platform/log.js";
 import { startProcess, type RunningProcess } from "../../platform/process.js";
 import { register } from "../../platform/rpc/pipeline.js";
 import { readPlatformSettings } from "../../platform/settings.js";
+import { waitFor } from "../support/wait.js";
 
 let platform: RunningProcess;
 let flaky: grpc.Server;
@@ -24,6 +27,8 @@ let flakyPort: number;
 const received = { unaryCall: 0, echoNested: 0 };
 /** How many calls, from now, the flaky server fails with UNAVAILABLE. */
 let failNext = 0;
+/** Calls whose caller gave up while the platform held them. */
+const abandoned: string[] = [];
 
 before(async () => {
   platform = await startProcess(
@@ -35,8 +40,14 @@ before(async () => {
         start: () => ({
           services: [
             register(TestingService, {
-              unaryCall: (req, ctx) => {
+              unaryCall: async (req, ctx) => {
                 ctx.responseHeader.set("x-seen", ctx.requestHeader.get("x-added") ?? "none");
+                if (req.sleepMs > 0) {
+                  // Holds the call until the caller gives up; says so on the way out.
+                  await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
+                  abandoned.push(req.text);
+                  return {};
+                }
                 if (req.text === "slow down") {
                   throw new ConnectError("slow down", Code.ResourceExhausted, undefined, [
                     { desc: RetryInfoSchema, value: { retryDelay: { seconds: 2n, nanos: 0 } } },
@@ -153,4 +164,38 @@ test("a DNS name is resolved by the channel (round robin over the addresses that
   // localhost may resolve to ::1 as well, where nothing listens: round_robin uses what connects.
   const client = createServiceClient(TestingService, createServiceTransport(`http://localhost:${platform.port}`));
   for (let i = 0; i < 5; i++) assert.equal((await client.unaryCall({ text: `n${i}` }, { timeoutMs: 5000 })).text, `n${i}`);
+});
+
+test("a call past its deadline fails DEADLINE_EXCEEDED, and the server sees the caller leave", async () => {
+  const client = createServiceClient(TestingService, createServiceTransport(`http://127.0.0.1:${platform.port}`));
+  await assert.rejects(client.unaryCall({ text: "late", sleepMs: 60_000 }, { timeoutMs: 100 }), (e: unknown) => e instanceof ConnectError && e.code === Code.DeadlineExceeded);
+  await waitFor("the server saw the call end", () => abandoned.includes("late"));
+});
+
+test("a call the caller aborts fails CANCELED, and the server sees it end", async () => {
+  const client = createServiceClient(TestingService, createServiceTransport(`http://127.0.0.1:${platform.port}`));
+  const controller = new AbortController();
+  const call = client.unaryCall({ text: "dropped", sleepMs: 60_000 }, { signal: controller.signal });
+  setImmediate(() => controller.abort());
+  await assert.rejects(call, (e: unknown) => e instanceof ConnectError && e.code === Code.Canceled);
+  await waitFor("the server saw the call end", () => abandoned.includes("dropped"));
+});
+
+test("a connection lost mid-call fails the call UNAVAILABLE, and a method that may not run twice is not retried", async () => {
+  // A server that takes the call, then drops the connection.
+  let took = 0;
+  const server = http2.createServer().on("stream", (stream) => {
+    took++;
+    stream.session?.destroy();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const client = createServiceClient(TestingService, createServiceTransport(`http://127.0.0.1:${(server.address() as AddressInfo).port}`));
+  await assert.rejects(client.echoNested({}), (e: unknown) => e instanceof ConnectError && e.code === Code.Unavailable && /lost/.test(e.rawMessage));
+  assert.equal(took, 1);
+  server.close();
+});
+
+test("a server that is not there fails the call UNAVAILABLE naming the address", async () => {
+  const client = createServiceClient(TestingService, createServiceTransport("http://127.0.0.1:1"));
+  await assert.rejects(client.echoNested({}), (e: unknown) => e instanceof ConnectError && e.code === Code.Unavailable && /127\.0\.0\.1:1/.test(e.rawMessage));
 });
