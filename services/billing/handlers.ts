@@ -11,6 +11,7 @@ import type Stripe from "stripe";
 import {
   BillingService,
   CancelSubscriptionResponseSchema,
+  ChangeTierResponseSchema,
   CreateCheckoutResponseSchema,
   SubscriptionSchema,
   SubscriptionStatus,
@@ -47,7 +48,7 @@ const isService = (p: Principal) => p.roles.includes(SERVICE_ROLE);
 /** The calling user; services may not subscribe or cancel for anyone. */
 function callingUser(ctx: HandlerContext): Principal {
   const p = caller(ctx);
-  if (isService(p)) throw new ConnectError("checkout and cancellation are for users: a service token may not call them", Code.PermissionDenied);
+  if (isService(p)) throw new ConnectError("checkout, tier changes and cancellation are for users: a service token may not call them", Code.PermissionDenied);
   return p;
 }
 
@@ -123,23 +124,33 @@ export function createBillingHandlers(deps: BillingHandlerDeps): ServiceRegistra
     return saveCustomerId(db.sql, userId, customer.id);
   }
 
+  /** The tier's name and Stripe price; refuses the free tier and tiers without a price. */
+  function paidTier(tier: Tier): { tierName: string; price: string } {
+    if (!paidTiers.includes(tier)) {
+      throw new ConnectError("tier: must be TIER_PRO, TIER_POWER or TIER_TEAM (to return to TIER_FREE, cancel the subscription)", Code.InvalidArgument);
+    }
+    const tierName = tierClaim(tier)!;
+    const price = deps.prices.get(tier);
+    if (!price) throw new ConnectError(`the ${tierName} tier has no price: set STRIPE_PRICE_${tierName.toUpperCase()}`, Code.FailedPrecondition);
+    return { tierName, price };
+  }
+
   return register(BillingService, {
     async createCheckout(req, ctx) {
       const user = callingUser(ctx);
       const { stripe } = configured();
-      if (!paidTiers.includes(req.tier)) {
-        throw new ConnectError("tier: must be TIER_PRO, TIER_POWER or TIER_TEAM (to return to TIER_FREE, cancel the subscription)", Code.InvalidArgument);
-      }
-      const tierName = tierClaim(req.tier)!;
-      const price = deps.prices.get(req.tier);
-      if (!price) throw new ConnectError(`the ${tierName} tier has no price: set STRIPE_PRICE_${tierName.toUpperCase()}`, Code.FailedPrecondition);
+      const { tierName, price } = paidTier(req.tier);
       checkRedirect("success_url", req.successUrl);
       checkRedirect("cancel_url", req.cancelUrl);
       const fingerprint = JSON.stringify([req.tier, req.successUrl, req.cancelUrl]);
       return once(CreateCheckoutResponseSchema, user.userId, "CreateCheckout", req.idempotencyKey, fingerprint, async () => {
         const current = await findSubscription(db.sql, user.userId);
-        if (current && isPaidStatus(current.status) && current.tier === req.tier) {
-          throw new ConnectError(`you already subscribe to the ${tierName} tier`, Code.FailedPrecondition);
+        if (current && isPaidStatus(current.status)) {
+          if (current.tier === req.tier) throw new ConnectError(`you already subscribe to the ${tierName} tier`, Code.FailedPrecondition);
+          throw new ConnectError(
+            `you subscribe to the ${tierClaim(current.tier)} tier: move to ${tierName} with ChangeTier (a checkout would start a second subscription)`,
+            Code.FailedPrecondition,
+          );
         }
         const customer = await customerOf(stripe, user.userId);
         const metadata = { user_id: user.userId, tier: tierName };
@@ -194,6 +205,35 @@ export function createBillingHandlers(deps: BillingHandlerDeps): ServiceRegistra
         await stripeCall(() => (req.atPeriodEnd ? stripe.subscriptions.update(id, { cancel_at_period_end: true }, options) : stripe.subscriptions.cancel(id, {}, options)));
         const r = await stripeCall(() => sync.sync({ subscriptionId: id, customerId }));
         return create(CancelSubscriptionResponseSchema, { subscription: toSubscription(user.userId, r.subscription) });
+      });
+    },
+
+    async changeTier(req, ctx) {
+      const user = callingUser(ctx);
+      const { stripe, sync } = configured();
+      const { tierName, price } = paidTier(req.tier);
+      return once(ChangeTierResponseSchema, user.userId, "ChangeTier", req.idempotencyKey, JSON.stringify([req.tier]), async () => {
+        const current = await findSubscription(db.sql, user.userId);
+        const customerId = await findCustomerId(db.sql, user.userId);
+        if (!current || !customerId || !isPaidStatus(current.status)) {
+          throw new ConnectError("you have no paid subscription to change: start one with CreateCheckout", Code.FailedPrecondition);
+        }
+        if (current.tier === req.tier) throw new ConnectError(`you already subscribe to the ${tierName} tier`, Code.FailedPrecondition);
+        const id = current.stripeSubscriptionId;
+        const live = await stripeCall(() => stripe.subscriptions.retrieve(id));
+        const item = live.items.data[0];
+        if (!item) throw new ConnectError(`the payment provider's subscription ${id} has no item to change`, Code.Internal);
+        const options = req.idempotencyKey ? { idempotencyKey: `sy-change-${user.userId}-${req.idempotencyKey}` } : undefined;
+        await stripeCall(() =>
+          stripe.subscriptions.update(
+            id,
+            { items: [{ id: item.id, price }], proration_behavior: "create_prorations", metadata: { user_id: user.userId, tier: tierName } },
+            options,
+          ),
+        );
+        // Applied now, as the webhook would: the caller sees the new tier in the answer.
+        const r = await stripeCall(() => sync.sync({ subscriptionId: id, customerId }));
+        return create(ChangeTierResponseSchema, { subscription: toSubscription(user.userId, r.subscription) });
       });
     },
   });

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { after, before, test } from "node:test";
+import { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 import { ensureChromium, launchChromium } from "../edge/chromium.js";
 import { freePort } from "../support/infra.js";
 import { startBilling, type BillingUnderTest } from "./support.js";
@@ -27,7 +28,7 @@ after(async () => {
   await b?.stop();
 });
 
-test("register, upgrade, pay in the checkout tab: the panel shows pro", { timeout: 180_000 }, async () => {
+test("register, upgrade, pay in the checkout tab: the panel shows pro; then a change to power in place", { timeout: 180_000 }, async () => {
   const browser = await launchChromium();
   try {
     const page = await browser.context.newPage();
@@ -55,6 +56,14 @@ test("register, upgrade, pay in the checkout tab: the panel shows pro", { timeou
     await page.locator('#billing dd[data-field="billing-tier"]', { hasText: "pro" }).waitFor({ timeout: 30_000 });
     await page.locator('#billing dd[data-field="billing-status"]', { hasText: "active" }).waitFor();
     await page.locator("#billing-cancel").waitFor({ state: "visible" });
+
+    // Paying already: another tier is a change in place, no checkout tab.
+    const tabs = browser.context.pages().length;
+    await page.selectOption("#billing-tier-choice", String(Tier.POWER));
+    await page.click("#billing-upgrade");
+    await page.locator('#billing dd[data-field="billing-tier"]', { hasText: "power" }).waitFor({ timeout: 15_000 });
+    assert.equal(browser.context.pages().length, tabs, "no checkout tab opened");
+    assert.equal([...b.stripe.subscriptions.values()].length, 1, "still one subscription at Stripe");
     mkdirSync("test-results", { recursive: true });
     await page.screenshot({ path: "test-results/billing-console.png", fullPage: true }).catch(() => undefined);
     assert.deepEqual(errors, []);

@@ -8,7 +8,8 @@
  * - a webhook delivered twice and an older update after a newer one: one
  *   TierChanged, the final state right;
  * - cancel at period end, then the subscription's end: free everywhere;
- * - cancel at once, retried with and without an idempotency key.
+ * - cancel at once, retried with and without an idempotency key;
+ * - ChangeTier moves the one subscription to another tier in place.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { decodeJwt } from "jose";
@@ -172,6 +173,62 @@ describe("webhooks at least once, in any order", () => {
       [Tier.POWER, TierChangeSource.CHECKOUT],
       [Tier.FREE, TierChangeSource.PAYMENT_FAILURE],
     ]);
+  });
+});
+
+/** Requests that change something at Stripe (webhooks make billing read, at their own pace). */
+const writesToStripe = () => b.stripe.requests.filter((r) => r.method !== "GET").length;
+
+describe("changing tier", () => {
+  test("pro to power changes the one subscription's price in place: no second subscription, TierChanged once, the token follows", async () => {
+    const user = await b.signUp();
+    const subId = await subscribe(user, Tier.PRO);
+    const pro = await tokenWithTier(user, "pro");
+    const billing = b.billing(pro.accessToken);
+
+    await assert.rejects(billing.createCheckout({ tier: Tier.POWER, ...urls }), (e: unknown) => {
+      const err = ConnectError.from(e);
+      return err.code === Code.FailedPrecondition && /ChangeTier/.test(err.rawMessage) && /second subscription/.test(err.rawMessage);
+    });
+    const changed = (await billing.changeTier({ tier: Tier.POWER, idempotencyKey: "to-power" })).subscription!;
+    assert.equal(changed.tier, Tier.POWER);
+    assert.equal(changed.status, SubscriptionStatus.ACTIVE);
+    const mine = [...b.stripe.subscriptions.values()].filter((s) => (s.metadata as { user_id?: string }).user_id === user.userId);
+    assert.deepEqual(mine.map((s) => s.id), [subId], "one subscription at Stripe");
+    assert.equal((mine[0]!.items as { data: { price: { id: string } }[] }).data[0]!.price.id, "price_power");
+    const update = b.stripe.requests.find((r) => r.path === `/v1/subscriptions/${subId}` && r.method === "POST");
+    assert.equal(update?.idempotencyKey, `sy-change-${user.userId}-to-power`);
+
+    // A retry with the same key answers the first result and asks nothing more of Stripe.
+    const asked = b.stripe.requests.filter((r) => r.path === `/v1/subscriptions/${subId}` && r.method === "POST").length;
+    assert.deepEqual((await billing.changeTier({ tier: Tier.POWER, idempotencyKey: "to-power" })).subscription, changed);
+    assert.equal(b.stripe.requests.filter((r) => r.path === `/v1/subscriptions/${subId}` && r.method === "POST").length, asked);
+
+    // The webhook for the same change arrives later and changes nothing more.
+    await eventually(async () => (await b.tierChanges(user.userId)).length === 2 || undefined, "TierChanged pro → power");
+    const changes = await b.tierChanges(user.userId);
+    assert.deepEqual(changes.map((c) => [c.oldTier, c.newTier]), [
+      [Tier.FREE, Tier.PRO],
+      [Tier.PRO, Tier.POWER],
+    ]);
+    await tokenWithTier(pro, "power");
+  });
+
+  test("without a paid subscription, to the tier the user has, or to free: refused, nothing asked of Stripe", async () => {
+    const free = b.billing((await b.signUp()).accessToken);
+    const asked = writesToStripe();
+    await assert.rejects(free.changeTier({ tier: Tier.PRO }), (e: unknown) => ConnectError.from(e).code === Code.FailedPrecondition && /CreateCheckout/.test(ConnectError.from(e).rawMessage));
+    assert.equal(writesToStripe(), asked);
+
+    const user = await b.signUp();
+    await subscribe(user, Tier.TEAM);
+    const billing = b.billing(user.accessToken);
+    const before_ = writesToStripe();
+    await assert.rejects(billing.changeTier({ tier: Tier.TEAM }), (e: unknown) => ConnectError.from(e).code === Code.FailedPrecondition && /already subscribe to the team tier/.test(ConnectError.from(e).rawMessage));
+    await assert.rejects(billing.changeTier({ tier: Tier.FREE }), (e: unknown) => ConnectError.from(e).code === Code.InvalidArgument && /cancel the subscription/.test(ConnectError.from(e).rawMessage));
+    await billing.changeTier({ tier: Tier.PRO, idempotencyKey: "k-2" });
+    await assert.rejects(billing.changeTier({ tier: Tier.POWER, idempotencyKey: "k-2" }), (e: unknown) => ConnectError.from(e).code === Code.AlreadyExists);
+    assert.equal(writesToStripe(), before_ + 1, "only the one change reached Stripe");
   });
 });
 

@@ -11,7 +11,7 @@
  * - `Idempotency-Key` on a POST replays the first answer (header
  *   `Idempotent-Replayed: true`) and refuses the key with other parameters;
  * - customers, checkout sessions (subscription mode), subscriptions
- *   (retrieve, update, cancel);
+ *   (retrieve; update: cancel_at_period_end, an item's price, metadata; cancel);
  * - a hosted checkout page (`GET /checkout/<session id>`, a Pay button) that
  *   creates the subscription and redirects to the session's success_url;
  * - events, signed as Stripe signs them (`stripe.webhooks.generateTestHeaderString`)
@@ -297,6 +297,20 @@ export async function startStripeServer(options: StripeServerOptions = {}): Prom
           sub.cancel_at_period_end = flag;
           sub.cancel_at = flag ? periodEnd(sub) : null;
           sub.canceled_at = flag ? nowS() : null;
+        }
+      }
+      if (Array.isArray(params.items)) {
+        const data = (sub.items as { data: Record<string, unknown>[] }).data;
+        const before = structuredClone(sub.items);
+        for (const change of params.items as { id?: string; price?: string }[]) {
+          const item = data.find((i) => i.id === change.id);
+          if (!item) throw missing("subscription_item", change.id ?? "");
+          if (change.price === undefined) continue;
+          if (!prices.has(change.price)) throw missing("price", change.price);
+          if ((item.price as { id: string }).id !== change.price) {
+            previous.items = before;
+            item.price = { ...(item.price as object), id: change.price };
+          }
         }
       }
       if (params.metadata) sub.metadata = { ...(sub.metadata as object), ...(params.metadata as object) };

@@ -2,8 +2,9 @@
  * The console's subscription panel: the signed-in user's tier and
  * subscription (GetSubscription), an upgrade button that opens the payment
  * provider's checkout in a new tab (the console keeps its in-memory session
- * in this one) and follows the subscription until the payment lands, and
- * cancellation at the end of the period. It shows itself while someone is
+ * in this one) and follows the subscription until the payment lands, a
+ * tier change in place for a paying user (ChangeTier), and cancellation at
+ * the end of the period. It shows itself while someone is
  * signed in (the header's #signed-in), so main.ts only mounts it.
  */
 import { SubscriptionStatus, type Subscription } from "../../gen/switchyard/billing/v1/billing_pb.js";
@@ -21,6 +22,8 @@ function element<T extends HTMLElement = HTMLElement>(id: string): T {
   if (!el) throw new Error(`#${id} is missing from index.html`);
   return el as T;
 }
+
+const isPaid = (sub: Subscription) => [SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.PAST_DUE].includes(sub.status);
 
 /** Mounts the panel (section #billing-panel of index.html) over `session`. */
 export function mountBilling(session: Session): void {
@@ -40,7 +43,7 @@ export function mountBilling(session: Session): void {
 
   function render(sub: Subscription) {
     current = sub;
-    const paid = [SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.PAST_DUE].includes(sub.status);
+    const paid = isPaid(sub);
     const end = sub.currentPeriodEnd ? new Date(Number(sub.currentPeriodEnd.seconds) * 1000).toLocaleDateString() : "";
     const rows: [string, string][] = [
       ["tier", word(Tier[sub.tier], "TIER_")],
@@ -58,6 +61,7 @@ export function mountBilling(session: Session): void {
       }),
     );
     cancel.hidden = !paid || sub.cancelAtPeriodEnd;
+    upgrade.textContent = paid ? "Change tier" : "Upgrade";
     const options = Array.from(choice.options);
     for (const option of options) option.disabled = paid && Number(option.value) === sub.tier;
     if (choice.selectedOptions[0]?.disabled) choice.value = options.find((o) => !o.disabled)?.value ?? "";
@@ -93,8 +97,21 @@ export function mountBilling(session: Session): void {
     }, FOLLOW_EVERY_MS);
   }
 
+  /** A paying user moves in place: the provider already holds their payment method, and a checkout would start a second subscription. */
+  async function changeTier(tier: Tier) {
+    say("Changing your tier…");
+    try {
+      const res = await session.withRefresh(() => session.billing.changeTier({ tier, idempotencyKey: crypto.randomUUID() }));
+      if (res.subscription) render(res.subscription);
+      say(`You are now on the ${word(Tier[tier], "TIER_")} tier. Sign in again (or wait for your next token refresh) for its limits to apply.`);
+    } catch (err) {
+      say(`Could not change your tier: ${describeError(err)}`, true);
+    }
+  }
+
   upgrade.addEventListener("click", async () => {
     const tier = Number(choice.value) as Tier;
+    if (current && isPaid(current)) return changeTier(tier);
     // The tab opens on the click (popup blockers allow that), then goes to the checkout page.
     const tab = window.open("", "_blank");
     if (tab) tab.opener = null; // the checkout page gets no handle on the console

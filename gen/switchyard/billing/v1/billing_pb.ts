@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file switchyard/billing/v1/billing.proto.
  */
 export const file_switchyard_billing_v1_billing: GenFile = /*@__PURE__*/
-  fileDesc("CiNzd2l0Y2h5YXJkL2JpbGxpbmcvdjEvYmlsbGluZy5wcm90bxIVc3dpdGNoeWFyZC5iaWxsaW5nLnYxIpkCCgxTdWJzY3JpcHRpb24SDAoEbmFtZRgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEigKBHRpZXIYAyABKA4yGi5zd2l0Y2h5YXJkLmNvbW1vbi52MS5UaWVyEjkKBnN0YXR1cxgEIAEoDjIpLnN3aXRjaHlhcmQuYmlsbGluZy52MS5TdWJzY3JpcHRpb25TdGF0dXMSNgoSY3VycmVudF9wZXJpb2RfZW5kGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRjYW5jZWxfYXRfcGVyaW9kX2VuZBgGIAEoCBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAirQEKFUNyZWF0ZUNoZWNrb3V0UmVxdWVzdBIwCgR0aWVyGAEgASgOMhouc3dpdGNoeWFyZC5jb21tb24udjEuVGllckIG0vMYAggBEiAKC3N1Y2Nlc3NfdXJsGAIgASgJQgvS8xgHCAEYgBAoAxIfCgpjYW5jZWxfdXJsGAMgASgJQgvS8xgHCAEYgBAoAxIfCg9pZGVtcG90ZW5jeV9rZXkYBCABKAlCBtLzGAIoAiJ8ChZDcmVhdGVDaGVja291dFJlc3BvbnNlEhQKDGNoZWNrb3V0X3VybBgBIAEoCRIbChNjaGVja291dF9zZXNzaW9uX2lkGAIgASgJEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIxChZHZXRTdWJzY3JpcHRpb25SZXF1ZXN0EhcKB3VzZXJfaWQYASABKAlCBtLzGAIoAiJUChdHZXRTdWJzY3JpcHRpb25SZXNwb25zZRI5CgxzdWJzY3JpcHRpb24YASABKAsyIy5zd2l0Y2h5YXJkLmJpbGxpbmcudjEuU3Vic2NyaXB0aW9uIlMKGUNhbmNlbFN1YnNjcmlwdGlvblJlcXVlc3QSFQoNYXRfcGVyaW9kX2VuZBgBIAEoCBIfCg9pZGVtcG90ZW5jeV9rZXkYAiABKAlCBtLzGAIoAiJXChpDYW5jZWxTdWJzY3JpcHRpb25SZXNwb25zZRI5CgxzdWJzY3JpcHRpb24YASABKAsyIy5zd2l0Y2h5YXJkLmJpbGxpbmcudjEuU3Vic2NyaXB0aW9uKqECChJTdWJzY3JpcHRpb25TdGF0dXMSIwofU1VCU0NSSVBUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGFNVQlNDUklQVElPTl9TVEFUVVNfTk9ORRABEiAKHFNVQlNDUklQVElPTl9TVEFUVVNfVFJJQUxJTkcQAhIeChpTVUJTQ1JJUFRJT05fU1RBVFVTX0FDVElWRRADEiAKHFNVQlNDUklQVElPTl9TVEFUVVNfUEFTVF9EVUUQBBIiCh5TVUJTQ1JJUFRJT05fU1RBVFVTX0lOQ09NUExFVEUQBRIgChxTVUJTQ1JJUFRJT05fU1RBVFVTX0NBTkNFTEVEEAYSHgoaU1VCU0NSSVBUSU9OX1NUQVRVU19VTlBBSUQQBzL2AgoOQmlsbGluZ1NlcnZpY2USbQoOQ3JlYXRlQ2hlY2tvdXQSLC5zd2l0Y2h5YXJkLmJpbGxpbmcudjEuQ3JlYXRlQ2hlY2tvdXRSZXF1ZXN0Gi0uc3dpdGNoeWFyZC5iaWxsaW5nLnYxLkNyZWF0ZUNoZWNrb3V0UmVzcG9uc2USdQoPR2V0U3Vic2NyaXB0aW9uEi0uc3dpdGNoeWFyZC5iaWxsaW5nLnYxLkdldFN1YnNjcmlwdGlvblJlcXVlc3QaLi5zd2l0Y2h5YXJkLmJpbGxpbmcudjEuR2V0U3Vic2NyaXB0aW9uUmVzcG9uc2UiA5ACARJ+ChJDYW5jZWxTdWJzY3JpcHRpb24SMC5zd2l0Y2h5YXJkLmJpbGxpbmcudjEuQ2FuY2VsU3Vic2NyaXB0aW9uUmVxdWVzdBoxLnN3aXRjaHlhcmQuYmlsbGluZy52MS5DYW5jZWxTdWJzY3JpcHRpb25SZXNwb25zZSIDkAICYgZwcm90bzM", [file_google_protobuf_timestamp, file_switchyard_common_v1_tier, file_switchyard_options_v1_options]);
+  fileDesc("CiNzd2l0Y2h5YXJkL2JpbGxpbmcvdjEvYmlsbGluZy5wcm90bxIVc3dpdGNoeWFyZC5iaWxsaW5nLnYxIpkCCgxTdWJzY3JpcHRpb24SDAoEbmFtZRgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEigKBHRpZXIYAyABKA4yGi5zd2l0Y2h5YXJkLmNvbW1vbi52MS5UaWVyEjkKBnN0YXR1cxgEIAEoDjIpLnN3aXRjaHlhcmQuYmlsbGluZy52MS5TdWJzY3JpcHRpb25TdGF0dXMSNgoSY3VycmVudF9wZXJpb2RfZW5kGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRjYW5jZWxfYXRfcGVyaW9kX2VuZBgGIAEoCBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAirQEKFUNyZWF0ZUNoZWNrb3V0UmVxdWVzdBIwCgR0aWVyGAEgASgOMhouc3dpdGNoeWFyZC5jb21tb24udjEuVGllckIG0vMYAggBEiAKC3N1Y2Nlc3NfdXJsGAIgASgJQgvS8xgHCAEYgBAoAxIfCgpjYW5jZWxfdXJsGAMgASgJQgvS8xgHCAEYgBAoAxIfCg9pZGVtcG90ZW5jeV9rZXkYBCABKAlCBtLzGAIoAiJ8ChZDcmVhdGVDaGVja291dFJlc3BvbnNlEhQKDGNoZWNrb3V0X3VybBgBIAEoCRIbChNjaGVja291dF9zZXNzaW9uX2lkGAIgASgJEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIxChZHZXRTdWJzY3JpcHRpb25SZXF1ZXN0EhcKB3VzZXJfaWQYASABKAlCBtLzGAIoAiJUChdHZXRTdWJzY3JpcHRpb25SZXNwb25zZRI5CgxzdWJzY3JpcHRpb24YASABKAsyIy5zd2l0Y2h5YXJkLmJpbGxpbmcudjEuU3Vic2NyaXB0aW9uIlMKGUNhbmNlbFN1YnNjcmlwdGlvblJlcXVlc3QSFQoNYXRfcGVyaW9kX2VuZBgBIAEoCBIfCg9pZGVtcG90ZW5jeV9rZXkYAiABKAlCBtLzGAIoAiJXChpDYW5jZWxTdWJzY3JpcHRpb25SZXNwb25zZRI5CgxzdWJzY3JpcHRpb24YASABKAsyIy5zd2l0Y2h5YXJkLmJpbGxpbmcudjEuU3Vic2NyaXB0aW9uImYKEUNoYW5nZVRpZXJSZXF1ZXN0EjAKBHRpZXIYASABKA4yGi5zd2l0Y2h5YXJkLmNvbW1vbi52MS5UaWVyQgbS8xgCCAESHwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJQgbS8xgCKAIiTwoSQ2hhbmdlVGllclJlc3BvbnNlEjkKDHN1YnNjcmlwdGlvbhgBIAEoCzIjLnN3aXRjaHlhcmQuYmlsbGluZy52MS5TdWJzY3JpcHRpb24qoQIKElN1YnNjcmlwdGlvblN0YXR1cxIjCh9TVUJTQ1JJUFRJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASHAoYU1VCU0NSSVBUSU9OX1NUQVRVU19OT05FEAESIAocU1VCU0NSSVBUSU9OX1NUQVRVU19UUklBTElORxACEh4KGlNVQlNDUklQVElPTl9TVEFUVVNfQUNUSVZFEAMSIAocU1VCU0NSSVBUSU9OX1NUQVRVU19QQVNUX0RVRRAEEiIKHlNVQlNDUklQVElPTl9TVEFUVVNfSU5DT01QTEVURRAFEiAKHFNVQlNDUklQVElPTl9TVEFUVVNfQ0FOQ0VMRUQQBhIeChpTVUJTQ1JJUFRJT05fU1RBVFVTX1VOUEFJRBAHMt4DCg5CaWxsaW5nU2VydmljZRJtCg5DcmVhdGVDaGVja291dBIsLnN3aXRjaHlhcmQuYmlsbGluZy52MS5DcmVhdGVDaGVja291dFJlcXVlc3QaLS5zd2l0Y2h5YXJkLmJpbGxpbmcudjEuQ3JlYXRlQ2hlY2tvdXRSZXNwb25zZRJ1Cg9HZXRTdWJzY3JpcHRpb24SLS5zd2l0Y2h5YXJkLmJpbGxpbmcudjEuR2V0U3Vic2NyaXB0aW9uUmVxdWVzdBouLnN3aXRjaHlhcmQuYmlsbGluZy52MS5HZXRTdWJzY3JpcHRpb25SZXNwb25zZSIDkAIBEn4KEkNhbmNlbFN1YnNjcmlwdGlvbhIwLnN3aXRjaHlhcmQuYmlsbGluZy52MS5DYW5jZWxTdWJzY3JpcHRpb25SZXF1ZXN0GjEuc3dpdGNoeWFyZC5iaWxsaW5nLnYxLkNhbmNlbFN1YnNjcmlwdGlvblJlc3BvbnNlIgOQAgISZgoKQ2hhbmdlVGllchIoLnN3aXRjaHlhcmQuYmlsbGluZy52MS5DaGFuZ2VUaWVyUmVxdWVzdBopLnN3aXRjaHlhcmQuYmlsbGluZy52MS5DaGFuZ2VUaWVyUmVzcG9uc2UiA5ACAmIGcHJvdG8z", [file_google_protobuf_timestamp, file_switchyard_common_v1_tier, file_switchyard_options_v1_options]);
 
 /**
  * A user's subscription; one per user.
@@ -255,6 +255,56 @@ export const CancelSubscriptionResponseSchema: GenMessage<CancelSubscriptionResp
   messageDesc(file_switchyard_billing_v1_billing, 6);
 
 /**
+ * Request of ChangeTier.
+ *
+ * @generated from message switchyard.billing.v1.ChangeTierRequest
+ */
+export type ChangeTierRequest = Message<"switchyard.billing.v1.ChangeTierRequest"> & {
+  /**
+   * The paid tier to move to: TIER_PRO, TIER_POWER or TIER_TEAM.
+   *
+   * @generated from field: switchyard.common.v1.Tier tier = 1;
+   */
+  tier: Tier;
+
+  /**
+   * Idempotency key chosen by the caller; a retry with the same key within
+   * 24 hours returns the first result.
+   *
+   * @generated from field: string idempotency_key = 2;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message switchyard.billing.v1.ChangeTierRequest.
+ * Use `create(ChangeTierRequestSchema)` to create a new message.
+ */
+export const ChangeTierRequestSchema: GenMessage<ChangeTierRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_billing_v1_billing, 7);
+
+/**
+ * Response of ChangeTier.
+ *
+ * @generated from message switchyard.billing.v1.ChangeTierResponse
+ */
+export type ChangeTierResponse = Message<"switchyard.billing.v1.ChangeTierResponse"> & {
+  /**
+   * The subscription after the change.
+   *
+   * @generated from field: switchyard.billing.v1.Subscription subscription = 1;
+   */
+  subscription?: Subscription | undefined;
+};
+
+/**
+ * Describes the message switchyard.billing.v1.ChangeTierResponse.
+ * Use `create(ChangeTierResponseSchema)` to create a new message.
+ */
+export const ChangeTierResponseSchema: GenMessage<ChangeTierResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_billing_v1_billing, 8);
+
+/**
  * Where a subscription is, as the payment provider reports it.
  *
  * @generated from enum switchyard.billing.v1.SubscriptionStatus
@@ -354,8 +404,10 @@ export const SubscriptionStatusSchema: GenEnum<SubscriptionStatus> = /*@__PURE__
 export const BillingService: GenService<{
   /**
    * Opens a checkout session at the payment provider for the caller to
-   * subscribe to a paid tier (or change to another), and returns the page
-   * to send them to. The tier changes when the provider confirms payment,
+   * subscribe to a paid tier, and returns the page to send them to. A
+   * caller who already pays for a tier moves with ChangeTier instead: a
+   * second checkout would start a second subscription, billed beside the
+   * first. The tier changes when the provider confirms payment,
    * not here. With an idempotency_key, a retry with the same key within 24
    * hours returns the first call's session instead of opening another.
    *
@@ -363,7 +415,7 @@ export const BillingService: GenService<{
    * instead), success_url or cancel_url is missing, not an http(s) URL, or
    * not on an allowed origin of the web console, or idempotency_key is not
    * an id; FAILED_PRECONDITION if the caller's active subscription is
-   * already on this tier; ALREADY_EXISTS if idempotency_key was used with
+   * already on this tier, or on another paid tier (use ChangeTier); ALREADY_EXISTS if idempotency_key was used with
    * another tier or URLs; UNAUTHENTICATED without a valid access token;
    * PERMISSION_DENIED if the caller is a service (checkout is for users).
    *
@@ -412,6 +464,28 @@ export const BillingService: GenService<{
     methodKind: "unary";
     input: typeof CancelSubscriptionRequestSchema;
     output: typeof CancelSubscriptionResponseSchema;
+  },
+  /**
+   * Moves the caller's paid subscription to another paid tier in place: the
+   * payment provider changes the subscription's price (prorating the
+   * period) with the payment method it already holds, so no checkout page
+   * and no second subscription. The answer is the subscription after the
+   * change; the change is published as TierChanged like any other. A
+   * subscription set to cancel at period end stays set to.
+   *
+   * Errors: INVALID_ARGUMENT if tier is not TIER_PRO, TIER_POWER or
+   * TIER_TEAM, or idempotency_key is not an id; FAILED_PRECONDITION if the
+   * caller has no paid subscription (CreateCheckout starts one), is already
+   * on that tier, or the tier has no price configured; ALREADY_EXISTS if
+   * idempotency_key was used with another tier; UNAUTHENTICATED without a
+   * valid access token; PERMISSION_DENIED if the caller is a service.
+   *
+   * @generated from rpc switchyard.billing.v1.BillingService.ChangeTier
+   */
+  changeTier: {
+    methodKind: "unary";
+    input: typeof ChangeTierRequestSchema;
+    output: typeof ChangeTierResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_switchyard_billing_v1_billing, 0);
