@@ -401,7 +401,8 @@ export enum TierChangeSource {
   UNSPECIFIED = 0,
 
   /**
-   * A checkout was paid: a new subscription, or a change to another tier.
+   * A paid subscription started (a checkout was paid) or moved to another
+   * paid tier (ChangeTier, or a change made at the payment provider).
    *
    * @generated from enum value: TIER_CHANGE_SOURCE_CHECKOUT = 1;
    */
