@@ -24,7 +24,7 @@ import type { PresenceStore } from "./presence.js";
 import { DeviceSession, type SessionHost } from "./session.js";
 import { endDelivery, startDelivery, startDeviceRoundTrip } from "./tracing.js";
 import type { GatewayNames } from "./subjects.js";
-import { decodeRelayedCall, encodeOutcome, sendOutcome, toolCallFrame, type Outcome, type RelayedCall } from "./wire.js";
+import { decodeRelayedCall, encodeOutcome, sendOutcome, toolCallFrame, withTraceparent, type Outcome, type RelayedCall } from "./wire.js";
 
 /** Limits of the hub. */
 export interface HubLimits {
@@ -276,8 +276,8 @@ function deliverToDevice(st: HubState, s: DeviceSession, rc: RelayedCall): void 
     s.send(create(DeviceFrameSchema, { frame: { case: "cancelToolCall", value: { callId: rc.callId, reason: "the deadline passed" } } }));
   });
   s.inflight.set(rc.callId, { rc, deadline: handle });
-  startDeviceRoundTrip(rc);
-  s.sendFrameBytes(toolCallFrame(rc.toolCall));
+  const traceparent = startDeviceRoundTrip(rc);
+  s.sendFrameBytes(toolCallFrame(traceparent === undefined ? rc.toolCall : withTraceparent(rc.toolCall, traceparent)));
 }
 
 /** A call for one of this instance's connections, from the call stream's RePublish. */

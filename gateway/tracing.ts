@@ -18,7 +18,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { SpanKind, trace, ROOT_CONTEXT, type Span } from "@opentelemetry/api";
 import { headers, type MsgHdrs } from "@nats-io/nats-core";
 import { ToolCallSchema } from "../gen/switchyard/device/v1/device_frame_pb.js";
-import { attr, contextFrom, endWithCode, injectSpan, startSpan, tracingEnabled } from "../platform/telemetry/tracing.js";
+import { attr, contextFrom, endWithCode, injectSpan, startSpan, traceparentOfSpan, tracingEnabled } from "../platform/telemetry/tracing.js";
 import type { Outcome, RelayedCall } from "./wire.js";
 
 const CALL_ID = "switchyard.tool_call.id";
@@ -89,10 +89,14 @@ export function startDelivery(rc: RelayedCall, subject: string, msgHeaders: MsgH
   deliveries.set(rc, { span, device: undefined });
 }
 
-/** The call's frame goes to the device: a CLIENT span for the device's round trip begins, child of the delivery span. */
-export function startDeviceRoundTrip(rc: RelayedCall): void {
+/**
+ * The call's frame goes to the device: a CLIENT span for the device's round
+ * trip begins, child of the delivery span. Returns its `traceparent` for the
+ * frame (undefined when the call is not traced), so a device may continue it.
+ */
+export function startDeviceRoundTrip(rc: RelayedCall): string | undefined {
   const d = deliveries.get(rc);
-  if (d === undefined) return;
+  if (d === undefined) return undefined;
   let tool = "";
   try {
     tool = fromBinary(ToolCallSchema, rc.toolCall).tool;
@@ -100,6 +104,7 @@ export function startDeviceRoundTrip(rc: RelayedCall): void {
     /* named without the tool */
   }
   d.device = startSpan(`device ${tool || "tool_call"}`, SpanKind.CLIENT, { [CALL_ID]: rc.callId, [TOOL]: tool, "switchyard.device.id": rc.deviceId }, trace.setSpan(ROOT_CONTEXT, d.span));
+  return d.device === undefined ? undefined : traceparentOfSpan(d.device.spanContext());
 }
 
 /**

@@ -19,6 +19,16 @@ export function encodeToolCall(callId: string, tool: string, argsBytes: Uint8Arr
   return w.buf;
 }
 
+/**
+ * An encoded ToolCall with its `traceparent` (field 5) set: appended to the
+ * bytes the caller encoded, which protobuf reads as the same message with
+ * one more field (the holder, not the caller, knows the round trip's span).
+ */
+export function withTraceparent(toolCall: Uint8Array, traceparent: string): Uint8Array {
+  const w = new Writer(toolCall.length + strField(traceparent));
+  return w.raw(toolCall).str(5, traceparent).buf;
+}
+
 /** A DeviceFrame whose tool_call (field 3) is the given encoded ToolCall. */
 export function toolCallFrame(toolCall: Uint8Array): Uint8Array {
   // Tag 0x1a (field 3, length-delimited), the length as a varint, the bytes.

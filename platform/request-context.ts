@@ -46,14 +46,13 @@ export function requestContextFrom(
   const match = traceparentPattern.exec(header("traceparent") ?? "");
   const traceId = match && !/^0+$/.test(match[1]!) ? match[1]! : randomHex(16);
   const spanId = randomHex(8);
+  return { requestId: requestIdFrom(header, spanId), traceId, spanId, traceFlags: match?.[3] ?? "01", deadline };
+}
+
+/** The caller's `x-request-id` when it is a plain token of at most 128 characters, else `fallback` (the server's span id). */
+export function requestIdFrom(header: (name: string) => string | null, fallback: string): string {
   const requestId = header("x-request-id");
-  return {
-    requestId: requestId && /^[\w.:-]{1,128}$/.test(requestId) ? requestId : spanId,
-    traceId,
-    spanId,
-    traceFlags: match?.[3] ?? "01",
-    deadline,
-  };
+  return requestId && /^[\w.:-]{1,128}$/.test(requestId) ? requestId : fallback;
 }
 
 /** The `traceparent` value an outgoing call made under `ctx` sends. */

@@ -9,7 +9,7 @@ import type { Logger } from "../log.js";
 import type { PlatformMetrics } from "../metrics.js";
 import { requestContextFrom, runWithRequest } from "../request-context.js";
 import { isStreamResult, observeResult, type Middleware, type RpcResult } from "../rpc/pipeline.js";
-import { endServerSpan, inServerSpan, requestInSpan, serverSpanStarter } from "../telemetry/tracing.js";
+import { endServerSpan, inServerSpan, requestOfServerSpan, serverSpanStarter } from "../telemetry/tracing.js";
 
 /** Name of a gRPC code as logs and metrics show it ("OK", "NOT_FOUND"...). */
 export function codeName(code: Code | 0): string {
@@ -50,7 +50,7 @@ export function telemetry(log: Logger, metrics: PlatformMetrics): Middleware {
       const deadline = timeout === undefined ? undefined : Date.now() + timeout;
       // The SERVER span (undefined while tracing is off) names the request's trace and span ids.
       const server = startServerSpan(call.ctx.protocolName, call.header);
-      const rc = server === undefined ? requestContextFrom(call.header, deadline) : requestInSpan(requestContextFrom(call.header, deadline), server.span);
+      const rc = server === undefined ? requestContextFrom(call.header, deadline) : requestOfServerSpan(server.span, call.header, deadline);
       const enter = <T>(fn: () => T): T => (server === undefined ? runWithRequest(rc, fn) : inServerSpan(server, () => runWithRequest(rc, fn)));
       const result = enter(() => next(call));
       const traced = isStreamResult(result) ? bindStream(enter, result) : result;

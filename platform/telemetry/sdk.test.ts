@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { ConfigError } from "../config.js";
 import { readPlatformSettings } from "../settings.js";
-import { defaultServiceNameOf, keyValues, samplerOf, tracesEndpoint } from "./sdk.js";
+import { defaultServiceNameOf, keyValues, samplerOf, tracesEndpoint, tracesProtocol } from "./sdk.js";
 
 const settings = (env: Record<string, string>) => readPlatformSettings(env);
 
@@ -20,6 +20,13 @@ test("the base endpoint gets /v1/traces; the traces endpoint is used as given an
     tracesEndpoint(settings({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://jaeger:4318", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "https://t.example/x" })),
     "https://t.example/x",
   );
+});
+
+test("spans are sent as protobuf unless JSON is asked for; the traces-specific protocol wins", () => {
+  assert.equal(tracesProtocol(settings({})), "http/protobuf");
+  assert.equal(tracesProtocol(settings({ OTEL_EXPORTER_OTLP_PROTOCOL: "http/json" })), "http/json");
+  assert.equal(tracesProtocol(settings({ OTEL_EXPORTER_OTLP_PROTOCOL: "http/json", OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/protobuf" })), "http/protobuf");
+  assert.throws(() => settings({ OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" }), /OTEL_EXPORTER_OTLP_PROTOCOL: expected one of http\/protobuf, http\/json/);
 });
 
 test("OTEL_TRACES_SAMPLER and its argument choose the sampler", async () => {

@@ -28,7 +28,7 @@ import {
   type Tracer,
 } from "@opentelemetry/api";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { currentRequest, runWithRequest, traceparentOf, type RequestContext } from "../request-context.js";
+import { currentRequest, requestIdFrom, runWithRequest, traceparentOf, type RequestContext } from "../request-context.js";
 
 let activeTracer: Tracer | undefined;
 
@@ -115,6 +115,16 @@ export function traceLogFields(): { traceId?: string; spanId?: string } {
   }
   const rc = currentRequest();
   return rc === undefined ? {} : { traceId: rc.traceId, spanId: rc.spanId };
+}
+
+/**
+ * The request context of an RPC served in its SERVER `span`: the span's ids
+ * (which already continue the caller's `traceparent`), so logs and outgoing
+ * calls name the span; no ids of its own are drawn.
+ */
+export function requestOfServerSpan(span: Span, header: (name: string) => string | null, deadline: number | undefined): RequestContext {
+  const sc = span.spanContext();
+  return { requestId: requestIdFrom(header, sc.spanId), traceId: sc.traceId, spanId: sc.spanId, traceFlags: flagsHex(sc.traceFlags), deadline };
 }
 
 /** The request context of work running in `span`: its ids replace `rc`'s, so logs and outgoing calls name the span. */

@@ -21,6 +21,12 @@ export const tracingVars = {
     "",
   ),
   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: env("full OTLP/HTTP URL for spans (overrides OTEL_EXPORTER_OTLP_ENDPOINT), e.g. http://jaeger:4318/v1/traces", url("http", "https"), ""),
+  OTEL_EXPORTER_OTLP_PROTOCOL: env(
+    "how spans are encoded: http/protobuf (the specification's default; a third of the CPU of JSON) or http/json",
+    oneOf("http/protobuf", "http/json"),
+    "http/protobuf",
+  ),
+  OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: env("the encoding of spans, overriding OTEL_EXPORTER_OTLP_PROTOCOL: http/protobuf or http/json; empty: that one", oneOf("", "http/protobuf", "http/json"), ""),
   OTEL_EXPORTER_OTLP_HEADERS: env("headers sent with every export, key=value,key2=value2 (collector credentials)", str, "", true),
   OTEL_SERVICE_NAME: env("service.name of this process's spans; empty: switchyard-<the one service in SERVICES>, else switchyard", str, ""),
   OTEL_RESOURCE_ATTRIBUTES: env("more resource attributes of the spans, key=value,key2=value2 (e.g. deployment.environment=prod)", str, ""),

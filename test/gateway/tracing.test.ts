@@ -18,7 +18,7 @@ import { readPlatformSettings } from "../../platform/settings.js";
 import { startTracing, type Tracing } from "../../platform/telemetry/sdk.js";
 import { natsUrl } from "../support/infra.js";
 import { SpanKindWire, StatusWire, startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from "../support/otlp-receiver.js";
-import { connectDevice, dropPrefix, newPrefix, newUser, startGateway, startTestKeys, type GatewayProcess, type TestDevice, type TestKeys } from "./support.js";
+import { connectDevice, dropPrefix, newPrefix, newUser, startGateway, startTestKeys, type GatewayProcess, type TestDevice, type TestKeys, type ToolHandler } from "./support.js";
 
 const CALL_TOOL = "switchyard.device.v1.DeviceService/CallTool";
 
@@ -84,7 +84,12 @@ describe("tracing a tool call across gateway instances", () => {
 
   test("caller → gateway A → JetStream → gateway B → device → result: one trace, correct parents", async () => {
     const user = newUser();
-    devices.push(await connectDevice(b.port, { token: await keys.mint(user), tools: ["echo"], onCall: (call) => ({ echoed: call.arguments ?? null }) }));
+    let sentTraceparent = "";
+    const onCall: ToolHandler = (call) => {
+      sentTraceparent = call.traceparent;
+      return { echoed: call.arguments ?? null };
+    };
+    devices.push(await connectDevice(b.port, { token: await keys.mint(user), tools: ["echo"], onCall }));
     const res = await client.callTool({ userId: user, tool: "echo", arguments: { n: 1 }, waitForDevice: true });
     assert.equal(res.outcome.case, "result");
 
@@ -99,6 +104,7 @@ describe("tracing a tool call across gateway instances", () => {
     assert.equal(send.parentSpanId, server.spanId, "the JetStream publish is a child of A's SERVER span");
     assert.equal(deliver.parentSpanId, send.spanId, "B's delivery continues A's publish (context through the stream's RePublish)");
     assert.equal(device.parentSpanId, deliver.spanId, "the device round trip is a child of B's delivery");
+    assert.equal(sentTraceparent, `00-${device.traceId}-${device.spanId}-01`, "the device's tool_call carries the round trip's context");
     assert.equal(result.parentSpanId, deliver.spanId, "A's receipt of the result continues B's delivery");
     for (const s of [root, server, send, deliver, device, result]) {
       assert.equal(s.traceId, root.traceId);
