@@ -231,13 +231,18 @@ interface DirectPathOptions {
 /**
  * Way 1 of the module comment: publishes rows handed over at commit, then
  * marks them sent in batches (one UPDATE in flight at a time, taking all
- * that finished meanwhile). A row that cannot be published has its claim
- * released so the claiming path retries it at once; a row whose marking
- * fails stays claimed and is published again, deduplicated, after its lease.
+ * that finished meanwhile). Rows committed in the same turn of the event
+ * loop are published together: their publishes leave in one write to NATS
+ * and their acknowledgements are awaited together, not one after another.
+ * A row that cannot be published has its claim released so the claiming
+ * path retries it at once; a row whose marking fails stays claimed and is
+ * published again, deduplicated, after its lease.
  */
 function createDirectPath(o: DirectPathOptions) {
   const toMark: string[] = [];
   const toRelease: string[] = [];
+  const queued: CommittedRow[] = [];
+  let flushing: NodeJS.Immediate | undefined;
   let writing: Promise<void> | undefined;
   const inFlight = new Set<Promise<void>>();
 
@@ -262,29 +267,45 @@ function createDirectPath(o: DirectPathOptions) {
       }
     })());
 
-  const sendOne = async (row: CommittedRow) => {
-    await o.onStage?.("claimed", [row.id]);
-    try {
-      if (!isNatsConnected(o.nc)) throw new Error("NATS is not connected");
-      await o.publish(row);
-    } catch (err) {
-      o.log.warn({ err: String(err) }, "outbox relay could not publish at commit; the claiming path retries");
-      toRelease.push(row.id);
-      void write();
-      return;
+  const publishAll = async (rows: readonly CommittedRow[]) => {
+    const ids = rows.map((r) => r.id);
+    await o.onStage?.("claimed", ids);
+    // Issued in commit order in one turn, so they leave in one write and JetStream stores them in that order.
+    const results = isNatsConnected(o.nc)
+      ? await Promise.allSettled(rows.map((r) => o.publish(r)))
+      : rows.map((): PromiseSettledResult<unknown> => ({ status: "rejected", reason: new Error("NATS is not connected") }));
+    const sent = ids.filter((_, i) => results[i]!.status === "fulfilled");
+    const failed = ids.filter((_, i) => results[i]!.status === "rejected");
+    if (failed.length > 0) {
+      const first = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
+      o.log.warn({ failed: failed.length, err: String(first.reason) }, "outbox relay could not publish at commit; the claiming path retries");
+      toRelease.push(...failed);
     }
-    await o.onStage?.("published", [row.id]);
-    toMark.push(row.id);
+    if (sent.length > 0) {
+      await o.onStage?.("published", sent);
+      toMark.push(...sent);
+    }
     void write();
+  };
+
+  const flush = () => {
+    flushing = undefined;
+    if (queued.length === 0) return;
+    const p = publishAll(queued.splice(0))
+      .catch((err: unknown) => o.log.warn({ err: String(err) }, "outbox relay could not publish at commit; the claiming path retries after the claim lapses"))
+      .finally(() => inFlight.delete(p));
+    inFlight.add(p);
   };
 
   return {
     send(row: CommittedRow) {
-      const p = sendOne(row).finally(() => inFlight.delete(p));
-      inFlight.add(p);
+      queued.push(row);
+      flushing ??= setImmediate(flush);
     },
     /** Waits for the rows in hand to be published and recorded. */
     async settle() {
+      if (flushing !== undefined) clearImmediate(flushing);
+      flush();
       await Promise.allSettled([...inFlight]);
       await writing;
     },
