@@ -93,6 +93,30 @@ interface OutboxRow {
 
 const PRUNE_EVERY_MS = 60_000;
 
+/**
+ * Joined into the relay's bookkeeping UPDATEs: their own one-statement
+ * transaction commits without waiting for the WAL flush. Losing one in a
+ * database crash costs only a repeat publish after the claim lapses, which
+ * JetStream (Nats-Msg-Id) and consumers (processed_events) drop; waiting
+ * for it cost a flush per batch, the same flushes the writers' and the
+ * consumers' commits queue for.
+ */
+const NO_FLUSH_WAIT = "(select set_config('synchronous_commit', 'off', true)) as no_flush_wait";
+
+/** Records rows as published (see NO_FLUSH_WAIT). */
+async function markSent(sql: Sql, ids: readonly string[]): Promise<void> {
+  await sql`
+    update platform.outbox set sent_at = clock_timestamp(), claimed_until = null
+      from ${sql.unsafe(NO_FLUSH_WAIT)} where id in ${sql(ids)}`;
+}
+
+/** Gives up this relay's claim on rows it could not publish, for the next pass to retry (see NO_FLUSH_WAIT). */
+async function releaseClaims(sql: Sql, ids: readonly string[]): Promise<void> {
+  await sql`
+    update platform.outbox set claimed_until = null
+      from ${sql.unsafe(NO_FLUSH_WAIT)} where id in ${sql(ids)} and sent_at is null`;
+}
+
 /** Starts relaying; see the module comment. */
 export function startRelay(options: RelayOptions): Relay {
   const { sql, js, nc, log } = options;
@@ -148,13 +172,13 @@ export function startRelay(options: RelayOptions): Relay {
     const failed = ids.filter((_, i) => results[i]!.status === "rejected");
     await options.onStage?.("published", sent);
     if (sent.length > 0) {
-      await sql`update platform.outbox set sent_at = clock_timestamp(), claimed_until = null where id in ${sql(sent)}`;
+      await markSent(sql, sent);
     }
     if (failed.length > 0) {
       const first = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
       log.warn({ failed: failed.length, err: String(first.reason) }, "outbox relay could not publish; will retry");
       // Release the claim so the next pass (here or elsewhere) retries at once.
-      await sql`update platform.outbox set claimed_until = null where id in ${sql(failed)} and sent_at is null`;
+      await releaseClaims(sql, failed);
       throw first.reason;
     }
     return rows.length;
@@ -253,10 +277,10 @@ function createDirectPath(o: DirectPathOptions) {
           const sent = toMark.splice(0, 1000);
           const released = toRelease.splice(0, 1000);
           if (sent.length > 0) {
-            await o.sql`update platform.outbox set sent_at = clock_timestamp(), claimed_until = null where id in ${o.sql(sent)}`;
+            await markSent(o.sql, sent);
           }
           if (released.length > 0) {
-            await o.sql`update platform.outbox set claimed_until = null where id in ${o.sql(released)} and sent_at is null`;
+            await releaseClaims(o.sql, released);
             o.retry();
           }
         }
