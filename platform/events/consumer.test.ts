@@ -6,7 +6,7 @@ import { consumerSettings, eventIdOf, oneLine, overDelivered, retryDelay } from 
 import * as H from "./headers.js";
 
 test("settings: defaults, and bounds that keep a consumer working", () => {
-  assert.deepEqual(consumerSettings({}), { maxDeliver: 5, ackWaitMs: 30_000, backoff: [1000, 5000, 15_000, 30_000, 60_000], concurrency: 4, batchSize: 32, lingerMs: 2 });
+  assert.deepEqual(consumerSettings({}), { maxDeliver: 5, ackWaitMs: 30_000, backoff: [1000, 5000, 15_000, 30_000, 60_000], concurrency: 4, batchSize: 32 });
   const s = consumerSettings({ maxDeliver: 0, concurrency: -3, batchSize: 0, backoffMs: [] });
   assert.deepEqual([s.maxDeliver, s.concurrency, s.batchSize, s.backoff.length], [1, 1, 1, 5]);
 });

@@ -57,12 +57,6 @@ export interface RunningConsumer {
 }
 
 const DEFAULT_BACKOFF = [1000, 5000, 15_000, 30_000, 60_000];
-/**
- * How long arrivals may wait to share a transaction while other batches are
- * in flight (see `gather`): a few commits' worth under load, never paid by an
- * idle consumer.
- */
-const LINGER_MS = 2;
 /** Failures remembered per consumer (by stream sequence); the oldest is forgotten beyond. */
 const FAILURES_KEPT = 10_000;
 
@@ -73,8 +67,6 @@ export interface ConsumerSettings {
   readonly backoff: readonly number[];
   readonly concurrency: number;
   readonly batchSize: number;
-  /** Milliseconds arrivals may wait to join one transaction while other batches are in flight. */
-  readonly lingerMs: number;
 }
 
 /** Applies the defaults and bounds of ConsumerOptions (see types.ts). */
@@ -85,7 +77,6 @@ export function consumerSettings(options: Omit<ConsumerOptions<DescMessage>, "sc
     backoff: options.backoffMs?.length ? options.backoffMs : DEFAULT_BACKOFF,
     concurrency: Math.max(1, options.concurrency ?? 4),
     batchSize: Math.max(1, options.batchSize ?? 32),
-    lingerMs: LINGER_MS,
   };
 }
 
@@ -247,20 +238,16 @@ async function dispatch(
 ): Promise<void> {
   let slots = settings.concurrency;
   let freed: (() => void) | undefined;
-  let finished = 0;
-  const batchFinished = () => new Promise<void>((resolve) => (freed = resolve));
   for (;;) {
-    while (slots === 0) await batchFinished();
+    while (slots === 0) await new Promise<void>((resolve) => (freed = resolve));
     while (arrivals.arrived.length === 0 && !arrivals.ended()) await arrivals.next();
     if (arrivals.arrived.length === 0) break;
-    if (running.size > 0) await gather(arrivals, settings, () => finished, batchFinished);
     const batch = arrivals.arrived.splice(0, settings.batchSize);
     slots--;
     const p = handleBatch(batch)
       .catch((err: unknown) => log.error({ err: String(err) }, "event consumer failed"))
       .finally(() => {
         slots++;
-        finished++;
         running.delete(p);
         freed?.();
         freed = undefined;
@@ -269,29 +256,6 @@ async function dispatch(
   }
   await arrivals.done;
   if (arrivals.failure() !== undefined) throw arrivals.failure();
-}
-
-/**
- * While other batches are in flight, lets arrivals gather for one
- * transaction instead of starting one per event: until a batch finishes
- * (its slot takes all that gathered), a full batch has arrived, or
- * `lingerMs` passes (so slow handlers still run side by side). Under load
- * this turns many one-event transactions, each a commit and four round
- * trips, into few; an idle consumer never waits (dispatch calls this only
- * with batches in flight).
- */
-async function gather(arrivals: Arrivals, settings: ConsumerSettings, finished: () => number, batchFinished: () => Promise<void>): Promise<void> {
-  const until = performance.now() + settings.lingerMs;
-  const before = finished();
-  let timer: NodeJS.Timeout | undefined;
-  const lingered = new Promise<void>((resolve) => (timer = setTimeout(resolve, settings.lingerMs)));
-  try {
-    while (arrivals.arrived.length < settings.batchSize && finished() === before && !arrivals.ended() && performance.now() < until) {
-      await Promise.race([arrivals.next(), batchFinished(), lingered]);
-    }
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /**
