@@ -7,6 +7,10 @@
  * Also times `npm run migrate` on an empty database (and again, with
  * nothing to apply).
  *
+ * CPU figures are this process's own (process.cpuUsage) per event or
+ * transaction: the producers, relay and consumer all run here; PostgreSQL's
+ * and nats-server's CPU is not in them.
+ *
  * Environment: BENCH_EVENTS (default 3000 per mode), BENCH_INFLIGHT
  * (producers in flight, default 64), BENCH_CONCURRENCY (handlers in flight,
  * default 32). Uses a private nats-server and a fresh database.
@@ -35,6 +39,8 @@ interface Result {
   readonly p99: number;
   readonly lost: number;
   readonly duplicated: number;
+  /** This process's CPU per event, in microseconds. */
+  readonly cpuUs: number;
 }
 
 function quantile(sorted: number[], q: number): number {
@@ -51,9 +57,10 @@ async function produce(count: number, one: (i: number) => Promise<void>, infligh
   );
 }
 
-function summarise(start: number, end: number, latencies: number[], lost: number, duplicated: number): Result {
+function summarise(start: number, end: number, cpu: NodeJS.CpuUsage, latencies: number[], lost: number, duplicated: number): Result {
   latencies.sort((a, b) => a - b);
-  return { perSecond: (latencies.length / (end - start)) * 1000, p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99), lost, duplicated };
+  const cpuUs = (cpu.user + cpu.system) / Math.max(1, latencies.length);
+  return { perSecond: (latencies.length / (end - start)) * 1000, p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99), lost, duplicated, cpuUs };
 }
 
 async function timeMigrate(url: string): Promise<{ emptyMs: number; emptyScriptMs: number; noopMs: number }> {
@@ -92,6 +99,7 @@ async function rawJetStream(url: string, count: number, inflight = INFLIGHT): Pr
       if (seen.size === count) done();
     }
   })();
+  const cpu = process.cpuUsage();
   const start = performance.now();
   await produce(count, async (i) => {
     sentAt.set(i, performance.now());
@@ -99,13 +107,20 @@ async function rawJetStream(url: string, count: number, inflight = INFLIGHT): Pr
   }, inflight);
   await finished;
   const end = performance.now();
+  const used = process.cpuUsage(cpu);
   await messages.close();
   await jsm.streams.delete("BENCH_RAW");
   await nc.close();
-  return summarise(start, end, latencies, count - seen.size, duplicated);
+  return summarise(start, end, used, latencies, count - seen.size, duplicated);
 }
 
-async function outbox(url: string, natsUrl: string, count: number, inflight = INFLIGHT): Promise<Result> {
+/** The outbox's result, and the rate its producers committed at meanwhile. */
+interface OutboxResult extends Result {
+  /** Producer transactions per second, from the start to the last commit (the relay and consumer running alongside). */
+  readonly committedPerSecond: number;
+}
+
+async function outbox(url: string, natsUrl: string, count: number, inflight = INFLIGHT): Promise<OutboxResult> {
   const db = createDatabase(url, { max: 32 });
   await migrate(db.sql, []);
   await db.sql`create table if not exists public.bench_effects (event_id text not null, user_id text not null)`;
@@ -129,13 +144,16 @@ async function outbox(url: string, natsUrl: string, count: number, inflight = IN
       if (handled.size === count) setImmediate(done);
     },
   });
+  const cpu = process.cpuUsage();
   const start = performance.now();
   await produce(count, async (i) => {
     await db.tx((tx) => bus.publish(tx, UserLoggedInSchema, create(UserLoggedInSchema, { userId: `u${i}` })));
     committedAt.set(`u${i}`, performance.now());
   }, inflight);
+  const committed = performance.now();
   await finished;
   const end = performance.now();
+  const used = process.cpuUsage(cpu);
   await stop();
   // The handler's transaction commits just after `handled` fills; wait for the last ones.
   let effects = 0;
@@ -150,20 +168,22 @@ async function outbox(url: string, natsUrl: string, count: number, inflight = IN
   await bus.stop();
   await nc.close();
   await db.close();
-  return summarise(start, end, latencies, count - distinct, effects - distinct);
+  return { ...summarise(start, end, used, latencies, count - distinct, effects - distinct), committedPerSecond: (count / (committed - start)) * 1000 };
 }
 
 /** The same producers committing bare transactions (BEGIN, one INSERT, COMMIT): the database's own ceiling. */
-async function postgresCeiling(url: string, count: number): Promise<number> {
+async function postgresCeiling(url: string, count: number): Promise<{ perSecond: number; cpuUs: number }> {
   const db = createDatabase(url, { max: 32 });
   await db.sql`create table if not exists public.bench_bare (id bigint generated always as identity, v text)`;
+  const cpu = process.cpuUsage();
   const start = performance.now();
   await produce(count, async (i) => {
     await db.tx((tx) => tx`insert into public.bench_bare (v) values (${`u${i}`})`);
   });
   const perSecond = (count / (performance.now() - start)) * 1000;
+  const used = process.cpuUsage(cpu);
   await db.close();
-  return perSecond;
+  return { perSecond, cpuUs: (used.user + used.system) / count };
 }
 
 const nats = await startNats();
@@ -180,14 +200,15 @@ try {
   const rawOne = await rawJetStream(nats.url, 300, 1);
   const boxOne = await outbox(eventsDb.url, nats.url, 300, 1);
   const fmt = (r: Result) =>
-    `${r.perSecond.toFixed(0).padStart(6)} events/s   p50 ${r.p50.toFixed(1).padStart(6)} ms   p99 ${r.p99.toFixed(1).padStart(6)} ms   lost ${r.lost}   duplicated ${r.duplicated}`;
+    `${r.perSecond.toFixed(0).padStart(6)} events/s   p50 ${r.p50.toFixed(1).padStart(6)} ms   p99 ${r.p99.toFixed(1).padStart(6)} ms   lost ${r.lost}   duplicated ${r.duplicated}   CPU ${r.cpuUs.toFixed(0)} µs/event`;
   process.stdout.write(
     [
       `bench:events  ${N} events per mode, ${INFLIGHT} producers in flight, ${CONCURRENCY} handlers in flight`,
       `  raw JetStream publish → consume (baseline)  ${fmt(raw)}`,
       `  outbox commit → relay → consumer tx         ${fmt(box)}`,
       `  outbox / raw: throughput ${(box.perSecond / raw.perSecond).toFixed(2)}x (goal ≥ 0.50), p50 latency ${(box.p50 / raw.p50).toFixed(1)}x, p99 latency ${(box.p99 / raw.p99).toFixed(1)}x`,
-      `  reference: bare PostgreSQL transactions (BEGIN, INSERT, COMMIT), same producers: ${ceiling.toFixed(0)} tx/s; outbox / that: ${(box.perSecond / ceiling).toFixed(2)}x`,
+      `  reference: bare PostgreSQL transactions (BEGIN, INSERT, COMMIT), same producers: ${ceiling.perSecond.toFixed(0)} tx/s, CPU ${ceiling.cpuUs.toFixed(0)} µs/tx; outbox / that: ${(box.perSecond / ceiling.perSecond).toFixed(2)}x (goal ≥ 0.80), CPU ${(box.cpuUs / ceiling.cpuUs).toFixed(1)}x`,
+      `    the outbox's producers meanwhile committed ${box.committedPerSecond.toFixed(0)} tx/s (${(box.committedPerSecond / ceiling.perSecond).toFixed(2)}x bare), beside the relay and the consumer's transactions`,
       `  one at a time (latency without queueing, 300 events):`,
       `    raw JetStream                             ${fmt(rawOne)}`,
       `    outbox                                    ${fmt(boxOne)}`,

@@ -93,6 +93,34 @@ interface OutboxRow {
 
 const PRUNE_EVERY_MS = 60_000;
 
+/**
+ * Joined into the relay's bookkeeping UPDATEs: their own one-statement
+ * transaction commits without waiting for the WAL flush. Losing one in a
+ * database crash costs only a repeat publish after the claim lapses, which
+ * JetStream (Nats-Msg-Id) and consumers (processed_events) drop; waiting
+ * for it cost a flush per batch, the same flushes the writers' and the
+ * consumers' commits queue for.
+ */
+const NO_FLUSH_WAIT = "(select set_config('synchronous_commit', 'off', true)) as no_flush_wait";
+
+/**
+ * Records rows as published (see NO_FLUSH_WAIT). The ids travel as one array
+ * parameter: one statement text (prepared once per connection) whatever the
+ * batch size, where `in (…)` made a new one, with its extra round trip, per size.
+ */
+async function markSent(sql: Sql, ids: readonly string[]): Promise<void> {
+  await sql`
+    update platform.outbox set sent_at = clock_timestamp(), claimed_until = null
+      from ${sql.unsafe(NO_FLUSH_WAIT)} where id = any(${ids as string[]}::uuid[])`;
+}
+
+/** Gives up this relay's claim on rows it could not publish, for the next pass to retry (see NO_FLUSH_WAIT). */
+async function releaseClaims(sql: Sql, ids: readonly string[]): Promise<void> {
+  await sql`
+    update platform.outbox set claimed_until = null
+      from ${sql.unsafe(NO_FLUSH_WAIT)} where id = any(${ids as string[]}::uuid[]) and sent_at is null`;
+}
+
 /** Starts relaying; see the module comment. */
 export function startRelay(options: RelayOptions): Relay {
   const { sql, js, nc, log } = options;
@@ -148,13 +176,13 @@ export function startRelay(options: RelayOptions): Relay {
     const failed = ids.filter((_, i) => results[i]!.status === "rejected");
     await options.onStage?.("published", sent);
     if (sent.length > 0) {
-      await sql`update platform.outbox set sent_at = clock_timestamp(), claimed_until = null where id in ${sql(sent)}`;
+      await markSent(sql, sent);
     }
     if (failed.length > 0) {
       const first = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
       log.warn({ failed: failed.length, err: String(first.reason) }, "outbox relay could not publish; will retry");
       // Release the claim so the next pass (here or elsewhere) retries at once.
-      await sql`update platform.outbox set claimed_until = null where id in ${sql(failed)} and sent_at is null`;
+      await releaseClaims(sql, failed);
       throw first.reason;
     }
     return rows.length;
@@ -231,13 +259,18 @@ interface DirectPathOptions {
 /**
  * Way 1 of the module comment: publishes rows handed over at commit, then
  * marks them sent in batches (one UPDATE in flight at a time, taking all
- * that finished meanwhile). A row that cannot be published has its claim
- * released so the claiming path retries it at once; a row whose marking
- * fails stays claimed and is published again, deduplicated, after its lease.
+ * that finished meanwhile). Rows committed in the same turn of the event
+ * loop are published together: their publishes leave in one write to NATS
+ * and their acknowledgements are awaited together, not one after another.
+ * A row that cannot be published has its claim released so the claiming
+ * path retries it at once; a row whose marking fails stays claimed and is
+ * published again, deduplicated, after its lease.
  */
 function createDirectPath(o: DirectPathOptions) {
   const toMark: string[] = [];
   const toRelease: string[] = [];
+  const queued: CommittedRow[] = [];
+  let flushing: NodeJS.Immediate | undefined;
   let writing: Promise<void> | undefined;
   const inFlight = new Set<Promise<void>>();
 
@@ -248,10 +281,10 @@ function createDirectPath(o: DirectPathOptions) {
           const sent = toMark.splice(0, 1000);
           const released = toRelease.splice(0, 1000);
           if (sent.length > 0) {
-            await o.sql`update platform.outbox set sent_at = clock_timestamp(), claimed_until = null where id in ${o.sql(sent)}`;
+            await markSent(o.sql, sent);
           }
           if (released.length > 0) {
-            await o.sql`update platform.outbox set claimed_until = null where id in ${o.sql(released)} and sent_at is null`;
+            await releaseClaims(o.sql, released);
             o.retry();
           }
         }
@@ -262,29 +295,45 @@ function createDirectPath(o: DirectPathOptions) {
       }
     })());
 
-  const sendOne = async (row: CommittedRow) => {
-    await o.onStage?.("claimed", [row.id]);
-    try {
-      if (!isNatsConnected(o.nc)) throw new Error("NATS is not connected");
-      await o.publish(row);
-    } catch (err) {
-      o.log.warn({ err: String(err) }, "outbox relay could not publish at commit; the claiming path retries");
-      toRelease.push(row.id);
-      void write();
-      return;
+  const publishAll = async (rows: readonly CommittedRow[]) => {
+    const ids = rows.map((r) => r.id);
+    await o.onStage?.("claimed", ids);
+    // Issued in commit order in one turn, so they leave in one write and JetStream stores them in that order.
+    const results = isNatsConnected(o.nc)
+      ? await Promise.allSettled(rows.map((r) => o.publish(r)))
+      : rows.map((): PromiseSettledResult<unknown> => ({ status: "rejected", reason: new Error("NATS is not connected") }));
+    const sent = ids.filter((_, i) => results[i]!.status === "fulfilled");
+    const failed = ids.filter((_, i) => results[i]!.status === "rejected");
+    if (failed.length > 0) {
+      const first = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
+      o.log.warn({ failed: failed.length, err: String(first.reason) }, "outbox relay could not publish at commit; the claiming path retries");
+      toRelease.push(...failed);
     }
-    await o.onStage?.("published", [row.id]);
-    toMark.push(row.id);
+    if (sent.length > 0) {
+      await o.onStage?.("published", sent);
+      toMark.push(...sent);
+    }
     void write();
+  };
+
+  const flush = () => {
+    flushing = undefined;
+    if (queued.length === 0) return;
+    const p = publishAll(queued.splice(0))
+      .catch((err: unknown) => o.log.warn({ err: String(err) }, "outbox relay could not publish at commit; the claiming path retries after the claim lapses"))
+      .finally(() => inFlight.delete(p));
+    inFlight.add(p);
   };
 
   return {
     send(row: CommittedRow) {
-      const p = sendOne(row).finally(() => inFlight.delete(p));
-      inFlight.add(p);
+      queued.push(row);
+      flushing ??= setImmediate(flush);
     },
     /** Waits for the rows in hand to be published and recorded. */
     async settle() {
+      if (flushing !== undefined) clearImmediate(flushing);
+      flush();
       await Promise.allSettled([...inFlight]);
       await writing;
     },

@@ -75,8 +75,8 @@ describe("outbox", () => {
     assert.equal(got.meta.subject, "events.auth.user_logged_in");
     assert.equal(got.meta.deliveryCount, 1);
     assert.equal(got.meta.traceparent, traceparentOf(trace));
-    const [row] = await db.sql`select sent_at from platform.outbox where id = ${id}`;
-    assert.ok(row!.sent_at instanceof Date, "the outbox row is marked sent");
+    // Marking sent follows JetStream's acknowledgement and may land after the consumer has run.
+    await waitFor("the outbox row to be marked sent", async () => (await db.sql`select 1 from platform.outbox where id = ${id} and sent_at is not null`).length === 1);
   });
 
   test("a rolled-back transaction publishes nothing", async () => {
