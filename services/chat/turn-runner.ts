@@ -51,7 +51,7 @@ export interface TurnRunnerDeps {
 /** The turns this instance runs. */
 export interface TurnRunner {
   /** Starts running `turn` in the background: `fresh` when it was just created here (nothing recorded yet), else taken over. */
-  start(turn: TurnRow, fresh?: boolean, toolsEarly?: Promise<AgentTool[] | undefined>): void;
+  start(turn: TurnRow, fresh?: boolean, early?: EarlyReads): void;
   /** Stops a turn this instance runs; "cancel" records it as cancelled. */
   stop(turnId: string, reason: StopReason): void;
   /** The ids of the turns running here. */
@@ -60,6 +60,16 @@ export interface TurnRunner {
   has(turnId: string): boolean;
   /** Stops every turn (shutdown) and waits for them to let go. */
   stopAll(): Promise<void>;
+}
+
+/**
+ * What the caller of a fresh turn read while the turn was being created, so
+ * the model is asked sooner: the user's tools (undefined when listing failed:
+ * the runner lists again) and the conversation's history.
+ */
+export interface EarlyReads {
+  readonly tools?: Promise<AgentTool[] | undefined>;
+  readonly history?: Promise<ModelMessage[]>;
 }
 
 /** The NATS subject that wakes a turn waiting for an approval. */
@@ -71,10 +81,10 @@ export function approvalSubject(turnId: string): string {
 export function createTurnRunner(deps: TurnRunnerDeps): TurnRunner {
   const running = new Map<string, { controller: AbortController; done: Promise<void> }>();
   return {
-    start(turn, fresh = false, toolsEarly) {
+    start(turn, fresh = false, early) {
       if (running.has(turn.id)) return;
       const controller = new AbortController();
-      const done = runTurn(deps, turn, fresh, toolsEarly, controller.signal)
+      const done = runTurn(deps, turn, fresh, early ?? {}, controller.signal)
         .catch((err: unknown) => deps.log.error({ err: String(err), turn: turn.id }, "turn runner failed"))
         .finally(() => running.delete(turn.id));
       running.set(turn.id, { controller, done });
@@ -142,7 +152,7 @@ function checkWrites(s: TurnState): void {
   if (s.writeError !== undefined) throw s.writeError;
 }
 
-async function runTurn(deps: TurnRunnerDeps, turn: TurnRow, fresh: boolean, toolsEarly: Promise<AgentTool[] | undefined> | undefined, signal: AbortSignal): Promise<void> {
+async function runTurn(deps: TurnRunnerDeps, turn: TurnRow, fresh: boolean, early: EarlyReads, signal: AbortSignal): Promise<void> {
   const s = await hydrate(deps, turn, fresh);
   const untilDeadline = turn.deadline.getTime() - Date.now();
   const deadline = AbortSignal.timeout(Math.max(0, untilDeadline));
@@ -151,7 +161,7 @@ async function runTurn(deps: TurnRunnerDeps, turn: TurnRow, fresh: boolean, tool
     // Written in order by the turn log; nothing waits for it.
     if (s.seq === 0) void emit(deps, s, [{ event: { case: "started", value: { conversationId: turn.conversation_id, turnId: turn.id } } }]);
     if (deps.model === undefined) throw new ConnectError("no language model is configured on this instance: set LLM_PROVIDER, LLM_API_KEY and LLM_MODEL", Code.FailedPrecondition);
-    const [tools, history] = await Promise.all([listTools(deps, s, toolsEarly, both), loadHistory(deps.db.sql, turn.conversation_id)]);
+    const [tools, history] = await Promise.all([listTools(deps, s, early.tools, both), early.history ?? loadHistory(deps.db.sql, turn.conversation_id)]);
     await loop(deps, s, tools, history, both);
   } catch (err) {
     await ended(deps, s, err, signal, deadline);
