@@ -1,8 +1,9 @@
 /**
  * Durable writes of running turns: their events (binary ChatResponse, by
- * sequence) and steps, written in order, each batch in one transaction that
- * first checks this instance still holds each turn's lease (FOR SHARE, so a
- * takeover and a write never interleave). Writes queued while one commits
+ * sequence) and steps, written in order, each batch committed at once after
+ * checking this instance still holds each turn's lease (FOR SHARE, so a
+ * takeover and a write never interleave): one statement when the batch is
+ * only events and steps, else one transaction. Writes queued while one commits
  * go together in the next transaction, so a busy process commits many
  * events at the cost of one. An event reaches streams only after it is
  * committed: a client never holds an event a takeover could lose.
@@ -52,7 +53,40 @@ export function createTurnLog(db: Database, owner: string, hub: TurnHub, nats: N
   let queue: Queued[] = [];
   let flushing = false;
 
-  async function commit(batch: readonly Queued[]): Promise<Set<string>> {
+  /** Commits a batch; returns the turns this instance held (only their writes were made). */
+  function commit(batch: readonly Queued[]): Promise<Set<string>> {
+    return batch.some((q) => q.write.extra !== undefined) ? commitInTransaction(batch) : commitInOneStatement(batch);
+  }
+
+  /**
+   * The common batch (events and steps, nothing else): one prepared
+   * statement, so one round trip and one commit. Its first CTE takes the
+   * lease check's row locks (FOR SHARE) before the inserts, which write only
+   * the rows of turns still held, exactly as the transaction below does.
+   */
+  async function commitInOneStatement(batch: readonly Queued[]): Promise<Set<string>> {
+    const ids = [...new Set(batch.map((q) => q.write.turnId))];
+    const events = batch.flatMap((q) => q.write.events.map((e) => ({ turnId: q.write.turnId, seq: Number(e.sequence), data: Buffer.from(toBinary(ChatResponseSchema, e)).toString("base64") })));
+    const steps = batch.flatMap((q) => (q.write.steps ?? []).map((st) => ({ turnId: q.write.turnId, step: st.step, kind: st.kind, data: JSON.stringify(st) })));
+    const held = await db.sql<{ id: string }[]>`
+      with held as (
+        select id from chat.turns where id = any(${ids}::text[]) and lease_owner = ${owner} and state = 'running' for share),
+      events as (
+        insert into chat.turn_events (turn_id, seq, event)
+        select e.turn_id, e.seq, decode(e.data, 'base64')
+        from unnest(${events.map((e) => e.turnId)}::text[], ${events.map((e) => e.seq)}::bigint[], ${events.map((e) => e.data)}::text[]) as e(turn_id, seq, data)
+        where e.turn_id in (select id from held)),
+      steps as (
+        insert into chat.turn_steps (turn_id, step, kind, data)
+        select st.turn_id, st.step, st.kind, st.data::jsonb
+        from unnest(${steps.map((st) => st.turnId)}::text[], ${steps.map((st) => st.step)}::int[], ${steps.map((st) => st.kind)}::text[], ${steps.map((st) => st.data)}::text[]) as st(turn_id, step, kind, data)
+        where st.turn_id in (select id from held))
+      select id from held`;
+    return new Set(held.map((r) => r.id));
+  }
+
+  /** A batch with statements of its own (a turn's end, an approval request): one transaction. */
+  async function commitInTransaction(batch: readonly Queued[]): Promise<Set<string>> {
     const ids = [...new Set(batch.map((q) => q.write.turnId))];
     return db.tx(async (tx) => {
       const held = await tx<{ id: string }[]>`
