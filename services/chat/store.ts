@@ -3,7 +3,7 @@
  * events, the history the model sees. Every statement is schema-qualified
  * (chat.*) and parameterised.
  */
-import { fromBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { ChatResponseSchema, type ChatResponse } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import type { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 import type { Sql, TransactionSql } from "../../platform/index.js";
@@ -46,15 +46,22 @@ export interface NewTurn {
 /** Whether a turn started, or why not (see chat.start_turn in migrations/002_start_turn.sql). */
 export type StartOutcome = "ok" | "not_found" | "busy" | "limit";
 
+/** The first event of every turn (sequence 1), recorded with the turn itself. */
+export function startedEvent(t: Pick<NewTurn, "id" | "conversationId">): ChatResponse {
+  return create(ChatResponseSchema, { sequence: 1n, event: { case: "started", value: { conversationId: t.conversationId, turnId: t.id } } });
+}
+
 /**
- * Starts a running turn held by `owner` for `leaseMs`, if the conversation is
- * the user's and idle and the user has fewer than `limit` turns running: one
- * statement (one round trip when alone, its own commit), or part of `tx`.
+ * Starts a running turn held by `owner` for `leaseMs`, with its `started`
+ * event, if the conversation is the user's and idle and the user has fewer
+ * than `limit` turns running: one statement (one round trip when alone, its
+ * own commit), or part of `tx`.
  */
 export async function startTurnRow(sql: Sql | TransactionSql, t: NewTurn, owner: string, leaseMs: number, limit: number): Promise<StartOutcome> {
+  const started = Buffer.from(toBinary(ChatResponseSchema, startedEvent(t)));
   const [row] = await sql<{ outcome: StartOutcome }[]>`
     select chat.start_turn(${t.id}, ${t.conversationId}, ${t.newConversation}, ${t.userId}, ${t.tier}, ${t.agentId}, ${t.message},
-                           ${owner}, ${leaseMs}, ${t.deadline}, ${limit}) as outcome`;
+                           ${owner}, ${leaseMs}, ${t.deadline}, ${limit}, ${started}) as outcome`;
   return row!.outcome;
 }
 

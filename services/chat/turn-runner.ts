@@ -119,7 +119,8 @@ interface TurnState {
 
 async function hydrate(deps: TurnRunnerDeps, turn: TurnRow, fresh: boolean): Promise<TurnState> {
   const agent = (await loadAgent(deps.db.sql, turn.agent_id)) ?? defaultAssistant;
-  if (fresh) return { turn, agent, steps: [], seq: 0, started: new Set(), asked: new Set(), partialText: false, writeError: undefined, finalText: "" };
+  // A fresh turn was recorded with its `started` event (sequence 1) and nothing else.
+  if (fresh) return { turn, agent, steps: [], seq: 1, started: new Set(), asked: new Set(), partialText: false, writeError: undefined, finalText: "" };
   const steps = await loadSteps(deps.db.sql, turn.id);
   const state: TurnState = { turn, agent, steps, seq: 0, started: new Set(), asked: new Set(), partialText: false, writeError: undefined, finalText: "" };
   const boundary = steps.length === 0 ? 0 : steps.at(-1)!.eventSeq;
@@ -158,8 +159,6 @@ async function runTurn(deps: TurnRunnerDeps, turn: TurnRow, fresh: boolean, earl
   const deadline = AbortSignal.timeout(Math.max(0, untilDeadline));
   const both = AbortSignal.any([signal, deadline]);
   try {
-    // Written in order by the turn log; nothing waits for it.
-    if (s.seq === 0) void emit(deps, s, [{ event: { case: "started", value: { conversationId: turn.conversation_id, turnId: turn.id } } }]);
     if (deps.model === undefined) throw new ConnectError("no language model is configured on this instance: set LLM_PROVIDER, LLM_API_KEY and LLM_MODEL", Code.FailedPrecondition);
     const [tools, history] = await Promise.all([listTools(deps, s, early.tools, both), early.history ?? loadHistory(deps.db.sql, turn.conversation_id)]);
     await loop(deps, s, tools, history, both);
