@@ -14,11 +14,11 @@
  * subscription, timer or consumer per call.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import { headers, type Msg, type NatsConnection, type Subscription } from "@nats-io/nats-core";
-import { GatewayControlSchema, type PresenceEntry, type PresenceRecord } from "../gen/switchyard/device/v1/relay_pb.js";
+import { CancelCallByIdSchema, GatewayControlSchema, type CancelCallById, type PresenceEntry, type PresenceRecord } from "../gen/switchyard/device/v1/relay_pb.js";
 import { isNatsConnected, type Logger } from "../platform/index.js";
 import { MSG_ID } from "../platform/events/headers.js";
 import type { GatewayBeats } from "./beats.js";
@@ -48,9 +48,12 @@ export interface ToolCaller {
   /**
    * Runs a call; resolves with its outcome (the device's encoded ToolResult),
    * rejects with ConnectError for RPC-level failures (see device.proto).
-   * `signal` aborting (the RPC was cancelled) gives the call up.
+   * `signal` aborting (the RPC was cancelled) gives the call up; without a
+   * signal the call runs to its outcome or deadline (CallTool keep_running).
    */
   call(req: CallRequest, signal?: AbortSignal): Promise<Outcome>;
+  /** Stops the call `callId` of `userId` on whichever instance has it pending (CancelToolCall); a no-op where none has. */
+  cancel(userId: string, callId: string, reason: string): void;
   /** Calls now waiting or in flight from this instance. */
   readonly pendingCount: number;
   /** Fails every pending call UNAVAILABLE (shutdown) and stops listening. */
@@ -161,6 +164,11 @@ export function createToolCaller(o: CallerOptions): ToolCaller {
   o.beats.onDead((instance) => failCallsHeldBy(ctx, instance));
   return {
     call: (req, signal) => startCall(ctx, req, signal),
+    cancel(userId, callId, reason) {
+      const msg = create(CancelCallByIdSchema, { userId, callId, reason });
+      // To every instance: only the one that published the call has it pending.
+      o.nc.publish(o.names.callCancel, toBinary(CancelCallByIdSchema, msg));
+    },
     get pendingCount() {
       return ctx.pending.size;
     },
@@ -208,14 +216,19 @@ function armDeadline(ctx: CallerContext, p: Pending): void {
   });
 }
 
+/** Stops a call here: a call handed out is cancelled at its holder and `reason` recorded as its outcome; otherwise it just ends. */
+function stopCall(ctx: CallerContext, p: Pending, reason: ConnectError, why: string): void {
+  if (p.published) {
+    sendCancel(ctx, p, why);
+    failDecided(ctx, p, reason.code, reason.rawMessage);
+  } else ctx.pending.settle(p, reason);
+}
+
 /** When the RPC is cancelled: the same as a deadline, with the signal's reason. */
 function armAbort(ctx: CallerContext, p: Pending, signal: AbortSignal): void {
   const onAbort = () => {
     const reason = signal.reason instanceof ConnectError ? signal.reason : new ConnectError("the call was cancelled", Code.Canceled);
-    if (p.published) {
-      sendCancel(ctx, p, "the caller gave up");
-      failDecided(ctx, p, reason.code, reason.rawMessage);
-    } else ctx.pending.settle(p, reason);
+    stopCall(ctx, p, reason, "the caller gave up");
   };
   if (signal.aborted) onAbort();
   else {
@@ -262,7 +275,23 @@ function listenForOutcomes(ctx: CallerContext): Subscription[] {
     nc.subscribe(names.resultsOf(instanceId), { callback: (err, msg) => void (err || onOutcome(ctx, msg)) }),
     // JetStream's acks of our publications: duplicates join the first call; refusals fail at once.
     nc.subscribe(names.acksOf(instanceId), { callback: (err, msg) => void (err || onPublishAck(ctx, msg)) }),
+    // CancelToolCall, from any instance: acted on where the call is pending.
+    nc.subscribe(names.callCancel, { callback: (err, msg) => void (err || onCancelById(ctx, msg)) }),
   ];
+}
+
+/** A CancelToolCall: stops the named call if this instance has it pending for that user. */
+function onCancelById(ctx: CallerContext, msg: Msg): void {
+  let c: CancelCallById;
+  try {
+    c = fromBinary(CancelCallByIdSchema, msg.data);
+  } catch {
+    return ctx.o.log.warn({ subject: msg.subject }, "undecodable call cancel");
+  }
+  const p = ctx.pending.get(c.callId);
+  if (p === undefined || p.settled || p.req.userId !== c.userId) return;
+  const why = c.reason || "the caller cancelled the call";
+  stopCall(ctx, p, new ConnectError(why, Code.Canceled), why);
 }
 
 /** An outcome on this instance's result subject settles its pending call. */

@@ -1,6 +1,6 @@
 /**
- * DeviceService: CallTool (through calls.ts), ListDevices (a fresh read of
- * presence, dead instances filtered out) and IssueDeviceTicket.
+ * DeviceService: CallTool and CancelToolCall (through calls.ts), ListDevices
+ * (a fresh read of presence, dead instances filtered out) and IssueDeviceTicket.
  */
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { durationMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -57,10 +57,12 @@ export function deviceService(d: DeviceServiceDeps): ServiceRegistration {
       if (argsBytes.length > maxArgumentBytes) throw new ConnectError(`arguments: must be at most ${maxArgumentBytes} bytes encoded, got ${argsBytes.length}`, Code.InvalidArgument);
       const rpcLeft = ctx.timeoutMs();
       const deadline = Date.now() + Math.min(timeout, rpcLeft ?? timeout);
+      if (req.keepRunning && req.callId === "") throw new ConnectError("keep_running: needs a call_id, which a later call uses to get the outcome", Code.InvalidArgument);
       const callId = req.callId || randomBytes(16).toString("base64url");
       const o = await d.caller.call(
         { callId, userId, requestedDeviceId: req.deviceId, tool: req.tool, argsBytes, deadline, waitForDevice: req.waitForDevice },
-        ctx.signal,
+        // keep_running: the call is not bound to this RPC, so a caller that dies does not stop it.
+        req.keepRunning ? undefined : ctx.signal,
       );
       if (o.toolResult === undefined) throw new ConnectError("the call ended without an outcome", Code.Internal);
       // The device's ToolResult, decoded once, here.
@@ -84,6 +86,12 @@ export function deviceService(d: DeviceServiceDeps): ServiceRegistration {
       const all = [...byDevice.values()].filter((x) => x.deviceId > after).sort((a, b) => (a.deviceId < b.deviceId ? -1 : 1));
       const devices = all.slice(0, size);
       return { devices, nextPageToken: all.length > size ? pageToken(userId, devices.at(-1)!.deviceId) : "" };
+    },
+
+    async cancelToolCall(req, ctx) {
+      const userId = actingUser(principalOf(ctx), req.userId);
+      d.caller.cancel(userId, req.callId, req.reason);
+      return {};
     },
 
     async issueDeviceTicket(_req, ctx) {

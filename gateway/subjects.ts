@@ -47,6 +47,8 @@ export interface GatewayNames {
   readonly beats: string;
   /** Core subject of commands to one instance. */
   control(instance: string): string;
+  /** Core subject of CancelToolCall requests, heard by every instance (the one holding the call acts). */
+  readonly callCancel: string;
   /** The first token of every subject above (GATEWAY_NATS_PREFIX). */
   readonly prefix: string;
   /** What the streams and buckets capture and re-publish, for their declaration (nats-setup.ts). */
@@ -100,6 +102,7 @@ export function gatewayNames(p: string): GatewayNames {
     presence: (user) => `${p}.presence.${userToken(user)}`,
     beats: `${p}.beat.*`,
     control: (instance) => `${p}.gwctl.${safe(instance, "instance id")}`,
+    callCancel: `${p}.callcancel`,
     stored: {
       calls: `${p}.tools.*.*`,
       callsRepublish: { src: `${p}.tools.>`, dest: `${p}.deliver.>` },

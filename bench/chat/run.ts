@@ -11,7 +11,7 @@
  * - a turn with three device tool calls end to end against the sum of its
  *   parts (two model calls read directly, three CallTool RPCs one after another).
  *
- *   npm run bench:chat [-- --turns 64 --ttft 50 --rate 200 --tokens 100 --steps 1000]
+ *   npm run bench:chat [-- --turns 64 --ttft 50 --rate 200 --tokens 100 --steps 1000 --parts stream,step,tools]
  */
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
@@ -38,6 +38,10 @@ const { values } = parseArgs({
     tokens: { type: "string", default: "100" },
     steps: { type: "string", default: "1000" },
     tooled: { type: "string", default: "20" },
+    // Which figures to measure: stream (first TextDelta, tokens/s), step (durable step), tools (a turn with tool calls).
+    parts: { type: "string", default: "stream,step,tools" },
+    // Concurrency levels of the stream figures.
+    concurrency: { type: "string", default: "1,64" },
   },
 });
 
@@ -186,13 +190,14 @@ async function toolTurn(rounds: number): Promise<void> {
 
 try {
   out(`local provider (own process): time to first token ${values.ttft} ms, ${values.rate} tokens/s, ${values.tokens} tokens a turn; chat and gateway each in their own process`);
-  for (const concurrency of [1, 64]) {
+  const parts = new Set(values.parts.split(","));
+  for (const concurrency of parts.has("stream") ? values.concurrency.split(",").map(Number) : []) {
     const turns = concurrency === 1 ? 8 : Number(values.turns);
     const floor = await measureProviderFloor({ baseUrl: `${providerUrl}/v1`, format: "openai", turns, concurrency });
     streamingFigures(concurrency, floor, await chatRound(concurrency, turns));
   }
-  await durableStep(Number(values.steps));
-  await toolTurn(Number(values.tooled));
+  if (parts.has("step")) await durableStep(Number(values.steps));
+  if (parts.has("tools")) await toolTurn(Number(values.tooled));
 } finally {
   await Promise.all([chat.stop(), tooledChat.stop()]);
   await gw.kill();

@@ -16,7 +16,7 @@ import { type Events, type Principal, register, SERVICE_ROLE, type ServiceRegist
 import { listAgents, loadAgent, type AgentRow } from "./agents.js";
 import { userOf, type ChatHandlerDeps } from "./chat-service.js";
 import { limitsOf } from "./limits.js";
-import { insertConversation, insertTurn, loadTurn, runningTurnsOf, type TurnEnd, type TurnRow } from "./store.js";
+import { loadTurn, startTurnRow, type NewTurn, type TurnEnd, type TurnRow } from "./store.js";
 import { checkToolArguments } from "./tool-args.js";
 import { followTurn } from "./turn-feed.js";
 import { checkSetUp, hasSetUp } from "./user-agents.js";
@@ -188,14 +188,13 @@ export function createAgentHandlers(deps: AgentHandlerDeps): ServiceRegistration
         if (prior !== undefined) await tx`update chat.agent_runs set idempotency_key = null where id = ${prior.id}`;
       }
       const limit = limitsOf(tier).concurrentTurns;
-      if ((await runningTurnsOf(tx, userId)) >= limit) {
-        throw new ConnectError(`the user has ${limit} turn(s) or run(s) in flight, as many as their tier allows: try again when one ends`, Code.ResourceExhausted);
-      }
       const conversationId = randomUUID();
-      await insertConversation(tx, conversationId, userId, agent.id);
       const message = `Run the task described by this input (JSON):\n${JSON.stringify(input)}`;
       const deadline = new Date(Date.now() + deps.settings.CHAT_TURN_DEADLINE_MS);
-      await insertTurn(tx, { id: turnId, conversationId, userId, tier, agentId: agent.id, message, deadline }, deps.instanceId, deps.settings.CHAT_TURN_LEASE_MS);
+      const turn: NewTurn = { id: turnId, conversationId, newConversation: true, userId, tier, agentId: agent.id, message, deadline };
+      if ((await startTurnRow(tx, turn, deps.instanceId, deps.settings.CHAT_TURN_LEASE_MS, limit)) === "limit") {
+        throw new ConnectError(`the user has ${limit} turn(s) or run(s) in flight, as many as their tier allows: try again when one ends`, Code.ResourceExhausted);
+      }
       await tx`
         insert into chat.agent_runs (id, user_id, agent_id, turn_id, conversation_id, input, idempotency_key, state, started_at)
         values (${runId}, ${userId}, ${agent.id}, ${turnId}, ${conversationId}, ${tx.json(input)}, ${key === "" ? null : key}, 'running', now())`;

@@ -7,12 +7,12 @@ import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { randomUUID } from "node:crypto";
 import { ChatService } from "../../gen/switchyard/chat/v1/chat_pb.js";
-import { type Database, type Principal, principalKey, register, SERVICE_ROLE, type ServiceRegistration } from "../../platform/index.js";
+import { type Database, type Principal, principalKey, register, SERVICE_ROLE, type ServiceRegistration, type Sql, type TransactionSql } from "../../platform/index.js";
 import { loadAgent } from "./agents.js";
 import { limitsOf } from "./limits.js";
 import { modelNotConfigured, type ModelProvider } from "./model/index.js";
 import type { ChatSettings } from "./settings.js";
-import { conversationBusy, conversationOwner, insertConversation, insertTurn, loadTurn, runningTurnsOf, type TurnRow } from "./store.js";
+import { loadHistory, loadTurn, startTurnRow, type NewTurn, type TurnRow } from "./store.js";
 import { followTurn, type FeedDeps } from "./turn-feed.js";
 import { approvalSubject, type TurnRunner } from "./turn-runner.js";
 import { setUpAgent } from "./user-agents.js";
@@ -51,32 +51,40 @@ export async function ownTurn(deps: ChatHandlerDeps, p: Principal, conversationI
   return turn;
 }
 
-/** Creates a turn (and its conversation, if new) under the caller's limits; returns the stored turn. */
+/**
+ * Creates a turn (and its conversation, if new) under the caller's limits;
+ * returns the stored turn. The default assistant's turn is one statement (one
+ * round trip); an agent's turn also sets the agent up, in the same transaction.
+ */
 async function startTurn(deps: ChatHandlerDeps, p: Principal, conversationId: string, agentId: string, message: string): Promise<TurnRow> {
   const agent = await loadAgent(deps.db.sql, agentId);
   if (agent === undefined) throw new ConnectError(`agent "${agentId}" is not in the catalog (AgentService.ListCatalog lists it)`, Code.NotFound);
   if (p.tier < agent.min_tier) throw new ConnectError(`agent "${agentId}" needs the ${Tier[agent.min_tier]?.toLowerCase()} tier or higher`, Code.PermissionDenied);
-  const turnId = randomUUID();
-  const deadline = new Date(Date.now() + deps.settings.CHAT_TURN_DEADLINE_MS);
-  await deps.db.tx(async (tx) => {
-    if (conversationId !== "") {
-      if ((await conversationOwner(tx, conversationId)) !== p.userId) throw new ConnectError(`conversation "${conversationId}" not found`, Code.NotFound);
-      if (await conversationBusy(tx, conversationId)) {
-        throw new ConnectError("a turn of this conversation is still running: follow it with ResumeTurn, or wait until it ends", Code.FailedPrecondition);
-      }
-    }
-    const limit = limitsOf(p.tier).concurrentTurns;
-    if ((await runningTurnsOf(tx, p.userId)) >= limit) {
-      throw new ConnectError(`you have ${limit} turn(s) running, as many as your tier allows: wait for one to end`, Code.ResourceExhausted);
-    }
-    if (agent.id !== "") await setUpAgent(tx, p.userId, p.tier, agent);
-    if (conversationId === "") {
-      conversationId = randomUUID();
-      await insertConversation(tx, conversationId, p.userId, agentId);
-    }
-    await insertTurn(tx, { id: turnId, conversationId, userId: p.userId, tier: p.tier, agentId, message, deadline }, deps.instanceId, deps.settings.CHAT_TURN_LEASE_MS);
-  });
-  return { id: turnId, conversation_id: conversationId, user_id: p.userId, tier: p.tier, agent_id: agentId, message, state: "running", deadline, error_code: 0, error_message: "", lease_owner: deps.instanceId };
+  const t: NewTurn = {
+    id: randomUUID(),
+    conversationId: conversationId || randomUUID(),
+    newConversation: conversationId === "",
+    userId: p.userId,
+    tier: p.tier,
+    agentId,
+    message,
+    deadline: new Date(Date.now() + deps.settings.CHAT_TURN_DEADLINE_MS),
+  };
+  const limit = limitsOf(p.tier).concurrentTurns;
+  const start = (sql: Sql | TransactionSql) => startTurnRow(sql, t, deps.instanceId, deps.settings.CHAT_TURN_LEASE_MS, limit);
+  const outcome =
+    agent.id === ""
+      ? await start(deps.db.sql)
+      : await deps.db.tx(async (tx) => {
+          const o = await start(tx);
+          // Set up only when the turn starts; a refusal below rolls the turn back.
+          if (o === "ok") await setUpAgent(tx, p.userId, p.tier, agent);
+          return o;
+        });
+  if (outcome === "not_found") throw new ConnectError(`conversation "${conversationId}" not found`, Code.NotFound);
+  if (outcome === "busy") throw new ConnectError("a turn of this conversation is still running: follow it with ResumeTurn, or wait until it ends", Code.FailedPrecondition);
+  if (outcome === "limit") throw new ConnectError(`you have ${limit} turn(s) running, as many as your tier allows: wait for one to end`, Code.ResourceExhausted);
+  return { id: t.id, conversation_id: t.conversationId, user_id: p.userId, tier: p.tier, agent_id: agentId, message, state: "running", deadline: t.deadline, error_code: 0, error_message: "", lease_owner: deps.instanceId };
 }
 
 /** The ChatService registration. */
@@ -86,10 +94,15 @@ export function createChatHandlers(deps: ChatHandlerDeps): ServiceRegistration {
       const p = userOf(ctx);
       requireUser(p);
       if (deps.model === undefined) throw modelNotConfigured();
-      // The user's tools are listed while the turn is created, so the model is asked sooner.
-      const toolsEarly = deps.tools.list(p.userId, ctx.signal).catch(() => undefined);
+      // The user's tools and the conversation's history are read while the
+      // turn is created, so the model is asked as soon as the turn exists.
+      // Both are dropped unused when the start is refused (another user's
+      // conversation included); a new conversation has no history to read.
+      const tools = deps.tools.list(p.userId, ctx.signal).catch(() => undefined);
+      const history = req.conversationId === "" ? Promise.resolve([]) : loadHistory(deps.db.sql, req.conversationId);
+      history.catch(() => {}); // read again by the runner if it failed; unused if the start fails
       const turn = await startTurn(deps, p, req.conversationId, req.agentId, req.message);
-      deps.runner.start(turn, true, toolsEarly);
+      deps.runner.start(turn, true, { tools, history: history.catch(() => loadHistory(deps.db.sql, turn.conversation_id)) });
       try {
         yield* followTurn(deps, turn.id, 0, ctx.signal);
       } finally {

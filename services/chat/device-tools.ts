@@ -2,13 +2,16 @@
  * The tools of a user's connected devices, through the gateway's generated
  * DeviceService client only: ListDevices for what they offer (Hello.tools),
  * CallTool to run one with a call id, the arguments and a timeout. The
- * gateway's call-id dedupe makes a repeated call return the first outcome.
+ * gateway's call-id dedupe makes a repeated call return the first outcome,
+ * and keep_running lets a call outlive this instance: the instance taking a
+ * turn over calls again with the same id and gets the real outcome.
+ * CancelToolCall stops a call when its turn ends without a hand-over.
  */
 import type { JsonObject } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { DeviceService, ToolErrorCode } from "../../gen/switchyard/device/v1/device_pb.js";
-import type { AgentTool, ToolOutcome, ToolSource } from "./tools.js";
+import { handsOver, type AgentTool, type ToolOutcome, type ToolSource } from "./tools.js";
 
 /** Devices listed per page; a user rarely has more than a few. */
 const pageSize = 100;
@@ -42,8 +45,9 @@ export function createDeviceToolSource(devices: Client<typeof DeviceService>): T
 
     async call(userId, tool, callId, argumentsJson, timeoutMs, signal): Promise<ToolOutcome> {
       try {
+        // keep_running: if this instance dies mid-call, the call runs on and the instance taking the turn over gets its outcome.
         const res = await devices.callTool(
-          { userId, tool: tool.name, callId, arguments: JSON.parse(argumentsJson || "{}") as JsonObject, timeout: durationFromMs(timeoutMs) },
+          { userId, tool: tool.name, callId, arguments: JSON.parse(argumentsJson || "{}") as JsonObject, timeout: durationFromMs(timeoutMs), keepRunning: true },
           { signal, timeoutMs: timeoutMs + 2000 },
         );
         if (res.outcome.case === "result") return { ok: true, content: JSON.stringify(res.outcome.value), result: res.outcome.value, deviceId: res.deviceId };
@@ -55,7 +59,11 @@ export function createDeviceToolSource(devices: Client<typeof DeviceService>): T
           deviceId: res.deviceId,
         };
       } catch (err) {
-        if (signal.aborted) throw err;
+        if (signal.aborted) {
+          // The turn ended (cancelled, past its deadline): stop the call too. A hand-over lets it run on.
+          if (!handsOver(signal.reason)) void devices.cancelToolCall({ userId, callId, reason: "the assistant's turn was cancelled" }, { timeoutMs: 5000 }).catch(() => {});
+          throw err;
+        }
         return outcomeOfRpcError(ConnectError.from(err));
       }
     },

@@ -3,7 +3,7 @@
  * events, the history the model sees. Every statement is schema-qualified
  * (chat.*) and parameterised.
  */
-import { fromBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { ChatResponseSchema, type ChatResponse } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import type { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 import type { Sql, TransactionSql } from "../../platform/index.js";
@@ -31,41 +31,38 @@ export type TurnEnd =
   | { readonly state: "failed"; readonly code: number; readonly message: string; readonly inputTokens: number; readonly outputTokens: number; readonly toolCalls: number }
   | { readonly state: "cancelled"; readonly inputTokens: number; readonly outputTokens: number; readonly toolCalls: number };
 
-/** The conversation's owner, or undefined when there is no such conversation. */
-export async function conversationOwner(sql: Sql | TransactionSql, conversationId: string): Promise<string | undefined> {
-  const [row] = await sql<{ user_id: string }[]>`select user_id from chat.conversations where id = ${conversationId}`;
-  return row?.user_id;
+/** A turn to start (and its conversation, when `newConversation`). */
+export interface NewTurn {
+  readonly id: string;
+  readonly conversationId: string;
+  readonly newConversation: boolean;
+  readonly userId: string;
+  readonly tier: Tier;
+  readonly agentId: string;
+  readonly message: string;
+  readonly deadline: Date;
 }
 
-/** Creates a conversation. */
-export async function insertConversation(tx: TransactionSql, id: string, userId: string, agentId: string): Promise<void> {
-  await tx`insert into chat.conversations (id, user_id, agent_id) values (${id}, ${userId}, ${agentId})`;
+/** Whether a turn started, or why not (see chat.start_turn in migrations/002_start_turn.sql). */
+export type StartOutcome = "ok" | "not_found" | "busy" | "limit";
+
+/** The first event of every turn (sequence 1), recorded with the turn itself. */
+export function startedEvent(t: Pick<NewTurn, "id" | "conversationId">): ChatResponse {
+  return create(ChatResponseSchema, { sequence: 1n, event: { case: "started", value: { conversationId: t.conversationId, turnId: t.id } } });
 }
 
-/** Running turns of a user (for the concurrency limit), counted under a per-user lock so two starts cannot both pass. */
-export async function runningTurnsOf(tx: TransactionSql, userId: string): Promise<number> {
-  await tx`select pg_advisory_xact_lock(hashtext('chat.turns'), hashtext(${userId}))`;
-  const [row] = await tx<{ n: number }[]>`select count(*)::int as n from chat.turns where user_id = ${userId} and state = 'running'`;
-  return row!.n;
-}
-
-/** Whether a turn of the conversation is running. */
-export async function conversationBusy(tx: TransactionSql, conversationId: string): Promise<boolean> {
-  const rows = await tx`select 1 from chat.turns where conversation_id = ${conversationId} and state = 'running' limit 1`;
-  return rows.length > 0;
-}
-
-/** Inserts a running turn held by `owner` for `leaseMs`. */
-export async function insertTurn(
-  tx: TransactionSql,
-  t: { id: string; conversationId: string; userId: string; tier: Tier; agentId: string; message: string; deadline: Date },
-  owner: string,
-  leaseMs: number,
-): Promise<void> {
-  await tx`
-    insert into chat.turns (id, conversation_id, user_id, tier, agent_id, message, state, lease_owner, lease_until, deadline)
-    values (${t.id}, ${t.conversationId}, ${t.userId}, ${t.tier}, ${t.agentId}, ${t.message}, 'running', ${owner},
-            now() + ${leaseMs} * interval '1 millisecond', ${t.deadline})`;
+/**
+ * Starts a running turn held by `owner` for `leaseMs`, with its `started`
+ * event, if the conversation is the user's and idle and the user has fewer
+ * than `limit` turns running: one statement (one round trip when alone, its
+ * own commit), or part of `tx`.
+ */
+export async function startTurnRow(sql: Sql | TransactionSql, t: NewTurn, owner: string, leaseMs: number, limit: number): Promise<StartOutcome> {
+  const started = Buffer.from(toBinary(ChatResponseSchema, startedEvent(t)));
+  const [row] = await sql<{ outcome: StartOutcome }[]>`
+    select chat.start_turn(${t.id}, ${t.conversationId}, ${t.newConversation}, ${t.userId}, ${t.tier}, ${t.agentId}, ${t.message},
+                           ${owner}, ${leaseMs}, ${t.deadline}, ${limit}, ${started}) as outcome`;
+  return row!.outcome;
 }
 
 /** One turn. */

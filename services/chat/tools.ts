@@ -7,6 +7,7 @@
  */
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { ToolErrorCode } from "../../gen/switchyard/device/v1/device_pb.js";
+import type { StopReason } from "./turn-runner.js";
 
 /** A tool the assistant may call for a user. */
 export interface AgentTool {
@@ -32,9 +33,20 @@ export interface ToolSource {
   /**
    * Runs `tool` for `userId` once: a repeated `callId` must return the first
    * call's outcome instead of running it again. Failures are outcomes, not
-   * throws (only an aborted `signal` throws).
+   * throws (only an aborted `signal` throws). An abort stops the call, except
+   * a hand-over (`handsOver`): then the call runs on, and the instance that
+   * takes the turn over gets its outcome by calling again with `callId`.
    */
   call(userId: string, tool: AgentTool, callId: string, argumentsJson: string, timeoutMs: number, signal: AbortSignal): Promise<ToolOutcome>;
+}
+
+/**
+ * Whether an abort `reason` hands the turn to another instance (this one
+ * shuts down, or lost the turn's lease) rather than ending it: the turn's
+ * tool calls must then run on, not stop.
+ */
+export function handsOver(reason: unknown): boolean {
+  return reason === ("shutdown" satisfies StopReason) || reason === ("lost" satisfies StopReason);
 }
 
 /**

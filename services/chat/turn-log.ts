@@ -1,11 +1,13 @@
 /**
  * Durable writes of running turns: their events (binary ChatResponse, by
- * sequence) and steps, written in order, each batch in one transaction that
- * first checks this instance still holds each turn's lease (FOR SHARE, so a
- * takeover and a write never interleave). Writes queued while one commits
- * go together in the next transaction, so a busy process commits many
- * events at the cost of one. An event reaches streams only after it is
- * committed: a client never holds an event a takeover could lose.
+ * sequence) and steps, in order per turn, each batch committed at once after
+ * checking this instance still holds each turn's lease (FOR SHARE, so a
+ * takeover and a write never interleave): one statement when the batch is
+ * only events and steps, else one transaction. Writes of a turn queued while
+ * its batch commits go together in its next batch, so a busy process commits
+ * many events at the cost of one; batches of different turns commit side by
+ * side. An event reaches streams only after it is committed: a client never
+ * holds an event a takeover could lose.
  */
 import { toBinary } from "@bufbuild/protobuf";
 import type { NatsConnection } from "@nats-io/nats-core";
@@ -42,6 +44,9 @@ export interface TurnLog {
   write(write: TurnWrite): Promise<void>;
 }
 
+/** Batches committing at once: more turns' writes overlap their round trips and commits (PostgreSQL groups the flushes). */
+const maxBatchesInFlight = 4;
+
 /** The NATS subject that wakes readers of `turnId` on other instances. */
 export function turnSubject(turnId: string): string {
   return `chat.turn.${turnId}`;
@@ -50,9 +55,44 @@ export function turnSubject(turnId: string): string {
 /** Creates the writer for this instance (`owner` is its instance id). */
 export function createTurnLog(db: Database, owner: string, hub: TurnHub, nats: NatsConnection | undefined): TurnLog {
   let queue: Queued[] = [];
-  let flushing = false;
+  /** Turns whose batch is committing: their later writes wait in the queue. */
+  const committing = new Set<string>();
+  let inflight = 0;
 
-  async function commit(batch: readonly Queued[]): Promise<Set<string>> {
+  /** Commits a batch; returns the turns this instance held (only their writes were made). */
+  function commit(batch: readonly Queued[]): Promise<Set<string>> {
+    return batch.some((q) => q.write.extra !== undefined) ? commitInTransaction(batch) : commitInOneStatement(batch);
+  }
+
+  /**
+   * The common batch (events and steps, nothing else): one prepared
+   * statement, so one round trip and one commit. Its first CTE takes the
+   * lease check's row locks (FOR SHARE) before the inserts, which write only
+   * the rows of turns still held, exactly as the transaction below does.
+   */
+  async function commitInOneStatement(batch: readonly Queued[]): Promise<Set<string>> {
+    const ids = [...new Set(batch.map((q) => q.write.turnId))];
+    const events = batch.flatMap((q) => q.write.events.map((e) => ({ turnId: q.write.turnId, seq: Number(e.sequence), data: Buffer.from(toBinary(ChatResponseSchema, e)).toString("base64") })));
+    const steps = batch.flatMap((q) => (q.write.steps ?? []).map((st) => ({ turnId: q.write.turnId, step: st.step, kind: st.kind, data: JSON.stringify(st) })));
+    const held = await db.sql<{ id: string }[]>`
+      with held as (
+        select id from chat.turns where id = any(${ids}::text[]) and lease_owner = ${owner} and state = 'running' for share),
+      events as (
+        insert into chat.turn_events (turn_id, seq, event)
+        select e.turn_id, e.seq, decode(e.data, 'base64')
+        from unnest(${events.map((e) => e.turnId)}::text[], ${events.map((e) => e.seq)}::bigint[], ${events.map((e) => e.data)}::text[]) as e(turn_id, seq, data)
+        where e.turn_id in (select id from held)),
+      steps as (
+        insert into chat.turn_steps (turn_id, step, kind, data)
+        select st.turn_id, st.step, st.kind, st.data::jsonb
+        from unnest(${steps.map((st) => st.turnId)}::text[], ${steps.map((st) => st.step)}::int[], ${steps.map((st) => st.kind)}::text[], ${steps.map((st) => st.data)}::text[]) as st(turn_id, step, kind, data)
+        where st.turn_id in (select id from held))
+      select id from held`;
+    return new Set(held.map((r) => r.id));
+  }
+
+  /** A batch with statements of its own (a turn's end, an approval request): one transaction. */
+  async function commitInTransaction(batch: readonly Queued[]): Promise<Set<string>> {
     const ids = [...new Set(batch.map((q) => q.write.turnId))];
     return db.tx(async (tx) => {
       const held = await tx<{ id: string }[]>`
@@ -82,31 +122,41 @@ export function createTurnLog(db: Database, owner: string, hub: TurnHub, nats: N
     for (const id of woken) nats?.publish(turnSubject(id));
   }
 
-  async function flush(): Promise<void> {
-    flushing = true;
+  /** Commits one batch and settles its writes; a failed batch is retried write by write, so one bad write fails alone. */
+  async function commitBatch(batch: readonly Queued[]): Promise<void> {
     try {
-      while (queue.length > 0) {
-        const batch = queue;
-        queue = [];
+      delivered(batch, await commit(batch));
+    } catch (err) {
+      if (batch.length === 1) return batch[0]!.reject(err);
+      for (const q of batch) {
         try {
-          delivered(batch, await commit(batch));
-        } catch (err) {
-          if (batch.length === 1) {
-            batch[0]!.reject(err);
-            continue;
-          }
-          // One bad write must not fail the others: write each alone.
-          for (const q of batch) {
-            try {
-              delivered([q], await commit([q]));
-            } catch (e) {
-              q.reject(e);
-            }
-          }
+          delivered([q], await commit([q]));
+        } catch (e) {
+          q.reject(e);
         }
       }
-    } finally {
-      flushing = false;
+    }
+  }
+
+  /**
+   * Starts batches while fewer than `maxBatchesInFlight` commit: each takes
+   * every queued write of the turns not committing now. A turn is in one
+   * batch at a time, so its writes commit (and reach streams) in order, while
+   * other turns' writes need not wait for that commit.
+   */
+  function pump(): void {
+    while (inflight < maxBatchesInFlight && queue.length > 0) {
+      const batch = queue.filter((q) => !committing.has(q.write.turnId));
+      if (batch.length === 0) return;
+      queue = queue.filter((q) => committing.has(q.write.turnId));
+      const turns = new Set(batch.map((q) => q.write.turnId));
+      for (const t of turns) committing.add(t);
+      inflight++;
+      void commitBatch(batch).finally(() => {
+        inflight--;
+        for (const t of turns) committing.delete(t);
+        pump();
+      });
     }
   }
 
@@ -114,7 +164,7 @@ export function createTurnLog(db: Database, owner: string, hub: TurnHub, nats: N
     write(write) {
       return new Promise<void>((resolve, reject) => {
         queue.push({ write, resolve, reject });
-        if (!flushing) void flush();
+        pump();
       });
     },
   };

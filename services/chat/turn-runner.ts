@@ -51,7 +51,7 @@ export interface TurnRunnerDeps {
 /** The turns this instance runs. */
 export interface TurnRunner {
   /** Starts running `turn` in the background: `fresh` when it was just created here (nothing recorded yet), else taken over. */
-  start(turn: TurnRow, fresh?: boolean, toolsEarly?: Promise<AgentTool[] | undefined>): void;
+  start(turn: TurnRow, fresh?: boolean, early?: EarlyReads): void;
   /** Stops a turn this instance runs; "cancel" records it as cancelled. */
   stop(turnId: string, reason: StopReason): void;
   /** The ids of the turns running here. */
@@ -60,6 +60,16 @@ export interface TurnRunner {
   has(turnId: string): boolean;
   /** Stops every turn (shutdown) and waits for them to let go. */
   stopAll(): Promise<void>;
+}
+
+/**
+ * What the caller of a fresh turn read while the turn was being created, so
+ * the model is asked sooner: the user's tools (undefined when listing failed:
+ * the runner lists again) and the conversation's history.
+ */
+export interface EarlyReads {
+  readonly tools?: Promise<AgentTool[] | undefined>;
+  readonly history?: Promise<ModelMessage[]>;
 }
 
 /** The NATS subject that wakes a turn waiting for an approval. */
@@ -71,10 +81,10 @@ export function approvalSubject(turnId: string): string {
 export function createTurnRunner(deps: TurnRunnerDeps): TurnRunner {
   const running = new Map<string, { controller: AbortController; done: Promise<void> }>();
   return {
-    start(turn, fresh = false, toolsEarly) {
+    start(turn, fresh = false, early) {
       if (running.has(turn.id)) return;
       const controller = new AbortController();
-      const done = runTurn(deps, turn, fresh, toolsEarly, controller.signal)
+      const done = runTurn(deps, turn, fresh, early ?? {}, controller.signal)
         .catch((err: unknown) => deps.log.error({ err: String(err), turn: turn.id }, "turn runner failed"))
         .finally(() => running.delete(turn.id));
       running.set(turn.id, { controller, done });
@@ -109,7 +119,8 @@ interface TurnState {
 
 async function hydrate(deps: TurnRunnerDeps, turn: TurnRow, fresh: boolean): Promise<TurnState> {
   const agent = (await loadAgent(deps.db.sql, turn.agent_id)) ?? defaultAssistant;
-  if (fresh) return { turn, agent, steps: [], seq: 0, started: new Set(), asked: new Set(), partialText: false, writeError: undefined, finalText: "" };
+  // A fresh turn was recorded with its `started` event (sequence 1) and nothing else.
+  if (fresh) return { turn, agent, steps: [], seq: 1, started: new Set(), asked: new Set(), partialText: false, writeError: undefined, finalText: "" };
   const steps = await loadSteps(deps.db.sql, turn.id);
   const state: TurnState = { turn, agent, steps, seq: 0, started: new Set(), asked: new Set(), partialText: false, writeError: undefined, finalText: "" };
   const boundary = steps.length === 0 ? 0 : steps.at(-1)!.eventSeq;
@@ -142,16 +153,14 @@ function checkWrites(s: TurnState): void {
   if (s.writeError !== undefined) throw s.writeError;
 }
 
-async function runTurn(deps: TurnRunnerDeps, turn: TurnRow, fresh: boolean, toolsEarly: Promise<AgentTool[] | undefined> | undefined, signal: AbortSignal): Promise<void> {
+async function runTurn(deps: TurnRunnerDeps, turn: TurnRow, fresh: boolean, early: EarlyReads, signal: AbortSignal): Promise<void> {
   const s = await hydrate(deps, turn, fresh);
   const untilDeadline = turn.deadline.getTime() - Date.now();
   const deadline = AbortSignal.timeout(Math.max(0, untilDeadline));
   const both = AbortSignal.any([signal, deadline]);
   try {
-    // Written in order by the turn log; nothing waits for it.
-    if (s.seq === 0) void emit(deps, s, [{ event: { case: "started", value: { conversationId: turn.conversation_id, turnId: turn.id } } }]);
     if (deps.model === undefined) throw new ConnectError("no language model is configured on this instance: set LLM_PROVIDER, LLM_API_KEY and LLM_MODEL", Code.FailedPrecondition);
-    const [tools, history] = await Promise.all([listTools(deps, s, toolsEarly, both), loadHistory(deps.db.sql, turn.conversation_id)]);
+    const [tools, history] = await Promise.all([listTools(deps, s, early.tools, both), early.history ?? loadHistory(deps.db.sql, turn.conversation_id)]);
     await loop(deps, s, tools, history, both);
   } catch (err) {
     await ended(deps, s, err, signal, deadline);

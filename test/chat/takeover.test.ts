@@ -2,14 +2,15 @@
  * Durable turns: the chat instance running a turn is SIGKILLed, once while a
  * device holds its tool call and once while the model streams; another
  * instance takes the turn over from its last recorded step and finishes it.
- * The tool runs exactly once (its call id comes from the turn and step, and
- * the gateway answers a repeated id with the first outcome); the interrupted
+ * The tool runs exactly once and its result is not lost (its call id comes
+ * from the turn and step, the call runs on after its caller died, and the
+ * gateway answers a repeated id with the first outcome); the interrupted
  * model call runs again whole, announced by `restarted`; a client that
  * resumes the turn on another instance gets every event once, in order.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import type { ChatResponse } from "../../gen/switchyard/chat/v1/chat_pb.js";
+import type { ChatResponse, ToolCallFinished } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import { providerSafeToolNames } from "../../services/chat/model/index.js";
 import { createTestDatabase, natsUrl } from "../support/infra.js";
 import { startLlmServer, textReply, toolCallReply, type LlmServer } from "../support/llm-server.js";
@@ -63,18 +64,29 @@ describe("turns survive a SIGKILLed chat instance", () => {
     await keys?.close();
   });
 
-  test("killed during a tool call: the other instance finishes the turn, the tool ran once, a resuming client gets every event once", async () => {
+  test("killed during a tool call: the call runs on, the other instance finishes the turn with the tool's real result, the tool ran once, a resuming client gets every event once", async () => {
     const [c1, c2] = chats as [ChatProcess, ChatProcess];
     const token = await keys.mint(newUser());
-    // The device holds the call: it never answers, so the call is in flight when the instance dies.
-    const device = await connectToolDevice(gwB.port, token, [readFile], () => undefined);
+    // The device holds the call until the other instance has taken the turn over (long after the
+    // gateway saw the dead instance's RPC go), then answers: the result must reach the model anyway.
+    let takenOver!: () => void;
+    const answer = new Promise<void>((resolve) => (takenOver = resolve));
+    const device = await connectToolDevice(gwB.port, token, [readFile], async () => {
+      await answer;
+      return { content: "the contents of /tmp/a" };
+    });
+    const takeovers = async () => Number(/^chat_turn_takeovers_total (\d+)/m.exec(await (await fetch(`${c2.baseUrl}/metrics`)).text())?.[1] ?? 0);
+    const takeoversBefore = await takeovers();
     devices.push(device);
     llm.script(toolCallReply([{ name: safeReadFile, argumentFragments: ['{"path": "/tmp/a"}'] }]), textReply("Finished ", "elsewhere."));
+    const base = llm.requests.length;
 
     const first = await readAll(chatClients(c1.baseUrl, token).chat.chat({ message: "read /tmp/a" }), async (e) => {
       if (e.event.case !== "toolCallStarted") return;
       await eventually(() => device.calls.length === 1, 10_000, "the device to receive the call");
       await c1.stop("SIGKILL");
+      await eventually(async () => (await takeovers()) > takeoversBefore, 20_000, "the other instance to take the turn over");
+      takenOver();
     });
     assert.ok(first.error, "the stream from the killed instance ends with an error");
     assert.deepEqual(kinds(first.events), ["started", "toolCallStarted"]);
@@ -85,6 +97,10 @@ describe("turns survive a SIGKILLed chat instance", () => {
     const all = [...first.events, ...resumed.events];
     assertWhole(all);
     assert.deepEqual(kinds(all).filter((k) => k === "toolCallStarted" || k === "toolCallFinished"), ["toolCallStarted", "toolCallFinished"]);
+    const finished = all.find((e) => e.event.case === "toolCallFinished")!.event.value as ToolCallFinished;
+    assert.equal(finished.outcome.case, "result", `the taken-over turn sees the tool's result, not ${JSON.stringify(finished.outcome.value)}`);
+    assert.deepEqual(finished.outcome.value, { content: "the contents of /tmp/a" });
+    assert.ok(JSON.stringify(llm.requests[base + 1]!.body).includes("the contents of /tmp/a"), "the model received the tool's result");
     assert.equal(textOf(all), "Finished elsewhere.");
     assert.equal(device.calls.length, 1, "the tool call reached the device exactly once");
 

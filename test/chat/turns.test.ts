@@ -253,6 +253,25 @@ describe("chat turns across instances", () => {
     assert.equal(resumed.code, Code.Canceled);
   });
 
+  test("cancelling the RPC during a tool call stops the call on the device, held by the other gateway", async () => {
+    const token = await keys.mint(newUser());
+    // The device never answers: only a cancel ends the call before its timeout.
+    const device = track(await connectToolDevice(gwB.port, token, [readFile], () => undefined));
+    const client = chatClients(chat1.baseUrl, token);
+    llm.script(toolCallReply([{ name: safeReadFile, argumentFragments: ['{"path": "/tmp/slow"}'] }]));
+    const abort = new AbortController();
+    const r = await readAll(client.chat.chat({ message: "read /tmp/slow" }, { signal: abort.signal }), async (e) => {
+      if (e.event.case !== "toolCallStarted") return;
+      await eventually(() => device.calls.length === 1, 10_000, "the device to receive the call");
+      abort.abort();
+    });
+    assert.equal(r.error?.code, Code.Canceled);
+    const cancel = await device.waitFor((f) => f.frame.case === "cancelToolCall", 10_000, "the device to be told to cancel the call");
+    const { callId, reason } = cancel.frame.value as { callId: string; reason: string };
+    assert.equal(callId, device.calls[0]!.callId);
+    assert.equal(reason, "the assistant's turn was cancelled", "stopped by the cancel, not by the call's deadline");
+  });
+
   test("a user past their tier's concurrent turns is RESOURCE_EXHAUSTED until one ends", async () => {
     const token = await keys.mint(newUser(), { tier: "free" });
     const client = chatClients(chat1.baseUrl, token);

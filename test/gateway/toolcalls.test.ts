@@ -98,10 +98,46 @@ describe("tool calls across gateway instances", () => {
       ["timeout over 300 s", { tool: "echo", timeout: { seconds: 301n } }],
       ["bad tool name", { tool: "Not A Tool" }],
       ["bad call id", { tool: "echo", callId: "a.b" }],
+      ["keep_running without a call id", { tool: "echo", keepRunning: true }],
       ["arguments over 256 KiB", { tool: "echo", arguments: { blob: "x".repeat(300 * 1024) } }],
     ] as const) {
       assert.equal((await codeOf(own.devices.callTool(bad))).code, Code.InvalidArgument, what);
     }
+    assert.equal((await codeOf(own.devices.cancelToolCall({ userId: newUser(), callId: "x" }))).code, Code.PermissionDenied);
+    assert.equal((await codeOf(own.devices.cancelToolCall({}))).code, Code.InvalidArgument, "a call id is required");
+  });
+
+  test("keep_running: a call whose caller went away runs on, and a retry on another instance gets its real outcome; CancelToolCall stops one", async () => {
+    const user = newUser();
+    const token = await keys.mint(user);
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const d = await device(c.port, { token, onCall: async (call) => (await released, { ran: call.callId }) });
+    // The caller on A gives up (as a dying server's RPC does) while the device holds the call.
+    const gone = new AbortController();
+    const first = codeOf(agent.devices.callTool({ userId: user, tool: "echo", callId: "outlives", keepRunning: true }, { signal: gone.signal }));
+    await eventually(() => d.calls.length === 1, 10_000, "the device to receive the call");
+    gone.abort();
+    assert.equal((await first).code, Code.Canceled);
+    // Still pending on A until the device answers; no cancel went to the device.
+    await eventually(async () => (await pendingCalls(a.baseUrl)) === 1, 10_000, "A to hold the call");
+    const retry = agentOnB.devices.callTool({ userId: user, tool: "echo", callId: "outlives", keepRunning: true });
+    release();
+    assert.deepEqual((await retry).outcome.value, { ran: "outlives" });
+    assert.equal(d.calls.length, 1, "the call ran once");
+    assert.ok(!d.frames.some((f) => f.frame.case === "cancelToolCall"), "the device was never told to cancel");
+
+    // A held call cancelled from another instance: the device is told, the caller gets CANCELLED, and so does a retry.
+    const d2 = await device(c.port, { token, deviceId: "held", onCall: () => undefined });
+    const held = codeOf(agent.devices.callTool({ userId: user, deviceId: "held", tool: "echo", callId: "stopped", keepRunning: true }));
+    await eventually(() => d2.calls.length === 1, 10_000, "the device to receive the call");
+    await agentOnB.devices.cancelToolCall({ userId: user, callId: "stopped", reason: "no longer needed" });
+    assert.equal((await held).code, Code.Canceled);
+    const told = await d2.waitFor((f) => f.frame.case === "cancelToolCall", 10_000, "the cancel");
+    assert.equal((told.frame.value as { reason: string }).reason, "no longer needed");
+    const again = await codeOf(agentOnB.devices.callTool({ userId: user, deviceId: "held", tool: "echo", callId: "stopped", keepRunning: true }));
+    assert.equal(again.code, Code.Canceled);
+    assert.equal(d2.calls.length, 1);
   });
 
   test("with two devices of one user on two instances each call runs exactly once, retries included", async () => {

@@ -13,7 +13,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file switchyard/device/v1/device.proto.
  */
 export const file_switchyard_device_v1_device: GenFile = /*@__PURE__*/
-  fileDesc("CiFzd2l0Y2h5YXJkL2RldmljZS92MS9kZXZpY2UucHJvdG8SFHN3aXRjaHlhcmQuZGV2aWNlLnYxItQBCgRUb29sEj4KBG5hbWUYASABKAlCMNLzGCwIARiAASIlXlthLXpdW2EtejAtOV9dKihcLlthLXpdW2EtejAtOV9dKikqJBIcCgtkZXNjcmlwdGlvbhgCIAEoCUIH0vMYAxjQDxIyChFwYXJhbWV0ZXJzX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSOgoLYW5ub3RhdGlvbnMYBCABKAsyJS5zd2l0Y2h5YXJkLmRldmljZS52MS5Ub29sQW5ub3RhdGlvbnMiQwoPVG9vbEFubm90YXRpb25zEhYKDnJlYWRfb25seV9oaW50GAEgASgIEhgKEGRlc3RydWN0aXZlX2hpbnQYAiABKAgiggEKCVRvb2xFcnJvchIxCgRjb2RlGAEgASgOMiMuc3dpdGNoeWFyZC5kZXZpY2UudjEuVG9vbEVycm9yQ29kZRIYCgdtZXNzYWdlGAIgASgJQgfS8xgDGKAfEigKB2RldGFpbHMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IsECCgZEZXZpY2USDAoEbmFtZRgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRITCgtkZXZpY2VfbmFtZRgEIAEoCRIwCghwbGF0Zm9ybRgFIAEoDjIeLnN3aXRjaHlhcmQuZGV2aWNlLnYxLlBsYXRmb3JtEhgKEGdhdGV3YXlfaW5zdGFuY2UYBiABKAkSMAoMY29ubmVjdF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X3NlZW5fdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdG9vbHMYCSADKAsyGi5zd2l0Y2h5YXJkLmRldmljZS52MS5Ub29sEhMKC2FwcF92ZXJzaW9uGAogASgJIo8CCg9DYWxsVG9vbFJlcXVlc3QSFwoHdXNlcl9pZBgBIAEoCUIG0vMYAigCEhkKCWRldmljZV9pZBgCIAEoCUIG0vMYAigCEj4KBHRvb2wYAyABKAlCMNLzGCwIARiAASIlXlthLXpdW2EtejAtOV9dKihcLlthLXpdW2EtejAtOV9dKikqJBIqCglhcmd1bWVudHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EioKB3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPd2FpdF9mb3JfZGV2aWNlGAYgASgIEhcKB2NhbGxfaWQYByABKAlCBtLzGAIoAiKeAQoQQ2FsbFRvb2xSZXNwb25zZRIPCgdjYWxsX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIpCgZyZXN1bHQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0SAASMAoFZXJyb3IYBCABKAsyHy5zd2l0Y2h5YXJkLmRldmljZS52MS5Ub29sRXJyb3JIAEIJCgdvdXRjb21lInAKEkxpc3REZXZpY2VzUmVxdWVzdBIXCgd1c2VyX2lkGAEgASgJQgbS8xgCKAISJAoJcGFnZV9zaXplGAIgASgFQhHS8xgNQQAAAAAAQI9ASAFQARIbCgpwYWdlX3Rva2VuGAMgASgJQgfS8xgDGIAIIl0KE0xpc3REZXZpY2VzUmVzcG9uc2USLQoHZGV2aWNlcxgBIAMoCzIcLnN3aXRjaHlhcmQuZGV2aWNlLnYxLkRldmljZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiGgoYSXNzdWVEZXZpY2VUaWNrZXRSZXF1ZXN0IlwKGUlzc3VlRGV2aWNlVGlja2V0UmVzcG9uc2USDgoGdGlja2V0GAEgASgJEi8KC2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqwAQoIUGxhdGZvcm0SGAoUUExBVEZPUk1fVU5TUEVDSUZJRUQQABISCg5QTEFURk9STV9NQUNPUxABEhQKEFBMQVRGT1JNX1dJTkRPV1MQAhISCg5QTEFURk9STV9MSU5VWBADEhAKDFBMQVRGT1JNX0lPUxAEEhQKEFBMQVRGT1JNX0FORFJPSUQQBRIQCgxQTEFURk9STV9XRUIQBhISCg5QTEFURk9STV9PVEhFUhAHKpgCCg1Ub29sRXJyb3JDb2RlEh8KG1RPT0xfRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEiAKHFRPT0xfRVJST1JfQ09ERV9VTktOT1dOX1RPT0wQARIlCiFUT09MX0VSUk9SX0NPREVfSU5WQUxJRF9BUkdVTUVOVFMQAhIaChZUT09MX0VSUk9SX0NPREVfREVOSUVEEAMSGgoWVE9PTF9FUlJPUl9DT0RFX0ZBSUxFRBAEEiUKIVRPT0xfRVJST1JfQ09ERV9ERUFETElORV9FWENFRURFRBAFEh0KGVRPT0xfRVJST1JfQ09ERV9DQU5DRUxMRUQQBhIfChtUT09MX0VSUk9SX0NPREVfVU5BVkFJTEFCTEUQBzLJAgoNRGV2aWNlU2VydmljZRJZCghDYWxsVG9vbBIlLnN3aXRjaHlhcmQuZGV2aWNlLnYxLkNhbGxUb29sUmVxdWVzdBomLnN3aXRjaHlhcmQuZGV2aWNlLnYxLkNhbGxUb29sUmVzcG9uc2USZwoLTGlzdERldmljZXMSKC5zd2l0Y2h5YXJkLmRldmljZS52MS5MaXN0RGV2aWNlc1JlcXVlc3QaKS5zd2l0Y2h5YXJkLmRldmljZS52MS5MaXN0RGV2aWNlc1Jlc3BvbnNlIgOQAgESdAoRSXNzdWVEZXZpY2VUaWNrZXQSLi5zd2l0Y2h5YXJkLmRldmljZS52MS5Jc3N1ZURldmljZVRpY2tldFJlcXVlc3QaLy5zd2l0Y2h5YXJkLmRldmljZS52MS5Jc3N1ZURldmljZVRpY2tldFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_switchyard_options_v1_options]);
+  fileDesc("CiFzd2l0Y2h5YXJkL2RldmljZS92MS9kZXZpY2UucHJvdG8SFHN3aXRjaHlhcmQuZGV2aWNlLnYxItQBCgRUb29sEj4KBG5hbWUYASABKAlCMNLzGCwIARiAASIlXlthLXpdW2EtejAtOV9dKihcLlthLXpdW2EtejAtOV9dKikqJBIcCgtkZXNjcmlwdGlvbhgCIAEoCUIH0vMYAxjQDxIyChFwYXJhbWV0ZXJzX3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSOgoLYW5ub3RhdGlvbnMYBCABKAsyJS5zd2l0Y2h5YXJkLmRldmljZS52MS5Ub29sQW5ub3RhdGlvbnMiQwoPVG9vbEFubm90YXRpb25zEhYKDnJlYWRfb25seV9oaW50GAEgASgIEhgKEGRlc3RydWN0aXZlX2hpbnQYAiABKAgiggEKCVRvb2xFcnJvchIxCgRjb2RlGAEgASgOMiMuc3dpdGNoeWFyZC5kZXZpY2UudjEuVG9vbEVycm9yQ29kZRIYCgdtZXNzYWdlGAIgASgJQgfS8xgDGKAfEigKB2RldGFpbHMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IsECCgZEZXZpY2USDAoEbmFtZRgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRITCgtkZXZpY2VfbmFtZRgEIAEoCRIwCghwbGF0Zm9ybRgFIAEoDjIeLnN3aXRjaHlhcmQuZGV2aWNlLnYxLlBsYXRmb3JtEhgKEGdhdGV3YXlfaW5zdGFuY2UYBiABKAkSMAoMY29ubmVjdF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X3NlZW5fdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdG9vbHMYCSADKAsyGi5zd2l0Y2h5YXJkLmRldmljZS52MS5Ub29sEhMKC2FwcF92ZXJzaW9uGAogASgJIqUCCg9DYWxsVG9vbFJlcXVlc3QSFwoHdXNlcl9pZBgBIAEoCUIG0vMYAigCEhkKCWRldmljZV9pZBgCIAEoCUIG0vMYAigCEj4KBHRvb2wYAyABKAlCMNLzGCwIARiAASIlXlthLXpdW2EtejAtOV9dKihcLlthLXpdW2EtejAtOV9dKikqJBIqCglhcmd1bWVudHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EioKB3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPd2FpdF9mb3JfZGV2aWNlGAYgASgIEhcKB2NhbGxfaWQYByABKAlCBtLzGAIoAhIUCgxrZWVwX3J1bm5pbmcYCCABKAgiZAoVQ2FuY2VsVG9vbENhbGxSZXF1ZXN0EhcKB3VzZXJfaWQYASABKAlCBtLzGAIoAhIZCgdjYWxsX2lkGAIgASgJQgjS8xgECAEoAhIXCgZyZWFzb24YAyABKAlCB9LzGAMYyAEiGAoWQ2FuY2VsVG9vbENhbGxSZXNwb25zZSKeAQoQQ2FsbFRvb2xSZXNwb25zZRIPCgdjYWxsX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIpCgZyZXN1bHQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0SAASMAoFZXJyb3IYBCABKAsyHy5zd2l0Y2h5YXJkLmRldmljZS52MS5Ub29sRXJyb3JIAEIJCgdvdXRjb21lInAKEkxpc3REZXZpY2VzUmVxdWVzdBIXCgd1c2VyX2lkGAEgASgJQgbS8xgCKAISJAoJcGFnZV9zaXplGAIgASgFQhHS8xgNQQAAAAAAQI9ASAFQARIbCgpwYWdlX3Rva2VuGAMgASgJQgfS8xgDGIAIIl0KE0xpc3REZXZpY2VzUmVzcG9uc2USLQoHZGV2aWNlcxgBIAMoCzIcLnN3aXRjaHlhcmQuZGV2aWNlLnYxLkRldmljZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiGgoYSXNzdWVEZXZpY2VUaWNrZXRSZXF1ZXN0IlwKGUlzc3VlRGV2aWNlVGlja2V0UmVzcG9uc2USDgoGdGlja2V0GAEgASgJEi8KC2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqwAQoIUGxhdGZvcm0SGAoUUExBVEZPUk1fVU5TUEVDSUZJRUQQABISCg5QTEFURk9STV9NQUNPUxABEhQKEFBMQVRGT1JNX1dJTkRPV1MQAhISCg5QTEFURk9STV9MSU5VWBADEhAKDFBMQVRGT1JNX0lPUxAEEhQKEFBMQVRGT1JNX0FORFJPSUQQBRIQCgxQTEFURk9STV9XRUIQBhISCg5QTEFURk9STV9PVEhFUhAHKpgCCg1Ub29sRXJyb3JDb2RlEh8KG1RPT0xfRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEiAKHFRPT0xfRVJST1JfQ09ERV9VTktOT1dOX1RPT0wQARIlCiFUT09MX0VSUk9SX0NPREVfSU5WQUxJRF9BUkdVTUVOVFMQAhIaChZUT09MX0VSUk9SX0NPREVfREVOSUVEEAMSGgoWVE9PTF9FUlJPUl9DT0RFX0ZBSUxFRBAEEiUKIVRPT0xfRVJST1JfQ09ERV9ERUFETElORV9FWENFRURFRBAFEh0KGVRPT0xfRVJST1JfQ09ERV9DQU5DRUxMRUQQBhIfChtUT09MX0VSUk9SX0NPREVfVU5BVkFJTEFCTEUQBzK2AwoNRGV2aWNlU2VydmljZRJZCghDYWxsVG9vbBIlLnN3aXRjaHlhcmQuZGV2aWNlLnYxLkNhbGxUb29sUmVxdWVzdBomLnN3aXRjaHlhcmQuZGV2aWNlLnYxLkNhbGxUb29sUmVzcG9uc2USawoOQ2FuY2VsVG9vbENhbGwSKy5zd2l0Y2h5YXJkLmRldmljZS52MS5DYW5jZWxUb29sQ2FsbFJlcXVlc3QaLC5zd2l0Y2h5YXJkLmRldmljZS52MS5DYW5jZWxUb29sQ2FsbFJlc3BvbnNlEmcKC0xpc3REZXZpY2VzEiguc3dpdGNoeWFyZC5kZXZpY2UudjEuTGlzdERldmljZXNSZXF1ZXN0Gikuc3dpdGNoeWFyZC5kZXZpY2UudjEuTGlzdERldmljZXNSZXNwb25zZSIDkAIBEnQKEUlzc3VlRGV2aWNlVGlja2V0Ei4uc3dpdGNoeWFyZC5kZXZpY2UudjEuSXNzdWVEZXZpY2VUaWNrZXRSZXF1ZXN0Gi8uc3dpdGNoeWFyZC5kZXZpY2UudjEuSXNzdWVEZXZpY2VUaWNrZXRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_switchyard_options_v1_options]);
 
 /**
  * A tool a device offers.
@@ -274,6 +274,14 @@ export type CallToolRequest = Message<"switchyard.device.v1.CallToolRequest"> & 
    * @generated from field: string call_id = 7;
    */
   callId: string;
+
+  /**
+   * Keep the call running when this RPC ends early (see CallTool); needs a
+   * call_id (INVALID_ARGUMENT without one).
+   *
+   * @generated from field: bool keep_running = 8;
+   */
+  keepRunning: boolean;
 };
 
 /**
@@ -282,6 +290,56 @@ export type CallToolRequest = Message<"switchyard.device.v1.CallToolRequest"> & 
  */
 export const CallToolRequestSchema: GenMessage<CallToolRequest> = /*@__PURE__*/
   messageDesc(file_switchyard_device_v1_device, 4);
+
+/**
+ * Request of CancelToolCall.
+ *
+ * @generated from message switchyard.device.v1.CancelToolCallRequest
+ */
+export type CancelToolCallRequest = Message<"switchyard.device.v1.CancelToolCallRequest"> & {
+  /**
+   * The user whose call it is. Empty means the caller; a service must set it.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * The call_id the call was made with.
+   *
+   * @generated from field: string call_id = 2;
+   */
+  callId: string;
+
+  /**
+   * Why, for the device; at most 200 characters.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message switchyard.device.v1.CancelToolCallRequest.
+ * Use `create(CancelToolCallRequestSchema)` to create a new message.
+ */
+export const CancelToolCallRequestSchema: GenMessage<CancelToolCallRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_device_v1_device, 5);
+
+/**
+ * Response of CancelToolCall.
+ *
+ * @generated from message switchyard.device.v1.CancelToolCallResponse
+ */
+export type CancelToolCallResponse = Message<"switchyard.device.v1.CancelToolCallResponse"> & {
+};
+
+/**
+ * Describes the message switchyard.device.v1.CancelToolCallResponse.
+ * Use `create(CancelToolCallResponseSchema)` to create a new message.
+ */
+export const CancelToolCallResponseSchema: GenMessage<CancelToolCallResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_device_v1_device, 6);
 
 /**
  * Response of CallTool.
@@ -332,7 +390,7 @@ export type CallToolResponse = Message<"switchyard.device.v1.CallToolResponse"> 
  * Use `create(CallToolResponseSchema)` to create a new message.
  */
 export const CallToolResponseSchema: GenMessage<CallToolResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_device_v1_device, 5);
+  messageDesc(file_switchyard_device_v1_device, 7);
 
 /**
  * Request of ListDevices.
@@ -369,7 +427,7 @@ export type ListDevicesRequest = Message<"switchyard.device.v1.ListDevicesReques
  * Use `create(ListDevicesRequestSchema)` to create a new message.
  */
 export const ListDevicesRequestSchema: GenMessage<ListDevicesRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_device_v1_device, 6);
+  messageDesc(file_switchyard_device_v1_device, 8);
 
 /**
  * Response of ListDevices.
@@ -397,7 +455,7 @@ export type ListDevicesResponse = Message<"switchyard.device.v1.ListDevicesRespo
  * Use `create(ListDevicesResponseSchema)` to create a new message.
  */
 export const ListDevicesResponseSchema: GenMessage<ListDevicesResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_device_v1_device, 7);
+  messageDesc(file_switchyard_device_v1_device, 9);
 
 /**
  * Request of IssueDeviceTicket.
@@ -412,7 +470,7 @@ export type IssueDeviceTicketRequest = Message<"switchyard.device.v1.IssueDevice
  * Use `create(IssueDeviceTicketRequestSchema)` to create a new message.
  */
 export const IssueDeviceTicketRequestSchema: GenMessage<IssueDeviceTicketRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_device_v1_device, 8);
+  messageDesc(file_switchyard_device_v1_device, 10);
 
 /**
  * Response of IssueDeviceTicket.
@@ -441,7 +499,7 @@ export type IssueDeviceTicketResponse = Message<"switchyard.device.v1.IssueDevic
  * Use `create(IssueDeviceTicketResponseSchema)` to create a new message.
  */
 export const IssueDeviceTicketResponseSchema: GenMessage<IssueDeviceTicketResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_device_v1_device, 9);
+  messageDesc(file_switchyard_device_v1_device, 11);
 
 /**
  * The platform a device runs on.
@@ -646,12 +704,36 @@ export const DeviceService: GenService<{
    * DEADLINE_EXCEEDED whatever the state: set timeout below the RPC deadline
    * to tell the cases apart.
    *
+   * Without keep_running, the call stops (the device is told to cancel it,
+   * and CANCELLED is recorded for its call_id) when the RPC ends early: it is
+   * cancelled or the caller's connection drops. With keep_running, it runs on
+   * to its outcome or deadline whatever becomes of the RPC, so a caller that
+   * died mid-call (a server taking over its work) gets the real outcome by
+   * calling again with the same call_id; CancelToolCall stops it.
+   *
    * @generated from rpc switchyard.device.v1.DeviceService.CallTool
    */
   callTool: {
     methodKind: "unary";
     input: typeof CallToolRequestSchema;
     output: typeof CallToolResponseSchema;
+  },
+  /**
+   * Stops a call in flight, wherever it runs: the device is told to cancel
+   * it, and a CallTool waiting for it (or made later with its call_id) gets
+   * CANCELLED. A call that already has its outcome, or that no instance has
+   * in flight, is left as it is: the answer is OK either way.
+   *
+   * Errors: INVALID_ARGUMENT if user_id (required for services) or call_id
+   * is not an id, or call_id is missing; UNAUTHENTICATED without a valid
+   * access token; PERMISSION_DENIED if a user names another user_id.
+   *
+   * @generated from rpc switchyard.device.v1.DeviceService.CancelToolCall
+   */
+  cancelToolCall: {
+    methodKind: "unary";
+    input: typeof CancelToolCallRequestSchema;
+    output: typeof CancelToolCallResponseSchema;
   },
   /**
    * Lists the devices of a user that are connected now, ordered by

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file switchyard/device/v1/relay.proto.
  */
 export const file_switchyard_device_v1_relay: GenFile = /*@__PURE__*/
-  fileDesc("CiBzd2l0Y2h5YXJkL2RldmljZS92MS9yZWxheS5wcm90bxIUc3dpdGNoeWFyZC5kZXZpY2UudjEitwEKD1JlbGF5ZWRUb29sQ2FsbBIPCgd1c2VyX2lkGAEgASgJEhsKE3JlcXVlc3RlZF9kZXZpY2VfaWQYAiABKAkSEQoJZGV2aWNlX2lkGAMgASgJEhIKCnNlc3Npb25faWQYBCABKAkSFgoOcmVwbHlfaW5zdGFuY2UYBSABKAkSDwoHY2FsbF9pZBgGIAEoCRITCgtkZWFkbGluZV9tcxgHIAEoAxIRCgl0b29sX2NhbGwYCCABKAwiLQoMUmVsYXlGYWlsdXJlEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCSKhAQoOUmVsYXllZE91dGNvbWUSDwoHY2FsbF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhEKCWRldmljZV9pZBgDIAEoCRIVCgt0b29sX3Jlc3VsdBgEIAEoDEgAEjUKB2ZhaWx1cmUYBiABKAsyIi5zd2l0Y2h5YXJkLmRldmljZS52MS5SZWxheUZhaWx1cmVIAEIJCgdvdXRjb21lIlEKDVByZXNlbmNlRW50cnkSLAoGZGV2aWNlGAEgASgLMhwuc3dpdGNoeWFyZC5kZXZpY2UudjEuRGV2aWNlEhIKCnNlc3Npb25faWQYAiABKAkiRgoOUHJlc2VuY2VSZWNvcmQSNAoHZW50cmllcxgBIAMoCzIjLnN3aXRjaHlhcmQuZGV2aWNlLnYxLlByZXNlbmNlRW50cnkieQoLR2F0ZXdheUJlYXQSEwoLaW5zdGFuY2VfaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoIaW50ZXJ2YWwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iggEKDkdhdGV3YXlDb250cm9sEjEKBGtpY2sYASABKAsyIS5zd2l0Y2h5YXJkLmRldmljZS52MS5LaWNrU2Vzc2lvbkgAEjIKBmNhbmNlbBgCIAEoCzIgLnN3aXRjaHlhcmQuZGV2aWNlLnYxLkNhbmNlbENhbGxIAEIJCgdjb21tYW5kIlYKCkNhbmNlbENhbGwSDwoHY2FsbF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEg4KBnJlYXNvbhgDIAEoCRITCgtkZWFkbGluZV9tcxgEIAEoAyIxCgtLaWNrU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSKpAQoSRGV2aWNlVGlja2V0UmVjb3JkEg8KB3VzZXJfaWQYASABKAkSDQoFcm9sZXMYAiADKAkSDAoEdGllchgDIAEoBRI0ChBhdXRoX2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_switchyard_device_v1_device]);
+  fileDesc("CiBzd2l0Y2h5YXJkL2RldmljZS92MS9yZWxheS5wcm90bxIUc3dpdGNoeWFyZC5kZXZpY2UudjEitwEKD1JlbGF5ZWRUb29sQ2FsbBIPCgd1c2VyX2lkGAEgASgJEhsKE3JlcXVlc3RlZF9kZXZpY2VfaWQYAiABKAkSEQoJZGV2aWNlX2lkGAMgASgJEhIKCnNlc3Npb25faWQYBCABKAkSFgoOcmVwbHlfaW5zdGFuY2UYBSABKAkSDwoHY2FsbF9pZBgGIAEoCRITCgtkZWFkbGluZV9tcxgHIAEoAxIRCgl0b29sX2NhbGwYCCABKAwiLQoMUmVsYXlGYWlsdXJlEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCSKhAQoOUmVsYXllZE91dGNvbWUSDwoHY2FsbF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhEKCWRldmljZV9pZBgDIAEoCRIVCgt0b29sX3Jlc3VsdBgEIAEoDEgAEjUKB2ZhaWx1cmUYBiABKAsyIi5zd2l0Y2h5YXJkLmRldmljZS52MS5SZWxheUZhaWx1cmVIAEIJCgdvdXRjb21lIlEKDVByZXNlbmNlRW50cnkSLAoGZGV2aWNlGAEgASgLMhwuc3dpdGNoeWFyZC5kZXZpY2UudjEuRGV2aWNlEhIKCnNlc3Npb25faWQYAiABKAkiRgoOUHJlc2VuY2VSZWNvcmQSNAoHZW50cmllcxgBIAMoCzIjLnN3aXRjaHlhcmQuZGV2aWNlLnYxLlByZXNlbmNlRW50cnkieQoLR2F0ZXdheUJlYXQSEwoLaW5zdGFuY2VfaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoIaW50ZXJ2YWwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iggEKDkdhdGV3YXlDb250cm9sEjEKBGtpY2sYASABKAsyIS5zd2l0Y2h5YXJkLmRldmljZS52MS5LaWNrU2Vzc2lvbkgAEjIKBmNhbmNlbBgCIAEoCzIgLnN3aXRjaHlhcmQuZGV2aWNlLnYxLkNhbmNlbENhbGxIAEIJCgdjb21tYW5kIkIKDkNhbmNlbENhbGxCeUlkEg8KB3VzZXJfaWQYASABKAkSDwoHY2FsbF9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkiVgoKQ2FuY2VsQ2FsbBIPCgdjYWxsX2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSDgoGcmVhc29uGAMgASgJEhMKC2RlYWRsaW5lX21zGAQgASgDIjEKC0tpY2tTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSDgoGcmVhc29uGAIgASgJIqkBChJEZXZpY2VUaWNrZXRSZWNvcmQSDwoHdXNlcl9pZBgBIAEoCRINCgVyb2xlcxgCIAMoCRIMCgR0aWVyGAMgASgFEjQKEGF1dGhfZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcGIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_switchyard_device_v1_device]);
 
 /**
  * A tool call on its way from the caller's instance to the instance holding
@@ -307,6 +307,43 @@ export const GatewayControlSchema: GenMessage<GatewayControl> = /*@__PURE__*/
   messageDesc(file_switchyard_device_v1_relay, 6);
 
 /**
+ * CancelToolCall, to every instance (core subject `sy.callcancel`): the one
+ * that published the call (it has it pending) stops it as when its caller
+ * gives up; the others ignore it.
+ *
+ * @generated from message switchyard.device.v1.CancelCallById
+ */
+export type CancelCallById = Message<"switchyard.device.v1.CancelCallById"> & {
+  /**
+   * The call's user, checked against the pending call.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * The call.
+   *
+   * @generated from field: string call_id = 2;
+   */
+  callId: string;
+
+  /**
+   * Why, for the device.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message switchyard.device.v1.CancelCallById.
+ * Use `create(CancelCallByIdSchema)` to create a new message.
+ */
+export const CancelCallByIdSchema: GenMessage<CancelCallById> = /*@__PURE__*/
+  messageDesc(file_switchyard_device_v1_relay, 7);
+
+/**
  * Stop one call: not delivered if it has not been yet (the cancel travels on
  * a core subject and may overtake the call, which comes through the stream);
  * otherwise the device is sent cancel_tool_call and a later result is refused.
@@ -349,7 +386,7 @@ export type CancelCall = Message<"switchyard.device.v1.CancelCall"> & {
  * Use `create(CancelCallSchema)` to create a new message.
  */
 export const CancelCallSchema: GenMessage<CancelCall> = /*@__PURE__*/
-  messageDesc(file_switchyard_device_v1_relay, 7);
+  messageDesc(file_switchyard_device_v1_relay, 8);
 
 /**
  * Close one connection.
@@ -377,7 +414,7 @@ export type KickSession = Message<"switchyard.device.v1.KickSession"> & {
  * Use `create(KickSessionSchema)` to create a new message.
  */
 export const KickSessionSchema: GenMessage<KickSession> = /*@__PURE__*/
-  messageDesc(file_switchyard_device_v1_relay, 8);
+  messageDesc(file_switchyard_device_v1_relay, 9);
 
 /**
  * A device ticket as stored (KV sy_tickets, key = SHA-256 of the ticket;
@@ -428,5 +465,5 @@ export type DeviceTicketRecord = Message<"switchyard.device.v1.DeviceTicketRecor
  * Use `create(DeviceTicketRecordSchema)` to create a new message.
  */
 export const DeviceTicketRecordSchema: GenMessage<DeviceTicketRecord> = /*@__PURE__*/
-  messageDesc(file_switchyard_device_v1_relay, 9);
+  messageDesc(file_switchyard_device_v1_relay, 10);
 
