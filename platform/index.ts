@@ -26,6 +26,7 @@ export { currentRequest } from "./request-context.js";
 
 // Ids: the one rule for ids that name users, instances, subjects and keys.
 export { ID_PATTERN, ID_RULE, isId } from "./ids.js";
+export { randomBase64url } from "./random.js";
 
 // Who is calling.
 export { principalKey, principalOf, type Principal } from "./auth/principal.js";
