@@ -82,7 +82,7 @@ type AnyCall = grpc.ServerUnaryCall<unknown, unknown> &
 /** How a context reads a grpc-js call: shared by every call, so a context costs no closures. */
 const grpcCallAccess: CallSourceAccess<AnyCall> = {
   readHeaders: (call) => headersFromMetadata(call.metadata),
-  initValues: (values, call) => values.set(peerAddressKey, addressOfPeer(call.getPeer())),
+  lazyValues: new Map([[peerAddressKey.id, (call: AnyCall) => addressOfPeer(call.getPeer())]]),
   onCancel(call, abort) {
     if (call.cancelled) abort();
     else call.once("cancelled", abort);
