@@ -3,8 +3,8 @@
  * generated protobuf-es code, so every instance (and any other client of
  * relay.proto) agrees on them.
  */
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { create, fromBinary, fromJson, toBinary, type JsonObject } from "@bufbuild/protobuf";
+import { StructSchema, timestampMs } from "@bufbuild/protobuf/wkt";
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { DeviceFrameSchema, ToolCallSchema, ToolResultSchema } from "../gen/switchyard/device/v1/device_frame_pb.js";
@@ -27,6 +27,21 @@ test("a ToolCall encoded by hand decodes with protobuf-es, and frames as a Devic
     assert.equal(frame.frame.case, "toolCall");
     assert.deepEqual(frame.frame.value, call);
   }
+});
+
+test("structBytes writes the bytes protobuf-es writes for the same Struct", () => {
+  const cases: JsonObject[] = [
+    {},
+    args,
+    { "": "", zero: 0, neg: -1.5, big: 2 ** 60, f: false, t: true, n: null, s: "ü€😀" },
+    { list: [], empty: {}, deep: { a: { b: { c: [[], [null, [1, { d: "x".repeat(300) }]]] } } } },
+    { "2": "numeric keys first", "1": 1, b: "then the rest", a: "in insertion order" },
+    { long: "y".repeat(70_000), many: Array.from({ length: 200 }, (_, i) => ({ i, s: `item ${i}` })) },
+  ];
+  for (const c of cases) {
+    assert.deepEqual(Buffer.from(structBytes(c)), Buffer.from(toBinary(StructSchema, fromJson(StructSchema, c))));
+  }
+  assert.equal(structBytes(undefined).length, 0);
 });
 
 test("RelayedToolCall: hand codec and protobuf-es agree both ways", () => {
