@@ -14,6 +14,7 @@ import type { Readable } from "node:stream";
 import { addressOfPeer, peerAddressKey } from "../auth/client-address.js";
 import { createCallContext, type CallContext, type CallSourceAccess } from "./call-context.js";
 import { createDecoder, DecodeFailure } from "./codec.js";
+import { wireFormOf } from "./encoded.js";
 import { metadataFromHeaders, headersFromMetadata } from "./headers.js";
 import { isStreamResult, type PlatformMethod } from "./pipeline.js";
 
@@ -72,6 +73,8 @@ function kindOf(m: PlatformMethod): string {
 
 function serializer(schema: DescMessage) {
   return (value: unknown): Buffer => {
+    const encoded = wireFormOf(value);
+    if (encoded !== undefined) return Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);
     const msg = isMessage(value, schema) ? value : create(schema, value as never);
     const bytes = toBinary(schema, msg);
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
