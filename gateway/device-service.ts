@@ -2,18 +2,18 @@
  * DeviceService: CallTool (through calls.ts), ListDevices (a fresh read of
  * presence, dead instances filtered out) and IssueDeviceTicket.
  */
-import { create, fromBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { durationMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { DeviceSchema, DeviceService, type Device } from "../gen/switchyard/device/v1/device_pb.js";
-import { ToolResultSchema } from "../gen/switchyard/device/v1/device_frame_pb.js";
-import { randomBase64url, register, type ServiceRegistration } from "../platform/index.js";
+import { CallToolResponseSchema, DeviceSchema, DeviceService, type Device } from "../gen/switchyard/device/v1/device_pb.js";
+import { encodedResponse, randomBase64url, register, type ServiceRegistration } from "../platform/index.js";
 import { actingUser, isService, principalOf } from "./auth.js";
 import type { GatewayBeats } from "./beats.js";
 import type { ToolCaller } from "./calls.js";
 import { structBytes } from "./codec.js";
 import type { PresenceStore } from "./presence.js";
 import type { Tickets } from "./tickets.js";
+import { encodeCallToolResponse } from "./wire.js";
 
 /** What the service needs. */
 export interface DeviceServiceDeps {
@@ -63,10 +63,9 @@ export function deviceService(d: DeviceServiceDeps): ServiceRegistration {
         ctx.signal,
       );
       if (o.toolResult === undefined) throw new ConnectError("the call ended without an outcome", Code.Internal);
-      // The device's ToolResult, decoded once, here.
-      const r = fromBinary(ToolResultSchema, o.toolResult);
-      const outcome = r.outcome.case === "result" || r.outcome.case === "error" ? r.outcome : { case: undefined };
-      return { callId, deviceId: o.deviceId, outcome };
+      // The device's outcome goes out as the bytes it sent: decoding it and
+      // encoding it again cost more than the rest of the response.
+      return encodedResponse(CallToolResponseSchema, encodeCallToolResponse(callId, o.deviceId, o.toolResult));
     },
 
     async listDevices(req, ctx) {
