@@ -435,11 +435,14 @@ export function callIdOfAck(subject: string): string {
   return subject.slice(subject.lastIndexOf(".") + 1);
 }
 
+/** One decoder for every acknowledgement (one per call cost an allocation each). */
+const utf8 = new TextDecoder();
+
 /** JetStream's acknowledgement of a publish; an empty body (no responders) or bad JSON is an error. */
 export function parsePublishAck(data: Uint8Array): { seq?: number; duplicate?: boolean; error?: { description?: string } } {
   if (data.length === 0) return { error: { description: "JetStream is not available" } };
   try {
-    return JSON.parse(new TextDecoder().decode(data)) as { seq?: number; duplicate?: boolean };
+    return JSON.parse(utf8.decode(data)) as { seq?: number; duplicate?: boolean };
   } catch {
     return { error: { description: "malformed acknowledgement" } };
   }

@@ -2,19 +2,18 @@
  * DeviceService: CallTool and CancelToolCall (through calls.ts), ListDevices
  * (a fresh read of presence, dead instances filtered out) and IssueDeviceTicket.
  */
-import { create, fromBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { durationMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { randomBytes } from "node:crypto";
-import { DeviceSchema, DeviceService, type Device } from "../gen/switchyard/device/v1/device_pb.js";
-import { ToolResultSchema } from "../gen/switchyard/device/v1/device_frame_pb.js";
-import { register, type ServiceRegistration } from "../platform/index.js";
+import { CallToolResponseSchema, DeviceSchema, DeviceService, type Device } from "../gen/switchyard/device/v1/device_pb.js";
+import { encodedResponse, randomBase64url, register, type ServiceRegistration } from "../platform/index.js";
 import { actingUser, isService, principalOf } from "./auth.js";
 import type { GatewayBeats } from "./beats.js";
 import type { ToolCaller } from "./calls.js";
 import { structBytes } from "./codec.js";
 import type { PresenceStore } from "./presence.js";
 import type { Tickets } from "./tickets.js";
+import { encodeCallToolResponse } from "./wire.js";
 
 /** What the service needs. */
 export interface DeviceServiceDeps {
@@ -58,17 +57,17 @@ export function deviceService(d: DeviceServiceDeps): ServiceRegistration {
       const rpcLeft = ctx.timeoutMs();
       const deadline = Date.now() + Math.min(timeout, rpcLeft ?? timeout);
       if (req.keepRunning && req.callId === "") throw new ConnectError("keep_running: needs a call_id, which a later call uses to get the outcome", Code.InvalidArgument);
-      const callId = req.callId || randomBytes(16).toString("base64url");
+      // From the pooled CSPRNG: a randomBytes call per RPC cost more than the rest of the server path.
+      const callId = req.callId || randomBase64url(16);
       const o = await d.caller.call(
         { callId, userId, requestedDeviceId: req.deviceId, tool: req.tool, argsBytes, deadline, waitForDevice: req.waitForDevice },
         // keep_running: the call is not bound to this RPC, so a caller that dies does not stop it.
         req.keepRunning ? undefined : ctx.signal,
       );
       if (o.toolResult === undefined) throw new ConnectError("the call ended without an outcome", Code.Internal);
-      // The device's ToolResult, decoded once, here.
-      const r = fromBinary(ToolResultSchema, o.toolResult);
-      const outcome = r.outcome.case === "result" || r.outcome.case === "error" ? r.outcome : { case: undefined };
-      return { callId, deviceId: o.deviceId, outcome };
+      // The device's outcome goes out as the bytes it sent: decoding it and
+      // encoding it again cost more than the rest of the response.
+      return encodedResponse(CallToolResponseSchema, encodeCallToolResponse(callId, o.deviceId, o.toolResult));
     },
 
     async listDevices(req, ctx) {

@@ -3,14 +3,15 @@
  * generated protobuf-es code, so every instance (and any other client of
  * relay.proto) agrees on them.
  */
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { create, fromBinary, fromJson, toBinary, type JsonObject } from "@bufbuild/protobuf";
+import { StructSchema, timestampMs } from "@bufbuild/protobuf/wkt";
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { DeviceFrameSchema, ToolCallSchema, ToolResultSchema } from "../gen/switchyard/device/v1/device_frame_pb.js";
+import { CallToolResponseSchema } from "../gen/switchyard/device/v1/device_pb.js";
 import { RelayedOutcomeSchema, RelayedToolCallSchema } from "../gen/switchyard/device/v1/relay_pb.js";
 import { structBytes } from "./codec.js";
-import { decodeOutcome, decodeRelayedCall, encodeOutcome, encodeRelayedCall, encodeToolCall, peekToolResult, toolCallFrame } from "./wire.js";
+import { decodeOutcome, decodeRelayedCall, encodeCallToolResponse, encodeOutcome, encodeRelayedCall, encodeToolCall, peekToolResult, toolCallFrame } from "./wire.js";
 
 const args = { path: "/tmp/é", list: [1, "two", { three: true }], nested: { n: null } };
 
@@ -26,6 +27,42 @@ test("a ToolCall encoded by hand decodes with protobuf-es, and frames as a Devic
     const frame = fromBinary(DeviceFrameSchema, toolCallFrame(bytes));
     assert.equal(frame.frame.case, "toolCall");
     assert.deepEqual(frame.frame.value, call);
+  }
+});
+
+test("structBytes writes the bytes protobuf-es writes for the same Struct", () => {
+  const cases: JsonObject[] = [
+    {},
+    args,
+    { "": "", zero: 0, neg: -1.5, big: 2 ** 60, f: false, t: true, n: null, s: "ü€😀" },
+    { list: [], empty: {}, deep: { a: { b: { c: [[], [null, [1, { d: "x".repeat(300) }]]] } } } },
+    { "2": "numeric keys first", "1": 1, b: "then the rest", a: "in insertion order" },
+    { long: "y".repeat(70_000), many: Array.from({ length: 200 }, (_, i) => ({ i, s: `item ${i}` })) },
+  ];
+  for (const c of cases) {
+    assert.deepEqual(Buffer.from(structBytes(c)), Buffer.from(toBinary(StructSchema, fromJson(StructSchema, c))));
+  }
+  assert.equal(structBytes(undefined).length, 0);
+});
+
+test("CallToolResponse spliced from a ToolResult decodes as the ToolResult's outcome does", () => {
+  const result = (value: JsonObject) => toBinary(ToolResultSchema, create(ToolResultSchema, { callId: "c1", outcome: { case: "result", value } }));
+  const error = (message: string) => toBinary(ToolResultSchema, create(ToolResultSchema, { callId: "c1", outcome: { case: "error", value: { message } } }));
+  const unknownField = Uint8Array.from([0x48, 0x07]); // field 9, varint 7: not in ToolResult
+  const toolResults = [
+    result(args),
+    result({}),
+    error("denied"),
+    toBinary(ToolResultSchema, create(ToolResultSchema, { callId: "c1" })),
+    Buffer.concat([result({ a: 1 }), error("later wins")]),
+    Buffer.concat([error("earlier"), result({ b: 2 })]),
+    Buffer.concat([result({ a: 1 }), result({ b: 2 })]), // one case repeated: merged
+    Buffer.concat([unknownField, result({ c: [3] })]),
+  ];
+  for (const bytes of toolResults) {
+    const r = fromBinary(ToolResultSchema, bytes);
+    const expected = create(CallToolResponseSchema, { callId: "call-9", deviceId: "dev-1", outcome: r.outcome });
+    assert.deepEqual(fromBinary(CallToolResponseSchema, encodeCallToolResponse("call-9", "dev-1", bytes)), expected);
   }
 });
 

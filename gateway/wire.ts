@@ -157,6 +157,33 @@ export function decodeRelayedCall(bytes: Uint8Array): RelayedCall {
   return o;
 }
 
+/**
+ * Encodes a switchyard.device.v1.CallToolResponse from the device's encoded
+ * ToolResult without decoding its outcome: each `result` (2) and `error` (3)
+ * field is copied as CallToolResponse's `result` (3) or `error` (4), in order,
+ * so any protobuf decoder ends with the outcome it would read from the
+ * ToolResult itself (oneof: the last case wins; repeats of a case merge).
+ * The ToolResult was checked well-formed by the holder (peekToolResult) or
+ * encoded by it. Throws on malformed bytes.
+ */
+export function encodeCallToolResponse(callId: string, deviceId: string, toolResult: Uint8Array): Uint8Array {
+  const outcome: [tag: number, bytes: Uint8Array][] = [];
+  let outcomeLen = 0;
+  const r = new Reader(toolResult);
+  while (r.more()) {
+    const tag = r.varint();
+    if (tag === ((2 << 3) | 2) || tag === ((3 << 3) | 2)) {
+      const bytes = r.lengthDelimited();
+      outcome.push([tag === ((2 << 3) | 2) ? 3 : 4, bytes]);
+      outcomeLen += 1 + varintSize(bytes.length) + bytes.length;
+    } else r.skip(tag & 7);
+  }
+  const w = new Writer(strField(callId) + strField(deviceId) + outcomeLen);
+  w.str(1, callId).str(2, deviceId);
+  for (const [no, bytes] of outcome) w.tag(no, 2).varint(bytes.length).raw(bytes);
+  return w.buf;
+}
+
 /** The fields of a switchyard.device.v1.RelayedOutcome (see relay.proto). */
 export interface Outcome {
   readonly callId: string;

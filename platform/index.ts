@@ -14,6 +14,7 @@ export type { ReadinessProbe } from "./server.js";
 
 // RPCs and plain HTTP.
 export { register, rpcPath, returnsStream, type ServiceRegistration, type Middleware, type RpcCall, type RpcHandler } from "./rpc/pipeline.js";
+export { encodedResponse } from "./rpc/encoded.js";
 export { sendJson, readBody, type HttpRoute, type UpgradeRoute } from "./http-routes.js";
 export { findViolation, rulesOf } from "./middleware/validate.js";
 export { createServiceClient, createServiceTransport } from "./client.js";
@@ -26,6 +27,7 @@ export { currentRequest } from "./request-context.js";
 
 // Ids: the one rule for ids that name users, instances, subjects and keys.
 export { ID_PATTERN, ID_RULE, isId } from "./ids.js";
+export { randomBase64url } from "./random.js";
 
 // Who is calling.
 export { principalKey, principalOf, type Principal } from "./auth/principal.js";

@@ -5,7 +5,7 @@
  * request's trace and the time that remains of its deadline.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
-import { randomFillSync } from "node:crypto";
+import { randomHex } from "./random.js";
 
 /** The context of the request being served. */
 export interface RequestContext {
@@ -58,20 +58,4 @@ export function requestIdFrom(header: (name: string) => string | null, fallback:
 /** The `traceparent` value an outgoing call made under `ctx` sends. */
 export function traceparentOf(ctx: RequestContext): string {
   return `00-${ctx.traceId}-${ctx.spanId}-${ctx.traceFlags}`;
-}
-
-// Ids come from a pool refilled 4 KiB at a time: one crypto call per ~170
-// requests instead of two or three per request.
-const pool = Buffer.alloc(4096);
-let poolOffset = pool.length;
-
-/** `bytes` random bytes as lowercase hex. */
-function randomHex(bytes: number): string {
-  if (poolOffset + bytes > pool.length) {
-    randomFillSync(pool);
-    poolOffset = 0;
-  }
-  const hex = pool.toString("hex", poolOffset, poolOffset + bytes);
-  poolOffset += bytes;
-  return hex;
 }

@@ -19,7 +19,7 @@ import { ConfigError } from "../config.js";
 import { afterCheck, type Middleware, type RpcCall } from "../rpc/pipeline.js";
 import { parseBearer } from "./bearer.js";
 import { SERVICE_ROLE } from "./claims.js";
-import { principalKey } from "./principal.js";
+import { principalKey, type Principal } from "./principal.js";
 import type { AccessTokenVerifier } from "./verifier.js";
 
 /** Who may call `method`, as the contract says (builtin grpc.* services are public). */
@@ -65,12 +65,19 @@ export function createTokenCheck(services: readonly DescService[], verifier: Acc
     if (access === Access.PUBLIC) return next;
     const internal = access === Access.INTERNAL;
     const rpc = `${method.parent.typeName}/${method.name}`;
-    const check = async (call: RpcCall) => {
-      const principal = await verifier!.verify(bearerToken(call.header("authorization")));
+    const admit = (call: RpcCall, principal: Principal): void => {
       if (internal && !principal.roles.includes(SERVICE_ROLE)) {
         throw new ConnectError(`${rpc} is internal: only Switchyard services (a token with role "service") may call it`, Code.PermissionDenied);
       }
       call.ctx.values.set(principalKey, principal);
+    };
+    // A token verified before is decided at once (no promise, no microtask
+    // hop): callers reuse their tokens, so this is nearly every call.
+    const check = (call: RpcCall): Promise<void> | undefined => {
+      const token = bearerToken(call.header("authorization"));
+      const known = verifier!.cached(token);
+      if (known !== undefined) return void admit(call, known);
+      return verifier!.verify(token).then((principal) => admit(call, principal));
     };
     return afterCheck(method, check, next);
   };

@@ -42,6 +42,12 @@ export interface AccessTokenVerifierOptions {
 export interface AccessTokenVerifier {
   /** The principal of a valid token; rejects with UNAUTHENTICATED (or UNAVAILABLE) otherwise. */
   verify(token: string): Promise<Principal>;
+  /**
+   * The principal of a token this verifier accepted before and still
+   * remembers, decided now without a promise; undefined when it must go
+   * through `verify` (unknown, expired from the cache, or caching off).
+   */
+  cached(token: string): Principal | undefined;
   /** Forgets remembered tokens (call when a key is withdrawn). */
   clearCache(): void;
 }
@@ -149,13 +155,19 @@ export function createAccessTokenVerifier(options: AccessTokenVerifierOptions): 
     requiredClaims: ["sub", "exp", "iat"],
   };
 
+  const cached = (token: string): Principal | undefined => {
+    const hit = cache.get(token);
+    if (hit === undefined) return undefined;
+    if (now() < hit.until) return hit.principal;
+    cache.delete(token);
+    return undefined;
+  };
+
   return {
+    cached,
     async verify(token) {
-      const hit = cache.get(token);
-      if (hit !== undefined) {
-        if (now() < hit.until) return hit.principal;
-        cache.delete(token);
-      }
+      const known = cached(token);
+      if (known !== undefined) return known;
       checkShape(token, maxBytes);
       let payload: Record<string, unknown>;
       try {

@@ -9,14 +9,17 @@
  * shared by all calls, so creating a context allocates no closures.
  */
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, createContextValues, type ContextValues, type HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, createContextValues, type ContextKey, type ContextValues, type HandlerContext } from "@connectrpc/connect";
 
 /** How a context reads what it builds lazily from its transport's call object. */
 export interface CallSourceAccess<S> {
   /** Reads the request headers on first use. */
   readHeaders(source: S): Headers;
-  /** Seeds the context values when they are first read (e.g. the peer address). */
-  initValues?(values: ContextValues, source: S): void;
+  /**
+   * Context values read from the call object only when a handler asks for
+   * them (e.g. the peer address, which most calls never need), by key id.
+   */
+  lazyValues?: ReadonlyMap<symbol, (source: S) => unknown>;
   /** Arranges for `abort` to run when the caller cancels; called when the signal is first read. */
   onCancel?(source: S, abort: () => void): void;
 }
@@ -108,11 +111,7 @@ class LazyCallContext<S> implements CallContext {
     return this.resTrailer !== undefined;
   }
   get values(): ContextValues {
-    if (this.ctxValues === undefined) {
-      this.ctxValues = createContextValues();
-      this.access.initValues?.(this.ctxValues, this.source);
-    }
-    return this.ctxValues;
+    return (this.ctxValues ??= this.access.lazyValues === undefined ? createContextValues() : new CallValues(this.source, this.access.lazyValues));
   }
 
   abort(reason: unknown): void {
@@ -120,6 +119,35 @@ class LazyCallContext<S> implements CallContext {
     this.abortReason = reason ?? new ConnectError("the call was cancelled", Code.Canceled);
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.controller?.abort(this.abortReason);
+  }
+}
+
+/** Context values whose `lazy` keys are read from the call object on first `get`. */
+class CallValues<S> implements ContextValues {
+  private readonly own: Record<symbol, unknown> = {};
+
+  constructor(
+    private readonly source: S,
+    private readonly lazy: ReadonlyMap<symbol, (source: S) => unknown>,
+  ) {}
+
+  get<T>(key: ContextKey<T>): T {
+    if (key.id in this.own) return this.own[key.id] as T;
+    const read = this.lazy.get(key.id);
+    if (read === undefined) return key.defaultValue;
+    return (this.own[key.id] = read(this.source)) as T;
+  }
+
+  set<T>(key: ContextKey<T>, value: T): this {
+    this.own[key.id] = value;
+    return this;
+  }
+
+  delete(key: ContextKey<unknown>): this {
+    // A deleted lazy key reads as its default from now on, as any deleted key does.
+    if (this.lazy.has(key.id)) this.own[key.id] = key.defaultValue;
+    else delete this.own[key.id];
+    return this;
   }
 }
 

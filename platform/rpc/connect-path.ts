@@ -22,7 +22,8 @@ import {
 import type { UniversalServerResponse } from "@connectrpc/connect/protocol";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { peerAddressKey } from "../auth/client-address.js";
-import type { PlatformMethod } from "./pipeline.js";
+import { decodedResponse } from "./encoded.js";
+import { returnsStream, type PlatformMethod } from "./pipeline.js";
 
 /** Options of the HTTP/1.1 path. */
 export interface ConnectPathOptions {
@@ -45,8 +46,11 @@ export function createConnectPath(methods: readonly PlatformMethod[], options: C
     acceptCompression: [compressionGzip, compressionBrotli],
   });
   for (const m of methods) {
-    const impl = (input: unknown, ctx: HandlerContext) =>
+    const invoke = (input: unknown, ctx: HandlerContext) =>
       m.invoke({ service: m.service, method: m.method, ctx, input, header: (name) => ctx.requestHeader.get(name) });
+    // connect-node encodes the response itself: an encoded one (rpc/encoded.ts) is decoded for it.
+    const output = m.method.output;
+    const impl = returnsStream(m.method) ? invoke : (input: unknown, ctx: HandlerContext) => (invoke(input, ctx) as Promise<unknown>).then((out) => decodedResponse(output, out));
     router.rpc(m.method, impl as MethodImpl<DescMethod>);
   }
   const handlers = new Map(router.handlers.map((h) => [h.requestPath, h]));

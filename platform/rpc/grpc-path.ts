@@ -14,6 +14,7 @@ import type { Readable } from "node:stream";
 import { addressOfPeer, peerAddressKey } from "../auth/client-address.js";
 import { createCallContext, type CallContext, type CallSourceAccess } from "./call-context.js";
 import { createDecoder, DecodeFailure } from "./codec.js";
+import { wireFormOf } from "./encoded.js";
 import { metadataFromHeaders, headersFromMetadata } from "./headers.js";
 import { isStreamResult, type PlatformMethod } from "./pipeline.js";
 
@@ -42,6 +43,9 @@ export function createGrpcPath(methods: readonly PlatformMethod[], options: Grpc
   const server = new grpc.Server({
     "grpc.max_receive_message_length": options.readMaxBytes,
     "grpc.max_send_message_length": options.writeMaxBytes,
+    // Nothing reads channelz (no channelz service is served), and it costs
+    // every call a tracker object, counters and Date.now() calls.
+    "grpc.enable_channelz": 0,
   });
   for (const m of methods) {
     server.register(m.path, createHandler(m, options), serializer(m.method.output), createDecoder(m.method.input), kindOf(m));
@@ -69,6 +73,8 @@ function kindOf(m: PlatformMethod): string {
 
 function serializer(schema: DescMessage) {
   return (value: unknown): Buffer => {
+    const encoded = wireFormOf(value);
+    if (encoded !== undefined) return Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);
     const msg = isMessage(value, schema) ? value : create(schema, value as never);
     const bytes = toBinary(schema, msg);
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -82,7 +88,7 @@ type AnyCall = grpc.ServerUnaryCall<unknown, unknown> &
 /** How a context reads a grpc-js call: shared by every call, so a context costs no closures. */
 const grpcCallAccess: CallSourceAccess<AnyCall> = {
   readHeaders: (call) => headersFromMetadata(call.metadata),
-  initValues: (values, call) => values.set(peerAddressKey, addressOfPeer(call.getPeer())),
+  lazyValues: new Map([[peerAddressKey.id, (call: AnyCall) => addressOfPeer(call.getPeer())]]),
   onCancel(call, abort) {
     if (call.cancelled) abort();
     else call.once("cancelled", abort);

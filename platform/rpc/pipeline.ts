@@ -161,7 +161,10 @@ function terminal(method: DescMethod, fn: (input: unknown, ctx: HandlerContext) 
   switch (method.methodKind) {
     case "unary":
     case "client_streaming":
-      return async (call) => fn(call.input, call.ctx);
+      // Promise.resolve, not an async wrapper: the handler's own promise passes
+      // through as it is, without the extra promise and microtask hops an
+      // `async` function resolving to a promise costs (guard turns a sync throw into a rejection).
+      return (call) => Promise.resolve(fn(call.input, call.ctx));
     case "server_streaming":
     case "bidi_streaming":
       return (call) => fn(call.input, call.ctx) as AsyncIterable<unknown>;
