@@ -2,17 +2,21 @@
  * Drives UnaryCall at a fixed number of calls in flight for a fixed time and
  * prints one JSON line: {rps, p50, p99, calls} (latencies in ms; calls
  * counts the warm-up too). Run as
- * `tsx bench/unary/client.ts <grpc-js|connect|platform> <port> <inflight> <ms>`;
- * `platform` is the platform's service client (platform/client.ts).
+ * `tsx bench/unary/client.ts <grpc-js|connect|platform> <port> <inflight> <ms> [otlp url]`;
+ * `platform` is the platform's service client (platform/client.ts); with an
+ * OTLP url it traces too (a CLIENT span per call, exported there), as a
+ * service calling a traced service does.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { createServiceClient, createServiceTransport } from "../../platform/client.js";
+import { readPlatformSettings } from "../../platform/settings.js";
+import { startTracing } from "../../platform/telemetry/sdk.js";
 import { TestingService, UnaryCallRequestSchema, UnaryCallResponseSchema } from "../../gen/switchyard/testing/v1/testing_pb.js";
 
-const [clientKind, portArg, inflightArg, msArg] = process.argv.slice(2);
+const [clientKind, portArg, inflightArg, msArg, tracesTo] = process.argv.slice(2);
 const port = Number(portArg);
 const inflight = Number(inflightArg);
 const measureMs = Number(msArg);
@@ -29,6 +33,7 @@ if (clientKind === "grpc-js") {
       client.makeUnaryRequest("/switchyard.testing.v1.TestingService/UnaryCall", ser, de, request, (err) => (err ? reject(err) : resolve())),
     );
 } else if (clientKind === "platform") {
+  if (tracesTo) await startTracing(readPlatformSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: tracesTo }), "bench-client");
   const client = createServiceClient(TestingService, createServiceTransport(`http://127.0.0.1:${port}`));
   call = async () => {
     await client.unaryCall(request);
