@@ -5,6 +5,7 @@
  */
 import { fromBinary, fromJsonString, toBinary, toJsonString, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
 import { DeviceFrameSchema, type DeviceFrame } from "../gen/switchyard/device/v1/device_frame_pb.js";
+import { varintSize } from "./wire.js";
 
 /** Subprotocol of binary protobuf frames. */
 export const PROTO_PROTOCOL = "switchyard.device.v1+proto";
@@ -62,15 +63,6 @@ export function structBytes(obj: JsonObject | undefined): Uint8Array {
 // number_value = 2 (double), string_value = 3, bool_value = 4,
 // struct_value = 5, list_value = 6 }; ListValue { repeated Value values = 1 }.
 // Every tag here fits in one byte.
-
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 128) {
-    n = Math.floor(n / 128);
-    size++;
-  }
-  return size;
-}
 
 /** Size of a length-delimited field of `len` bytes (one-byte tag). */
 function delimited(len: number): number {

@@ -280,7 +280,8 @@ function wellFormed(bytes: Uint8Array, fields: Fields, depth: number): boolean {
 // A minimal protobuf writer and reader over Buffers, for the messages above:
 // non-negative integers below 2^53, UTF-8 strings, bytes.
 
-function varintSize(n: number): number {
+/** Bytes of `n` (a non-negative integer below 2^53) as a protobuf varint. */
+export function varintSize(n: number): number {
   let size = 1;
   while (n >= 128) {
     n = Math.floor(n / 128);

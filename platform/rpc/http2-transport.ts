@@ -279,6 +279,8 @@ async function unaryOnce(
   deadline: number | undefined,
 ): Promise<UnaryResponse> {
   const session = await sessionFor(target);
+  // Aborted while a connection was being made: the call never left.
+  if (req.signal.aborted) throw ConnectError.from(req.signal.reason, Code.Canceled);
   if (deadline !== undefined) headers["grpc-timeout"] = `${Math.max(0, deadline - Date.now())}m`;
   const stream = openStream(target, session, headers);
   const untrack = target.pool.track(session);
@@ -384,6 +386,7 @@ function lazyHeaders<T extends object>(target: T, header: () => Headers, trailer
 async function startStream(target: Target, codec: Codec, req: StreamRequest): Promise<StreamResponse> {
   const { headers } = http2Headers(target, codec, req.header);
   const session = await sessionFor(target);
+  if (req.signal.aborted) throw ConnectError.from(req.signal.reason, Code.Canceled);
   const stream = openStream(target, session, headers);
   const untrack = target.pool.track(session);
   const trailer = new Headers();

@@ -27,7 +27,8 @@ let flakyPort: number;
 const received = { unaryCall: 0, echoNested: 0 };
 /** How many calls, from now, the flaky server fails with UNAVAILABLE. */
 let failNext = 0;
-/** Calls whose caller gave up while the platform held them. */
+/** Calls the platform is holding, and those whose caller gave up while it held them. */
+const held: string[] = [];
 const abandoned: string[] = [];
 
 before(async () => {
@@ -44,6 +45,7 @@ before(async () => {
                 ctx.responseHeader.set("x-seen", ctx.requestHeader.get("x-added") ?? "none");
                 if (req.sleepMs > 0) {
                   // Holds the call until the caller gives up; says so on the way out.
+                  held.push(req.text);
                   await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
                   abandoned.push(req.text);
                   return {};
@@ -176,7 +178,8 @@ test("a call the caller aborts fails CANCELED, and the server sees it end", asyn
   const client = createServiceClient(TestingService, createServiceTransport(`http://127.0.0.1:${platform.port}`));
   const controller = new AbortController();
   const call = client.unaryCall({ text: "dropped", sleepMs: 60_000 }, { signal: controller.signal });
-  setImmediate(() => controller.abort());
+  await waitFor("the server holds the call", () => held.includes("dropped"));
+  controller.abort();
   await assert.rejects(call, (e: unknown) => e instanceof ConnectError && e.code === Code.Canceled);
   await waitFor("the server saw the call end", () => abandoned.includes("dropped"));
 });
@@ -193,6 +196,14 @@ test("a connection lost mid-call fails the call UNAVAILABLE, and a method that m
   await assert.rejects(client.echoNested({}), (e: unknown) => e instanceof ConnectError && e.code === Code.Unavailable && /lost/.test(e.rawMessage));
   assert.equal(took, 1);
   server.close();
+});
+
+test("a call aborted while its connection is being made fails CANCELED instead of waiting forever", async () => {
+  const client = createServiceClient(TestingService, createServiceTransport(`http://127.0.0.1:${platform.port}`));
+  const controller = new AbortController();
+  const call = client.unaryCall({ text: "never sent", sleepMs: 60_000 }, { signal: controller.signal });
+  controller.abort();
+  await assert.rejects(call, (e: unknown) => e instanceof ConnectError && e.code === Code.Canceled);
 });
 
 test("a server that is not there fails the call UNAVAILABLE naming the address", async () => {
