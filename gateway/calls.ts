@@ -373,13 +373,17 @@ async function joinFirstCall(ctx: CallerContext, p: Pending, seq: number): Promi
   const refusal = joinRefusal(first, p.req);
   if (refusal !== undefined) return pending.settle(p, refusal);
   const rc = decodeRelayedCall(first!.data);
-  const sub = nc.subscribe(names.resultDelivered(p.req.callId, rc.replyInstance), {
-    max: 1,
-    callback: (err, msg) => {
-      if (!err) pending.settle(p, decodeOutcome(msg.data));
-    },
-  });
-  p.cleanup.push(() => sub.unsubscribe());
+  // The holder delivers the outcome, then records it a moment later. A join
+  // listening after the delivery and reading before the record would miss
+  // both, so it listens to the record's publication as well.
+  const settleWith = (err: Error | null, msg: Msg) => {
+    if (!err) pending.settle(p, decodeOutcome(msg.data));
+  };
+  const subs = [
+    nc.subscribe(names.resultDelivered(p.req.callId, rc.replyInstance), { max: 1, callback: settleWith }),
+    nc.subscribe(names.result(p.req.callId, rc.replyInstance), { max: 1, callback: settleWith }),
+  ];
+  p.cleanup.push(() => subs.forEach((sub) => sub.unsubscribe()));
   const recorded = () => jsm.direct.getMessage(names.resultStream, { last_by_subj: names.result(p.req.callId, rc.replyInstance) }).catch(() => null);
   const now = await recorded();
   if (p.settled) return; // its cleanup ran already: arm nothing more
