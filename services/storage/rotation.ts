@@ -28,29 +28,25 @@ interface WrappedRow {
   readonly kek_id: string;
 }
 
-/** Re-wraps one batch of records; returns how many. */
-async function rewrapRecords(db: Database, keyring: Keyring): Promise<number> {
-  return db.tx(async (tx) => {
-    const rows = await tx<WrappedRow[]>`
-      select user_id, record_id as id, wrapped_key, kek_id from storage.records
-      where kek_id <> ${keyring.current.id} limit ${BATCH} for update skip locked`;
-    for (const r of rows) {
-      const next = keyring.rewrap(r.wrapped_key, r.kek_id, recordAad(r.user_id, r.id));
-      await tx`update storage.records set wrapped_key = ${next.wrappedKey}, kek_id = ${next.kekId} where user_id = ${r.user_id} and record_id = ${r.id}`;
-    }
-    return rows.length;
-  });
+/** A table of wrapped data keys: its name, its id column, and the AAD its keys are bound to. */
+interface WrappedTable {
+  readonly table: string;
+  readonly idColumn: string;
+  readonly aad: (userId: string, id: string) => string;
 }
 
-/** Re-wraps one batch of backups; returns how many. */
-async function rewrapBackups(db: Database, keyring: Keyring): Promise<number> {
+const recordsTable: WrappedTable = { table: "storage.records", idColumn: "record_id", aad: recordAad };
+const backupsTable: WrappedTable = { table: "storage.backups", idColumn: "backup_id", aad: backupAad };
+
+/** Re-wraps one batch of `t`'s rows; returns how many. */
+async function rewrapBatch(db: Database, keyring: Keyring, t: WrappedTable): Promise<number> {
   return db.tx(async (tx) => {
     const rows = await tx<WrappedRow[]>`
-      select user_id, backup_id as id, wrapped_key, kek_id from storage.backups
+      select user_id, ${tx(t.idColumn)} as id, wrapped_key, kek_id from ${tx(t.table)}
       where kek_id <> ${keyring.current.id} limit ${BATCH} for update skip locked`;
     for (const r of rows) {
-      const next = keyring.rewrap(r.wrapped_key, r.kek_id, backupAad(r.user_id, r.id));
-      await tx`update storage.backups set wrapped_key = ${next.wrappedKey}, kek_id = ${next.kekId} where user_id = ${r.user_id} and backup_id = ${r.id}`;
+      const next = keyring.rewrap(r.wrapped_key, r.kek_id, t.aad(r.user_id, r.id));
+      await tx`update ${tx(t.table)} set wrapped_key = ${next.wrappedKey}, kek_id = ${next.kekId} where user_id = ${r.user_id} and ${tx(t.idColumn)} = ${r.id}`;
     }
     return rows.length;
   });
@@ -69,8 +65,8 @@ export async function rotateDataKeys(db: Database, keyring: Keyring, log: Logger
   let backups = 0;
   let idle = 0;
   for (;;) {
-    const r = await rewrapRecords(db, keyring);
-    const b = await rewrapBackups(db, keyring);
+    const r = await rewrapBatch(db, keyring, recordsTable);
+    const b = await rewrapBatch(db, keyring, backupsTable);
     records += r;
     backups += b;
     if (r + b > 0) {

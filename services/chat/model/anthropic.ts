@@ -13,30 +13,18 @@ import type {
 import type { ProviderFailure } from "./errors.js";
 import { providerError } from "./errors.js";
 import { guardStream } from "./guard.js";
+import { sdkClientOptions, type ProviderOptions } from "./sdk-options.js";
 import type { ModelEvent, ModelFinishReason, ModelMessage, ModelProvider, ModelRequest, ModelTool, ModelUsage } from "./types.js";
 
-/** What the Anthropic adapter needs to know. */
-export interface AnthropicProviderOptions {
-  readonly baseURL?: string;
-  readonly apiKey: string;
-  readonly model: string;
-  readonly stallMs: number;
-}
+/** What the adapter needs to know. */
+export type AnthropicProviderOptions = ProviderOptions;
 
 /** A ModelProvider over the Messages streaming API. */
 export function createAnthropicProvider(options: AnthropicProviderOptions): ModelProvider {
   const client = new Anthropic({
-    apiKey: options.apiKey,
+    ...sdkClientOptions(options),
     // null: never fall back to ANTHROPIC_AUTH_TOKEN from the environment; LLM_API_KEY is the one place.
     authToken: null,
-    baseURL: options.baseURL,
-    // Retrying is the caller's decision (a durable turn re-runs a model call whole); an
-    // SDK retry would hide a 429's retry-after and multiply the wait behind a stall.
-    maxRetries: 0,
-    // Time to response headers; the stall timer covers the body.
-    timeout: options.stallMs,
-    // The SDK logs a malformed chunk's raw text (conversation content); we report an error instead.
-    logLevel: "off",
   });
   const label = { provider: "anthropic", model: options.model } as const;
   return {

@@ -12,30 +12,15 @@ import type {
 import type { ProviderFailure } from "./errors.js";
 import { providerError } from "./errors.js";
 import { guardStream } from "./guard.js";
+import { sdkClientOptions, type ProviderOptions } from "./sdk-options.js";
 import type { ModelEvent, ModelFinishReason, ModelMessage, ModelProvider, ModelRequest, ModelTool, ModelUsage } from "./types.js";
 
-/** What the OpenAI adapter needs to know. */
-export interface OpenAIProviderOptions {
-  readonly baseURL?: string;
-  readonly apiKey: string;
-  readonly model: string;
-  readonly stallMs: number;
-}
+/** What the adapter needs to know. */
+export type OpenAIProviderOptions = ProviderOptions;
 
 /** A ModelProvider over the Chat Completions streaming API. */
 export function createOpenAIProvider(options: OpenAIProviderOptions): ModelProvider {
-  const client = new OpenAI({
-    apiKey: options.apiKey,
-    baseURL: options.baseURL,
-    // Retrying is the caller's decision (a durable turn re-runs a model call whole); an
-    // SDK retry would hide a 429's retry-after and multiply the wait behind a stall.
-    maxRetries: 0,
-    // Time to response headers; the stall timer covers the body.
-    timeout: options.stallMs,
-    // The SDK logs a malformed chunk's context; we report the failure as an error instead,
-    // and conversation text stays out of the logs.
-    logLevel: "off",
-  });
+  const client = new OpenAI(sdkClientOptions(options));
   const label = { provider: "openai", model: options.model } as const;
   return {
     provider: "openai",
