@@ -7,7 +7,9 @@
 import { jetstream } from "@nats-io/jetstream";
 import { Gauge } from "prom-client";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { ServiceModule } from "../platform/index.js";
+import { create } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { publishDirectEvent, type ServiceModule } from "../platform/index.js";
 import type { VerifyAccessToken } from "./auth.js";
 import { createGatewayBeats } from "./beats.js";
 import { createToolCaller } from "./calls.js";
@@ -24,6 +26,7 @@ import { createTickets } from "./tickets.js";
 import { createDeviceUpgrade, deviceSocketRoute } from "./upgrade.js";
 import { DeviceService } from "../gen/switchyard/device/v1/device_pb.js";
 import { NotificationService } from "../gen/switchyard/notify/v1/notify_pb.js";
+import { DevicesChangedSchema } from "../gen/switchyard/events/v1/events_pb.js";
 
 /** The gateway service module. */
 export const gateway: ServiceModule = {
@@ -52,7 +55,12 @@ export const gateway: ServiceModule = {
 
     const beats = createGatewayBeats({ nc, kv: store.gateways, names, instanceId: ctx.instanceId, intervalMs: settings.GATEWAY_HEARTBEAT_MS, log });
     await beats.start();
-    const presence = createPresenceStore(store.devices, beats, log);
+    // Readers of the user's devices (chat's tool listings) learn of each change without polling;
+    // the flush puts the event on the server before the device is welcomed and can be used.
+    const presence = createPresenceStore(store.devices, beats, log, async (userId) => {
+      publishDirectEvent(nc, DevicesChangedSchema, create(DevicesChangedSchema, { userId, occurTime: timestampNow() }));
+      await nc.flush().catch(() => {});
+    });
     const cache = createPresenceCache(nc, store.devices, names);
     const notifications = createNotifications(nc, js, store.jsm, names, log);
     const hub = createDeviceHub({

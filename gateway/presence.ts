@@ -48,8 +48,12 @@ export interface PresenceStore {
 
 const maxAttempts = 20;
 
-/** Creates the presence store over the devices bucket. */
-export function createPresenceStore(kv: KV, beats: GatewayBeats, log: Logger): PresenceStore {
+/**
+ * Creates the presence store over the devices bucket. `changed` hears of
+ * every stored change of a user's record; the write waits for it, so what it
+ * announces goes out before the device is welcomed.
+ */
+export function createPresenceStore(kv: KV, beats: GatewayBeats, log: Logger, changed: (userId: string) => Promise<void> = async () => {}): PresenceStore {
   const retries = new Map<string, NodeJS.Timeout>();
   let stopped = false;
 
@@ -72,6 +76,7 @@ export function createPresenceStore(kv: KV, beats: GatewayBeats, log: Logger): P
           if (e === null) await kv.create(key, bytes);
           else await kv.update(key, bytes, e.revision);
         }
+        await changed(userId);
         return;
       } catch (err) {
         if (!/wrong last sequence|key exists/i.test((err as Error).message)) throw err;

@@ -47,6 +47,7 @@ export { migrate } from "./db/migrate.js";
 // Events and NATS.
 export type { Events, EventMeta, ConsumerOptions } from "./events/types.js";
 export { eventSubject } from "./events/subject.js";
+export { publishDirectEvent } from "./events/direct.js";
 export { isNatsConnected, requireNats } from "./nats/connection.js";
 export type { StreamDeclarer, StreamDeclaration } from "./nats/declare.js";
 export { subjectToken, encodeSubjectToken, decodeSubjectToken, isSubjectToken } from "./nats/subject.js";

@@ -28,6 +28,7 @@ import { newPrefix, newUser, startTestKeys, dropPrefix } from "../../test/gatewa
 import { createTestDatabase, natsUrl } from "../../test/support/infra.js";
 import { startLlmServer, textReply, toolCallReply } from "../../test/support/llm-server.js";
 import { spawnScript } from "../../test/support/spawn.js";
+import { processCpuMs } from "../cpu.js";
 import { measureProviderFloor, type ProviderFloorResult } from "./provider-floor.js";
 
 const { values } = parseArgs({
@@ -94,6 +95,16 @@ async function clientTurn(token: string): Promise<ClientTurn> {
   return { ttftMs: first - sent, tokens: tokens - firstTokens + 1, streamMs: last - first };
 }
 
+/** CPU µs per delivered token of each process taking part, over `run`. */
+async function cpuPerToken<T>(pids: Record<string, number>, tokens: number, run: () => Promise<T>): Promise<{ result: T; cpuUsPerToken: Record<string, number> }> {
+  const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, processCpuMs(pid)]));
+  const result = await run();
+  const cpuUsPerToken = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, ((processCpuMs(pid) - before[k]!) * 1000) / tokens]));
+  return { result, cpuUsPerToken };
+}
+
+const cpuLine = (cpu: Record<string, number>) => Object.entries(cpu).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(", ");
+
 async function chatRound(concurrency: number, turns: number): Promise<{ ttftP50: number; rateP50: number; aggregate: number }> {
   // Each worker is its own user (a user's turns at once are limited by tier).
   const tokens = await Promise.all(Array.from({ length: concurrency }, () => keys.mint(newUser(), { tier: "team" })));
@@ -115,12 +126,13 @@ async function chatRound(concurrency: number, turns: number): Promise<{ ttftP50:
   return { ttftP50: percentile(results.map((r) => r.ttftMs), 0.5), rateP50: percentile(rates, 0.5), aggregate: (delivered * 1000) / wall };
 }
 
-function streamingFigures(concurrency: number, floor: ProviderFloorResult, c: Awaited<ReturnType<typeof chatRound>>): void {
+function streamingFigures(concurrency: number, floor: ProviderFloorResult, c: Awaited<ReturnType<typeof chatRound>>, floorCpu: Record<string, number>, chatCpu: Record<string, number>): void {
   out(
     `${concurrency} at a time: time to first TextDelta p50 ${c.ttftP50.toFixed(1)} ms vs provider ${floor.timeToFirstTokenP50Ms.toFixed(1)} ms ` +
       `(chat adds ${(c.ttftP50 - floor.timeToFirstTokenP50Ms).toFixed(1)} ms); tokens/s per turn p50 ${c.rateP50.toFixed(0)} vs ${floor.tokensPerSecondP50.toFixed(0)} ` +
       `(${(c.rateP50 / floor.tokensPerSecondP50).toFixed(2)}x); all turns ${c.aggregate.toFixed(0)} vs ${floor.aggregateTokensPerSecond.toFixed(0)} tokens/s (${(c.aggregate / floor.aggregateTokensPerSecond).toFixed(2)}x)`,
   );
+  out(`  CPU µs per token: through chat: ${cpuLine(chatCpu)}; read directly: ${cpuLine(floorCpu)}`);
 }
 
 /** One durable step through the turn log against a bare INSERT commit, one at a time. */
@@ -193,8 +205,12 @@ try {
   const parts = new Set(values.parts.split(","));
   for (const concurrency of parts.has("stream") ? values.concurrency.split(",").map(Number) : []) {
     const turns = concurrency === 1 ? 8 : Number(values.turns);
-    const floor = await measureProviderFloor({ baseUrl: `${providerUrl}/v1`, format: "openai", turns, concurrency });
-    streamingFigures(concurrency, floor, await chatRound(concurrency, turns));
+    const tokens = (turns + 1) * Number(values.tokens); // each side reads one warm-up turn first
+    const floor = await cpuPerToken({ provider: provider.child.pid!, reader: process.pid }, tokens, () =>
+      measureProviderFloor({ baseUrl: `${providerUrl}/v1`, format: "openai", turns, concurrency }),
+    );
+    const round = await cpuPerToken({ chat: chat.child.pid!, provider: provider.child.pid!, "gRPC-Web reader": process.pid }, tokens, () => chatRound(concurrency, turns));
+    streamingFigures(concurrency, floor.result, round.result, floor.cpuUsPerToken, round.cpuUsPerToken);
   }
   if (parts.has("step")) await durableStep(Number(values.steps));
   if (parts.has("tools")) await toolTurn(Number(values.tooled));

@@ -12,7 +12,7 @@ import { createServiceClient, createServiceTransport, type ServiceModule } from 
 import { createAgentHandlers, recordRunEnd } from "./agent-service.js";
 import { createChatHandlers } from "./chat-service.js";
 import { createDeviceToolSource } from "./device-tools.js";
-import { watchPluginChanges } from "./plugin-events.js";
+import { deviceChangeEvents, pluginChangeEvents, watchUserEvents } from "./user-events.js";
 import { createPluginToolSource } from "./plugin-tools.js";
 import { startLeases } from "./leases.js";
 import { createChatMetrics } from "./metrics.js";
@@ -40,9 +40,12 @@ export function createChatModule(source: NodeJS.ProcessEnv = process.env): Servi
       const devices = createServiceClient(DeviceService, createServiceTransport(gatewayUrl, [ctx.auth.serviceTokens("chat").interceptor]));
       const pluginsUrl = ctx.serviceUrl("plugins");
       const pluginClient = createServiceClient(PluginService, createServiceTransport(pluginsUrl, [ctx.auth.serviceTokens("chat").interceptor]));
-      const deviceTools = createDeviceToolSource(devices);
+      const deviceTools = createDeviceToolSource(devices, { cacheTtlMs: settings.CHAT_DEVICE_TOOLS_CACHE_MS });
       const pluginTools = createPluginToolSource({ plugins: pluginClient, devices: deviceTools, cacheTtlMs: settings.CHAT_PLUGIN_TOOLS_CACHE_MS });
-      const stopPluginWatch = watchPluginChanges(ctx.nats, pluginTools.invalidate, ctx.log);
+      const stopWatches = [
+        watchUserEvents(ctx.nats, deviceChangeEvents, deviceTools.invalidate, ctx.log),
+        watchUserEvents(ctx.nats, pluginChangeEvents, pluginTools.invalidate, ctx.log),
+      ];
       const tools = combineToolSources({ device: deviceTools, plugin: pluginTools });
       const metrics = createChatMetrics(ctx.metrics.registry);
       const hub = createTurnHub();
@@ -64,7 +67,7 @@ export function createChatModule(source: NodeJS.ProcessEnv = process.env): Servi
       return {
         services: [createChatHandlers(common), createAgentHandlers({ ...common, events: ctx.events })],
         async stop() {
-          await stopPluginWatch();
+          for (const stop of stopWatches) await stop();
           await stopLeases();
         },
       };

@@ -13,7 +13,7 @@ import {
   ToolRuntime,
 } from "../../gen/switchyard/plugins/v1/plugins_pb.js";
 import { eventSubject } from "../../platform/index.js";
-import { userOfPluginEvent } from "./plugin-events.js";
+import { pluginChangeEvents, userOfEvent } from "./user-events.js";
 import { createPluginToolSource, type PluginToolsClient } from "./plugin-tools.js";
 import { type AgentTool, combineToolSources, type ToolOutcome, type ToolSource } from "./tools.js";
 
@@ -66,7 +66,7 @@ test("two plugins naming the same tool: the first (by plugin id) is offered", as
   assert.deepEqual(listed.map((t) => t.origin), ["plugin:a-plugin"]);
 });
 
-test("a user's listing is cached until its TTL, invalidation or a failed fetch", async () => {
+test("a user's listing is cached until its TTL or invalidation; a failure briefly, or for the TTL when the service does not serve it", async () => {
   let clock = 0;
   const { client, asked } = plugins([installed("weather", "weather.forecast", ToolRuntime.SERVER)]);
   const source = createPluginToolSource({ plugins: client, cacheTtlMs: 1000, now: () => clock });
@@ -82,18 +82,32 @@ test("a user's listing is cached until its TTL, invalidation or a failed fetch",
   await source.list("u1", never);
   assert.equal(asked.lists, 4, "expired");
 
-  let fail = true;
+  let failure: Code | undefined = Code.Unavailable;
+  let fetches = 0;
   const flaky: PluginToolsClient = {
     listInstalledTools: async () => {
-      if (fail) throw new ConnectError("down", Code.Unavailable);
+      fetches++;
+      if (failure !== undefined) throw new ConnectError("down", failure);
       return create(ListInstalledToolsResponseSchema, {});
     },
     callPluginTool: client.callPluginTool,
   };
-  const s2 = createPluginToolSource({ plugins: flaky, now: () => clock });
+  const s2 = createPluginToolSource({ plugins: flaky, cacheTtlMs: 15_000, now: () => clock });
   await assert.rejects(s2.list("u1", never), (e) => ConnectError.from(e).code === Code.Unavailable);
-  fail = false;
-  assert.deepEqual(await s2.list("u1", never), [], "the failure was not cached");
+  failure = undefined;
+  await assert.rejects(s2.list("u1", never), (e) => ConnectError.from(e).code === Code.Unavailable, "a transient failure is kept 1 s");
+  assert.equal(fetches, 1);
+  clock += 1000;
+  assert.deepEqual(await s2.list("u1", never), [], "then asked again");
+
+  failure = Code.Unimplemented;
+  await assert.rejects(s2.list("u2", never), (e) => ConnectError.from(e).code === Code.Unimplemented);
+  failure = undefined;
+  clock += 14_999;
+  await assert.rejects(s2.list("u2", never), (e) => ConnectError.from(e).code === Code.Unimplemented, "UNIMPLEMENTED is kept for the TTL");
+  clock += 1;
+  assert.deepEqual(await s2.list("u2", never), []);
+  assert.equal(fetches, 4);
 });
 
 test("a turn that is cancelled stops waiting for a listing another turn shares", async () => {
@@ -185,8 +199,8 @@ test("a device-runtime plugin tool runs through the device source, like the devi
 test("plugin change events name their user; anything else names nobody", () => {
   const installedEvent = toBinary(PluginInstalledSchema, create(PluginInstalledSchema, { userId: "u1", pluginId: "p" }));
   const uninstalledEvent = toBinary(PluginUninstalledSchema, create(PluginUninstalledSchema, { userId: "u2", pluginId: "p" }));
-  assert.equal(userOfPluginEvent(eventSubject(PluginInstalledSchema), installedEvent), "u1");
-  assert.equal(userOfPluginEvent(eventSubject(PluginUninstalledSchema), uninstalledEvent), "u2");
-  assert.equal(userOfPluginEvent(eventSubject(TierChangedSchema), installedEvent), undefined);
-  assert.equal(userOfPluginEvent(eventSubject(PluginInstalledSchema), new Uint8Array([0xff, 0xff])), undefined);
+  assert.equal(userOfEvent(pluginChangeEvents, eventSubject(PluginInstalledSchema), installedEvent), "u1");
+  assert.equal(userOfEvent(pluginChangeEvents, eventSubject(PluginUninstalledSchema), uninstalledEvent), "u2");
+  assert.equal(userOfEvent(pluginChangeEvents, eventSubject(TierChangedSchema), installedEvent), undefined);
+  assert.equal(userOfEvent(pluginChangeEvents, eventSubject(PluginInstalledSchema), new Uint8Array([0xff, 0xff])), undefined);
 });

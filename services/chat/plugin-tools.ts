@@ -7,11 +7,10 @@
  * A tool a plugin runs on the user's device goes through the device source's
  * `call` (DeviceService.CallTool), exactly like the device's own tools.
  *
- * Listings are cached per user for a short while, because chat lists tools
- * on every turn; PluginInstalled/PluginUninstalled invalidate a user's entry
- * (plugin-events.ts) so a change shows on the next turn, and the TTL bounds
- * what a missed event or a tier suspension can leave stale. A stale entry is
- * harmless for safety: CallPluginTool checks the installation again.
+ * Listings are cached per user (listing-cache.ts); PluginInstalled and
+ * PluginUninstalled invalidate a user's entry (user-events.ts), and the TTL
+ * bounds what a missed event or a tier suspension can leave stale. A stale
+ * entry is harmless for safety: CallPluginTool checks the installation again.
  */
 import type { JsonObject } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
@@ -24,6 +23,7 @@ import {
   ToolRuntime,
 } from "../../gen/switchyard/plugins/v1/plugins_pb.js";
 import { rulesOf } from "../../platform/index.js";
+import { createListingCache, failureTtlOfRpcError } from "./listing-cache.js";
 import type { AgentTool, ToolOutcome, ToolSource } from "./tools.js";
 
 /** The prefix of a plugin tool's origin: "plugin:<plugin id>". */
@@ -63,11 +63,6 @@ interface ListedTool {
 
 /** Longest a listing may take before the turn goes on without plugin tools. */
 const listTimeoutMs = 10_000;
-
-interface CacheEntry {
-  readonly at: number;
-  readonly tools: Promise<ListedTool[]>;
-}
 
 /** The plugin id an origin names, or undefined when it is not a plugin's. */
 export function pluginIdOf(origin: string): string | undefined {
@@ -141,47 +136,15 @@ export function outcomeOfPluginRpcError(e: ConnectError): ToolOutcome {
   }
 }
 
-/** `p`, or the abort reason as soon as `signal` aborts. */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => (signal.removeEventListener("abort", onAbort), resolve(v)),
-      (e: unknown) => (signal.removeEventListener("abort", onAbort), reject(e)),
-    );
-  });
-}
-
 /** The plugin tool source. */
 export function createPluginToolSource(options: PluginToolSourceOptions): PluginToolSource {
   const { plugins, devices } = options;
+  // Not bound to one caller's signal: other turns may wait on the same fetch.
+  const fetchListing = (userId: string): Promise<ListedTool[]> =>
+    plugins.listInstalledTools({ userId }, { timeoutMs: listTimeoutMs }).then((res) => listedTools(res.tools, devices !== undefined));
   const ttlMs = options.cacheTtlMs ?? 15_000;
-  const maxUsers = options.maxCachedUsers ?? 10_000;
-  const now = options.now ?? Date.now;
-  const cache = new Map<string, CacheEntry>();
-
-  /** Not bound to one caller's signal: other turns may wait on the same fetch. */
-  function fetchListing(userId: string): Promise<ListedTool[]> {
-    return plugins.listInstalledTools({ userId }, { timeoutMs: listTimeoutMs }).then((res) => listedTools(res.tools, devices !== undefined));
-  }
-
-  /** The user's listing: cached, or fetched once however many turns ask at the same time. */
-  function listing(userId: string, signal: AbortSignal): Promise<ListedTool[]> {
-    const hit = cache.get(userId);
-    if (hit !== undefined && now() - hit.at < ttlMs) return untilAborted(hit.tools, signal);
-    const tools = fetchListing(userId);
-    if (ttlMs > 0) {
-      const entry = { at: now(), tools };
-      cache.delete(userId); // re-inserted last: the Map's order is the eviction order
-      cache.set(userId, entry);
-      if (cache.size > maxUsers) cache.delete(cache.keys().next().value!);
-      // A failed fetch is not reused; an invalidation during the fetch has already replaced the entry.
-      tools.catch(() => cache.get(userId) === entry && cache.delete(userId));
-    }
-    return untilAborted(tools, signal);
-  }
+  const cache = createListingCache(fetchListing, { ttlMs, failureTtlMs: failureTtlOfRpcError(ttlMs), maxUsers: options.maxCachedUsers, now: options.now });
+  const listing = cache.get;
 
   async function callServerTool(userId: string, pluginId: string, tool: AgentTool, callId: string, argumentsJson: string, timeoutMs: number, signal: AbortSignal): Promise<ToolOutcome> {
     const bounded = Math.max(1, Math.min(timeoutMs, maxCallTimeoutMs));
@@ -195,7 +158,7 @@ export function createPluginToolSource(options: PluginToolSourceOptions): Plugin
     } catch (err) {
       if (signal.aborted) throw err;
       const e = ConnectError.from(err);
-      if (e.code === Code.NotFound) cache.delete(userId);
+      if (e.code === Code.NotFound) cache.invalidate(userId);
       return outcomeOfPluginRpcError(e);
     }
   }
@@ -223,8 +186,6 @@ export function createPluginToolSource(options: PluginToolSourceOptions): Plugin
       return callServerTool(userId, pluginId, tool, callId, argumentsJson, timeoutMs, signal);
     },
 
-    invalidate(userId) {
-      cache.delete(userId);
-    },
+    invalidate: cache.invalidate,
   };
 }

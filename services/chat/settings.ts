@@ -3,6 +3,11 @@ import { type ConfigOf, env, int, readConfig } from "../../platform/index.js";
 
 /** The chat service's variables, read at start by `readChatSettings`. */
 export const chatVars = {
+  CHAT_DEVICE_TOOLS_CACHE_MS: env(
+    "how long chat reuses a user's list of device tools (a device connecting or leaving refreshes it at once; the TTL bounds staleness after a missed event or a gateway crash), ms; 0 = ask every turn",
+    int(0, 600_000),
+    15_000,
+  ),
   CHAT_PLUGIN_TOOLS_CACHE_MS: env("how long chat reuses a user's list of installed plugin tools (installs and uninstalls refresh it at once), ms; 0 = ask every turn", int(0, 600_000), 15_000),
   CHAT_TURN_LEASE_MS: env(
     "how long a chat instance holds a running turn without renewing it; another instance takes the turn over once it runs out",

@@ -13,7 +13,7 @@ import type { ChatResponse } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import type { Database } from "../../platform/index.js";
 import { loadEvents, loadTurn, type TurnRow } from "./store.js";
 import type { TurnHub } from "./turn-hub.js";
-import { turnSubject } from "./turn-log.js";
+import { decodeWake, turnSubject } from "./turn-log.js";
 
 /** Live events held for one stream before it falls back to reading PostgreSQL. */
 export const maxBuffered = 256;
@@ -40,6 +40,8 @@ export async function* followTurn(deps: FeedDeps, turnId: string, after: number,
   let dirty = true;
   let ended: { error: Error | undefined } | undefined;
   let wake: (() => void) | undefined;
+  /** The highest sequence passed on or waiting in the buffer. */
+  const held = () => Math.max(last, buffer.length === 0 ? 0 : Number(buffer.at(-1)!.sequence));
   const poke = () => {
     const w = wake;
     wake = undefined;
@@ -60,7 +62,15 @@ export async function* followTurn(deps: FeedDeps, turnId: string, after: number,
   });
   let sub: Subscription | undefined;
   try {
-    sub = deps.nats?.subscribe(turnSubject(turnId), { callback: () => ((dirty = true), poke()) });
+    sub = deps.nats?.subscribe(turnSubject(turnId), {
+      callback: (_err, msg) => {
+        // What this instance's own commits woke us for, its hub already handed over.
+        const sequence = decodeWake(msg.data);
+        if (sequence !== undefined && Number(sequence) <= held()) return;
+        dirty = true;
+        poke();
+      },
+    });
   } catch {
     sub = undefined; // NATS down: the poll still finds new events.
   }

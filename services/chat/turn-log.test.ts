@@ -2,7 +2,8 @@
  * The turn log and the feed against a real PostgreSQL: a write by an
  * instance that no longer holds the turn's lease is refused (nothing is
  * written), and a reader that falls far behind still gets every event once,
- * in order, from the database instead of an ever-growing buffer.
+ * in order, from the database instead of an ever-growing buffer; text the
+ * runner streamed before its commit is not handed to streams twice.
  */
 import { create } from "@bufbuild/protobuf";
 import assert from "node:assert/strict";
@@ -12,7 +13,7 @@ import { createDatabase, migrate, type Database } from "../../platform/index.js"
 import { createTestDatabase } from "../../test/support/infra.js";
 import { followTurn, maxBuffered } from "./turn-feed.js";
 import { createTurnHub } from "./turn-hub.js";
-import { createTurnLog, LostTurnError } from "./turn-log.js";
+import { createTurnLog, decodeWake, encodeWake, LostTurnError } from "./turn-log.js";
 
 let dbHandle: Awaited<ReturnType<typeof createTestDatabase>>;
 let db: Database;
@@ -63,4 +64,23 @@ test("a reader far behind gets every event once, in order, without buffering the
   for await (const e of feed) seen.push(Number(e.sequence));
   assert.deepEqual(seen, Array.from({ length: total + 2 }, (_, i) => i + 1));
   abort.abort();
+});
+
+test("events the runner streamed before their commit are not handed to streams again; others are, after it", async () => {
+  const turnId = await turnHeldBy("a");
+  const hub = createTurnHub();
+  const handed: number[] = [];
+  hub.listen(turnId, { events: (evs) => handed.push(...evs.map((e) => Number(e.sequence))), ended: () => {} });
+  const log = createTurnLog(db, "a", hub, undefined);
+  await log.write({ turnId, events: [delta(1)], announced: true });
+  await log.write({ turnId, events: [delta(2)] });
+  assert.deepEqual(handed, [2]);
+  const rows = await db.sql<{ seq: string }[]>`select seq from chat.turn_events where turn_id = ${turnId} order by seq`;
+  assert.deepEqual(rows.map((r) => Number(r.seq)), [1, 2], "both are recorded");
+});
+
+test("a wake-up names the sequence committed; anything else names none", () => {
+  assert.equal(decodeWake(new TextEncoder().encode(encodeWake(12345678901234n))), 12345678901234n);
+  assert.equal(decodeWake(new Uint8Array()), undefined);
+  assert.equal(decodeWake(new TextEncoder().encode("12x")), undefined);
 });

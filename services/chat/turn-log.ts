@@ -6,8 +6,10 @@
  * only events and steps, else one transaction. Writes of a turn queued while
  * its batch commits go together in its next batch, so a busy process commits
  * many events at the cost of one; batches of different turns commit side by
- * side. An event reaches streams only after it is committed: a client never
- * holds an event a takeover could lose.
+ * side. An event reaches streams only after it is committed, so a client
+ * never holds an event a takeover could lose, except text deltas: those
+ * stream as the model writes them, and a takeover skips the one number an
+ * unrecorded delta can hold (turn-runner's emitText).
  */
 import { toBinary } from "@bufbuild/protobuf";
 import type { NatsConnection } from "@nats-io/nats-core";
@@ -28,6 +30,8 @@ export interface TurnWrite {
   readonly turnId: string;
   readonly events: readonly ChatResponse[];
   readonly steps?: readonly TurnStep[];
+  /** Its events were handed to this instance's streams already (text deltas, see turn-runner's emitText): the commit does not hand them again. */
+  readonly announced?: boolean;
   /** Runs inside the transaction after the rows are written (e.g. finishing the turn). */
   readonly extra?: (tx: TransactionSql) => Promise<void>;
 }
@@ -47,9 +51,25 @@ export interface TurnLog {
 /** Batches committing at once: more turns' writes overlap their round trips and commits (PostgreSQL groups the flushes). */
 const maxBatchesInFlight = 4;
 
-/** The NATS subject that wakes readers of `turnId` on other instances. */
+/**
+ * The NATS subject that wakes readers of `turnId` on other instances. Its
+ * payload is the highest sequence just committed (decimal; empty when the
+ * write had no event, such as a failed turn's end), so a reader that already
+ * holds it from this instance's hub does not read PostgreSQL again.
+ */
 export function turnSubject(turnId: string): string {
   return `chat.turn.${turnId}`;
+}
+
+/** The payload of a wake-up: the sequence committed. */
+export function encodeWake(sequence: bigint): string {
+  return sequence.toString();
+}
+
+/** The sequence a wake-up names; undefined for an empty or foreign payload (the reader reads anyway). */
+export function decodeWake(payload: Uint8Array): bigint | undefined {
+  const text = new TextDecoder().decode(payload);
+  return /^[0-9]{1,19}$/.test(text) ? BigInt(text) : undefined;
 }
 
 /** Creates the writer for this instance (`owner` is its instance id). */
@@ -109,17 +129,18 @@ export function createTurnLog(db: Database, owner: string, hub: TurnHub, nats: N
   }
 
   function delivered(batch: readonly Queued[], owned: Set<string>): void {
-    const woken = new Set<string>();
+    /** Per turn woken, the highest sequence committed (undefined: no event, e.g. a failed turn's end). */
+    const woken = new Map<string, bigint | undefined>();
     for (const q of batch) {
       if (!owned.has(q.write.turnId)) {
         q.reject(new LostTurnError(q.write.turnId));
         continue;
       }
       q.resolve();
-      if (q.write.events.length > 0) hub.emit(q.write.turnId, q.write.events);
-      woken.add(q.write.turnId);
+      if (q.write.events.length > 0 && q.write.announced !== true) hub.emit(q.write.turnId, q.write.events);
+      woken.set(q.write.turnId, q.write.events.at(-1)?.sequence ?? woken.get(q.write.turnId));
     }
-    for (const id of woken) nats?.publish(turnSubject(id));
+    for (const [id, sequence] of woken) nats?.publish(turnSubject(id), sequence === undefined ? undefined : encodeWake(sequence));
   }
 
   /** Commits one batch and settles its writes; a failed batch is retried write by write, so one bad write fails alone. */

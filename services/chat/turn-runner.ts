@@ -111,7 +111,7 @@ interface TurnState {
   /** Call ids whose tool_call_started / approval_requested event was written. */
   readonly started: Set<string>;
   readonly asked: Set<string>;
-  /** A text delta was written after the last recorded step: the model call was cut off. */
+  /** Text may have been streamed after the last recorded step: a model call was cut off, and the next one starts with `restarted`. */
   partialText: boolean;
   writeError: unknown;
   finalText: string;
@@ -123,19 +123,21 @@ async function hydrate(deps: TurnRunnerDeps, turn: TurnRow, fresh: boolean): Pro
   if (fresh) return { turn, agent, steps: [], seq: 1, started: new Set(), asked: new Set(), partialText: false, writeError: undefined, finalText: "" };
   const steps = await loadSteps(deps.db.sql, turn.id);
   const state: TurnState = { turn, agent, steps, seq: 0, started: new Set(), asked: new Set(), partialText: false, writeError: undefined, finalText: "" };
-  const boundary = steps.length === 0 ? 0 : steps.at(-1)!.eventSeq;
   for (let after = 0; ; ) {
     const events = await loadEvents(deps.db.sql, turn.id, after);
     for (const e of events) {
       state.seq = Number(e.sequence);
       if (e.event.case === "toolCallStarted") state.started.add(e.event.value.callId);
       if (e.event.case === "approvalRequested") state.asked.add(e.event.value.callId);
-      if (e.event.case === "textDelta" && state.seq > boundary) state.partialText = true;
-      if (e.event.case === "restarted") state.partialText = false;
     }
     if (events.length < 500) break;
     after = state.seq;
   }
+  // The stopped holder may have streamed one text delta it never recorded (see emitText):
+  // its number is not given again, so a client holding it resumes after it.
+  state.seq += 1;
+  // With a model call next, it may have been streaming that call: the client drops the partial text.
+  state.partialText = positionOf(steps).next === "model";
   return state;
 }
 
@@ -145,6 +147,24 @@ function emit(deps: TurnRunnerDeps, s: TurnState, events: EventInit[], step?: (e
   const steps = step === undefined ? undefined : [step(s.seq)];
   if (steps !== undefined) s.steps.push(steps[0]!);
   const p = deps.turnLog.write({ turnId: s.turn.id, events: numbered, steps, extra });
+  p.catch((err: unknown) => (s.writeError ??= err));
+  return p;
+}
+
+/**
+ * Writes a text delta, handing it to this instance's streams before the
+ * commit rather than after, so the client reads the model's text as it
+ * comes. Safe because the delta writer has one write in flight at a time:
+ * an instance that dies leaves at most one delta streamed but unrecorded,
+ * with the turn's highest number, which the instance taking over skips
+ * (hydrate) while announcing `restarted`. After a failed write nothing more
+ * is streamed, so that bound holds.
+ */
+function emitText(deps: TurnRunnerDeps, s: TurnState, text: string): Promise<void> {
+  if (s.writeError !== undefined) return Promise.resolve();
+  const event = create(ChatResponseSchema, { event: { case: "textDelta", value: { text } }, sequence: BigInt(++s.seq) });
+  deps.hub.emit(s.turn.id, [event]);
+  const p = deps.turnLog.write({ turnId: s.turn.id, events: [event], announced: true });
   p.catch((err: unknown) => (s.writeError ??= err));
   return p;
 }
@@ -257,6 +277,7 @@ async function modelStep(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, 
     }
     throw new ConnectError("the model's answer ended without a finish", Code.Unavailable);
   } catch (err) {
+    deltas.discard();
     if (modelDeadline.aborted && !signal.aborted) {
       throw new ConnectError(`the language model did not finish its answer within ${deps.settings.CHAT_MODEL_DEADLINE_MS} ms; try again`, Code.Unavailable);
     }
@@ -265,31 +286,59 @@ async function modelStep(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, 
 }
 
 /**
- * Text deltas on their way to the turn log: the first goes at once; those
- * that arrive while a write is committing go together as one delta in the
- * next write. A fast model on a busy database thus costs a commit per batch,
- * not per token, and the client still gets every character in order.
+ * After the first text delta of a model call, text goes to the turn log at
+ * most once per interval: one event a display frame or so, instead of one
+ * per token, so a busy instance commits, fans out and sends a fraction of
+ * the events without a reader seeing any difference.
+ */
+const deltaIntervalMs = 16;
+
+/**
+ * Text deltas on their way to the client and the turn log (emitText): the
+ * first goes at once; later ones wait for the interval and for the write
+ * before them to commit, and go together as one delta. The client still
+ * gets every character in order.
  */
 function createDeltaWriter(deps: TurnRunnerDeps, s: TurnState) {
   let pending = "";
   let inflight: Promise<void> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let lastSent = Number.NEGATIVE_INFINITY;
   const flush = (): void => {
-    if (pending === "") {
-      inflight = undefined;
-      return;
-    }
+    timer = undefined;
+    if (pending === "") return;
     const text = pending;
     pending = "";
-    inflight = emit(deps, s, [{ event: { case: "textDelta", value: { text } } }]).then(flush, () => void (inflight = undefined));
+    lastSent = performance.now();
+    inflight = emitText(deps, s, text).then(
+      () => ((inflight = undefined), schedule()),
+      () => void (inflight = undefined),
+    );
+  };
+  const schedule = (): void => {
+    if (pending === "" || inflight !== undefined || timer !== undefined) return;
+    const wait = lastSent + deltaIntervalMs - performance.now();
+    if (wait <= 0) flush();
+    else timer = setTimeout(flush, wait);
   };
   return {
     push(delta: string): void {
       pending += delta;
-      if (inflight === undefined) flush();
+      schedule();
     },
-    /** Resolves once every delta pushed so far is committed (or a write failed). */
+    /** Writes what waits now and resolves once every delta pushed so far is committed (or a write failed). */
     async drained(): Promise<void> {
-      while (inflight !== undefined) await inflight;
+      for (;;) {
+        if (inflight !== undefined) await inflight;
+        else if (pending === "") return;
+        else (clearTimeout(timer), flush());
+      }
+    },
+    /** Drops what waits (the model call failed; its text is not recorded). */
+    discard(): void {
+      clearTimeout(timer);
+      timer = undefined;
+      pending = "";
     },
   };
 }

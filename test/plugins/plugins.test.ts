@@ -20,7 +20,7 @@ import { TierChangedSchema, TierChangeSource } from "../../gen/switchyard/events
 import { PluginService, ToolRuntime } from "../../gen/switchyard/plugins/v1/plugins_pb.js";
 import { createLogger, readPlatformSettings, startProcess, type RunningProcess, type ServiceContext } from "../../platform/index.js";
 import { bearer } from "../../services/auth/testing.js";
-import { watchPluginChanges } from "../../services/chat/plugin-events.js";
+import { pluginChangeEvents, watchUserEvents } from "../../services/chat/user-events.js";
 import { startTestKeys, type TestKeys } from "../gateway/support.js";
 import { createTestDatabase, startNats, type OwnNats } from "../support/infra.js";
 import { startMcpServer, type TestMcpServer } from "../support/mcp-server.js";
@@ -316,10 +316,10 @@ describe("retries", () => {
 });
 
 describe("chat's view of plugin changes", () => {
-  test("every chat instance hears installs and uninstalls (watchPluginChanges over NATS)", async () => {
+  test("every chat instance hears installs and uninstalls (watchUserEvents over NATS)", async () => {
     const nc = await connectNats({ servers: nats.url });
     const heard: string[] = [];
-    const stop = watchPluginChanges(nc, (userId) => heard.push(userId), createLogger("silent"));
+    const stop = watchUserEvents(nc, pluginChangeEvents, (userId) => heard.push(userId), createLogger("silent"));
     try {
       await nc.flush();
       const userId = id();

@@ -251,7 +251,10 @@ export type ChatResponse = Message<"switchyard.chat.v1.ChatResponse"> & {
 
   /**
    * The event's place in its turn: 1 for `started`, then one more for each
-   * event. Give the last one held to ResumeTurn.
+   * event, except that one number is skipped where another chat instance
+   * took the turn over (the stopped instance may have streamed a text delta
+   * under it that it never recorded; `restarted` follows). Give the last one
+   * held to ResumeTurn.
    *
    * @generated from field: uint64 sequence = 10;
    */
