@@ -40,8 +40,12 @@ export async function* followTurn(deps: FeedDeps, turnId: string, after: number,
   let dirty = true;
   let ended: { error: Error | undefined } | undefined;
   let wake: (() => void) | undefined;
-  /** The highest sequence passed on or waiting in the buffer. */
-  const held = () => Math.max(last, buffer.length === 0 ? 0 : Number(buffer.at(-1)!.sequence));
+  /** The highest sequence up to which every event was passed on or waits in the buffer. */
+  const held = () => {
+    let upTo = last;
+    for (const e of buffer) if (Number(e.sequence) === upTo + 1) upTo++;
+    return upTo;
+  };
   const poke = () => {
     const w = wake;
     wake = undefined;
