@@ -181,11 +181,22 @@ export function createTurnLog(db: Database, owner: string, hub: TurnHub, nats: N
     }
   }
 
+  /** Batches start once the current run of microtasks is over, so writes a turn makes in a row (a step and the turn's end) commit together. */
+  let pumpScheduled = false;
+  const schedulePump = () => {
+    if (pumpScheduled) return;
+    pumpScheduled = true;
+    setImmediate(() => {
+      pumpScheduled = false;
+      pump();
+    });
+  };
+
   return {
     write(write) {
       return new Promise<void>((resolve, reject) => {
         queue.push({ write, resolve, reject });
-        pump();
+        schedulePump();
       });
     },
   };

@@ -268,10 +268,13 @@ async function modelStep(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, 
           finish: ev.finishReason,
           eventSeq,
         });
-        await deltas.drained();
-        await emit(deps, s, [], recorded);
+        deltas.close();
+        const written = emit(deps, s, [], recorded);
         s.partialText = false;
-        if (toolCalls.length === 0) s.finalText = text;
+        // Tool calls run only once the step naming them is recorded (their ids come from it);
+        // a final answer's step commits with the turn's end instead (finish, next in the loop).
+        if (toolCalls.length > 0) await written;
+        else s.finalText = text;
         return;
       }
     }
@@ -326,13 +329,18 @@ function createDeltaWriter(deps: TurnRunnerDeps, s: TurnState) {
       pending += delta;
       schedule();
     },
-    /** Writes what waits now and resolves once every delta pushed so far is committed (or a write failed). */
-    async drained(): Promise<void> {
-      for (;;) {
-        if (inflight !== undefined) await inflight;
-        else if (pending === "") return;
-        else (clearTimeout(timer), flush());
-      }
+    /**
+     * Queues what waits now, ahead of the step's record. Streamed before its
+     * commit only when no other delta is in flight, so one unrecorded delta
+     * at most is ever streamed (emitText); else it streams once committed.
+     */
+    close(): void {
+      clearTimeout(timer);
+      timer = undefined;
+      if (pending === "") return;
+      if (inflight === undefined) return flush();
+      void emit(deps, s, [{ event: { case: "textDelta", value: { text: pending } } }]);
+      pending = "";
     },
     /** Drops what waits (the model call failed; its text is not recorded). */
     discard(): void {
@@ -416,7 +424,9 @@ async function toolStep(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, A
     code: outcome.ok ? undefined : outcome.code,
     eventSeq,
   });
-  await emit(deps, s, [finished], recorded);
+  // Not awaited: the next model call may start while the outcome commits. Should this
+  // instance die first, the instance taking over calls again with the same call id.
+  void emit(deps, s, [finished], recorded);
 }
 
 /** Asks the user (once, durably) and waits for the answer until the turn's deadline. */
