@@ -8,8 +8,10 @@
  * nothing to apply).
  *
  * CPU figures are this process's own (process.cpuUsage) per event or
- * transaction: the producers, relay and consumer all run here; PostgreSQL's
- * and nats-server's CPU is not in them.
+ * transaction: the producers, relay and consumer all run here. At 64
+ * producers the work per event is also accounted (accounting.ts): the
+ * statements and transactions this process sent, and the CPU time of the
+ * database's backends and of nats-server (Linux).
  *
  * Environment: BENCH_EVENTS (default 3000 per mode), BENCH_INFLIGHT
  * (producers in flight, default 64), BENCH_CONCURRENCY (handlers in flight,
@@ -26,6 +28,7 @@ import { createEventBus } from "../../platform/events/events.js";
 import { createLogger } from "../../platform/log.js";
 import { connectNats } from "../../platform/nats/connection.js";
 import { createTestDatabase, startNats } from "../../test/support/infra.js";
+import { countStatements, natsServerPid, startCpuMeter } from "./accounting.js";
 
 const N = Number(process.env.BENCH_EVENTS ?? 3000);
 const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 64);
@@ -121,14 +124,31 @@ async function rawJetStream(url: string, count: number, inflight = INFLIGHT): Pr
   return summarise(start, end, used, latencies, seen.size, count - seen.size, duplicated);
 }
 
+/** Per event (or bare transaction): statements and transactions sent, and the CPU of PostgreSQL's backends and nats-server. */
+interface Work {
+  readonly statements: number;
+  readonly transactions: number;
+  readonly postgresUs: number;
+  readonly natsUs: number;
+}
+
 /** The outbox's result, and the rate its producers committed at meanwhile. */
 interface OutboxResult extends Result {
   /** Producer transactions per second, from the start to the last commit (the relay and consumer running alongside). */
   readonly committedPerSecond: number;
+  readonly work: Work;
 }
 
-async function outbox(url: string, natsUrl: string, count: number, inflight = INFLIGHT): Promise<OutboxResult> {
-  const db = createDatabase(url, { max: 32 });
+const POOL_SIZE = 32;
+
+/** Opens all of the pool's connections, so their backends can be metered from the start. */
+async function openPool(db: ReturnType<typeof createDatabase>): Promise<void> {
+  await Promise.all(Array.from({ length: POOL_SIZE }, () => db.sql`select pg_sleep(0.01)`));
+}
+
+async function outbox(url: string, nats: { url: string; port: number }, count: number, inflight = INFLIGHT): Promise<OutboxResult> {
+  const natsUrl = nats.url;
+  const db = createDatabase(url, { max: POOL_SIZE });
   await migrate(db.sql, []);
   await db.sql`create table if not exists public.bench_effects (event_id text not null, user_id text not null)`;
   await db.sql`truncate public.bench_effects`;
@@ -151,6 +171,9 @@ async function outbox(url: string, natsUrl: string, count: number, inflight = IN
       if (handled.size === count) setImmediate(done);
     },
   });
+  await openPool(db);
+  const meter = await startCpuMeter(db.sql, new URL(url).pathname.slice(1), natsServerPid(nats.port));
+  const sent = countStatements(db.sql);
   const cpu = process.cpuUsage();
   const start = performance.now();
   await produce(count, async (i) => {
@@ -161,6 +184,8 @@ async function outbox(url: string, natsUrl: string, count: number, inflight = IN
   await finished;
   const end = performance.now();
   const used = process.cpuUsage(cpu);
+  const others = meter();
+  sent.stop();
   await stop();
   // The handler's transaction commits just after `handled` fills; wait for the last ones.
   let effects = 0;
@@ -175,13 +200,17 @@ async function outbox(url: string, natsUrl: string, count: number, inflight = IN
   await bus.stop();
   await nc.close();
   await db.close();
-  return { ...summarise(start, end, used, latencies, handled.size, count - distinct, effects - distinct), committedPerSecond: (count / (committed - start)) * 1000 };
+  const work = { statements: sent.statements / count, transactions: sent.transactions / count, postgresUs: others.postgresUs / count, natsUs: others.otherUs / count };
+  return { ...summarise(start, end, used, latencies, handled.size, count - distinct, effects - distinct), committedPerSecond: (count / (committed - start)) * 1000, work };
 }
 
 /** The same producers committing bare transactions (BEGIN, one INSERT, COMMIT): the database's own ceiling. */
-async function postgresCeiling(url: string, count: number): Promise<{ perSecond: number; cpuUs: number }> {
-  const db = createDatabase(url, { max: 32 });
+async function postgresCeiling(url: string, count: number): Promise<{ perSecond: number; cpuUs: number; work: Work }> {
+  const db = createDatabase(url, { max: POOL_SIZE });
   await db.sql`create table if not exists public.bench_bare (id bigint generated always as identity, v text)`;
+  await openPool(db);
+  const meter = await startCpuMeter(db.sql, new URL(url).pathname.slice(1));
+  const sent = countStatements(db.sql);
   const cpu = process.cpuUsage();
   const start = performance.now();
   await produce(count, async (i) => {
@@ -189,8 +218,11 @@ async function postgresCeiling(url: string, count: number): Promise<{ perSecond:
   });
   const perSecond = (count / (performance.now() - start)) * 1000;
   const used = process.cpuUsage(cpu);
+  const others = meter();
+  sent.stop();
   await db.close();
-  return { perSecond, cpuUs: (used.user + used.system) / count };
+  const work = { statements: sent.statements / count, transactions: sent.transactions / count, postgresUs: others.postgresUs / count, natsUs: 0 };
+  return { perSecond, cpuUs: (used.user + used.system) / count, work };
 }
 
 const nats = await startNats();
@@ -200,12 +232,15 @@ try {
   const m = await timeMigrate(migrateDb.url);
   // Warm both paths (JIT, connections, prepared statements) before measuring.
   await rawJetStream(nats.url, 300);
-  await outbox(eventsDb.url, nats.url, 300);
+  await outbox(eventsDb.url, nats, 300);
   const raw = await rawJetStream(nats.url, N);
-  const box = await outbox(eventsDb.url, nats.url, N);
+  const box = await outbox(eventsDb.url, nats, N);
   const ceiling = await postgresCeiling(eventsDb.url, N);
   const rawOne = await rawJetStream(nats.url, 300, 1);
-  const boxOne = await outbox(eventsDb.url, nats.url, 300, 1);
+  const boxOne = await outbox(eventsDb.url, nats, 300, 1);
+  const cpuTotal = (w: Work, nodeUs: number) => nodeUs + w.postgresUs + w.natsUs;
+  const fmtWork = (w: Work, nodeUs: number) =>
+    `${w.statements.toFixed(2)} statements (${w.transactions.toFixed(2)} transactions); CPU µs: this process ${nodeUs.toFixed(0)}, PostgreSQL backends ${w.postgresUs.toFixed(0)}, nats-server ${w.natsUs.toFixed(0)}, total ${cpuTotal(w, nodeUs).toFixed(0)}`;
   const fmt = (r: Result) =>
     `${r.perSecond.toFixed(0).padStart(6)} events/s   p50 ${r.p50.toFixed(1).padStart(6)} ms   p99 ${r.p99.toFixed(1).padStart(6)} ms   lost ${r.lost}   duplicated ${r.duplicated}   CPU ${r.cpuUs.toFixed(0)} µs/event`;
   process.stdout.write(
@@ -216,6 +251,9 @@ try {
       `  outbox / raw: throughput ${(box.perSecond / raw.perSecond).toFixed(2)}x (goal ≥ 0.50), p50 latency ${(box.p50 / raw.p50).toFixed(1)}x, p99 latency ${(box.p99 / raw.p99).toFixed(1)}x`,
       `  reference: bare PostgreSQL transactions (BEGIN, INSERT, COMMIT), same producers: ${ceiling.perSecond.toFixed(0)} tx/s, CPU ${ceiling.cpuUs.toFixed(0)} µs/tx; outbox / that: ${(box.perSecond / ceiling.perSecond).toFixed(2)}x (goal ≥ 0.80), CPU ${(box.cpuUs / ceiling.cpuUs).toFixed(1)}x`,
       `    the outbox's producers meanwhile committed ${box.committedPerSecond.toFixed(0)} tx/s (${(box.committedPerSecond / ceiling.perSecond).toFixed(2)}x bare), beside the relay and the consumer's transactions`,
+      `    work per event: outbox ${fmtWork(box.work, box.cpuUs)}`,
+      `                    bare   ${fmtWork(ceiling.work, ceiling.cpuUs)}`,
+      `    with every core busy, throughput goes as CPU per event: outbox / bare at most ${(cpuTotal(ceiling.work, ceiling.cpuUs) / cpuTotal(box.work, box.cpuUs)).toFixed(2)}x`,
       `  one at a time (latency without queueing, 300 events; the first ${WARMUP} of every run warm up and are left out of latencies):`,
       `    raw JetStream                             ${fmt(rawOne)}`,
       `    outbox                                    ${fmt(boxOne)}`,
