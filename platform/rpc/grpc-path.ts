@@ -78,6 +78,7 @@ export function createGrpcPath(methods: readonly PlatformMethod[], options: Grpc
     if (!isGrpcProtoContentType(headers["content-type"])) {
       stream.on("error", () => undefined);
       stream.respond({ ":status": 415 }, { endStream: true });
+      stream.resume();
       return;
     }
     const route = routes.get(headers[":path"] ?? "");

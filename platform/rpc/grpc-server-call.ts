@@ -148,6 +148,7 @@ export class GrpcServerCall {
       this.wakeReader?.();
     });
     for (;;) {
+      if (this.ended) throw this.endReason;
       while (queue.length === 0) {
         if (this.ended) throw this.endReason;
         if (halfClosed) {
