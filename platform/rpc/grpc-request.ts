@@ -8,7 +8,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { parseTimeout } from "@connectrpc/connect/protocol-grpc";
 import type { IncomingHttpHeaders } from "node:http2";
 
-/** Request headers that belong to the protocol: a handler never sees them (as grpc-js hid them). */
+/** Request headers that belong to the protocol, which a handler never sees. */
 export const protocolRequestHeaders: ReadonlySet<string> = new Set(["grpc-timeout", "grpc-encoding", "grpc-accept-encoding", "accept-encoding", "te", "content-type"]);
 
 /**

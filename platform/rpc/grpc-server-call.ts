@@ -3,10 +3,10 @@
  * request messages, writes its response messages, headers, status and
  * trailers, and ends it on deadline or when the client goes away.
  *
- * A call ends exactly once: by its own status (`finish`, `fail`), by its
- * deadline (DEADLINE_EXCEEDED), or by the stream closing first (the client
- * cancelled, or the connection went). Its handler context is aborted then,
- * so a handler waiting on its signal stops.
+ * A call ends exactly once: by its status (`respond`, `respondStream`,
+ * `fail`), by its deadline (DEADLINE_EXCEEDED), or by the stream closing
+ * first (the client cancelled, or the connection went). Its handler context
+ * is aborted then, so a handler waiting on its signal stops.
  */
 import { create, isMessage, toBinary, type DescMessage } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -69,7 +69,7 @@ export class GrpcServerCall {
     readonly headers: http2.IncomingHttpHeaders,
     private readonly rt: MethodRuntime,
     /** Milliseconds until the deadline, or undefined for none. */
-    private readonly timeoutMs: number | undefined,
+    timeoutMs: number | undefined,
   ) {
     stream.on("error", ignore); // "close" says what happened
     stream.once("close", () => this.onClose());
@@ -86,11 +86,6 @@ export class GrpcServerCall {
   startContext(): CallContext {
     const m = this.rt.method;
     return (this.ctx = createCallContext({ service: m.service, method: m.method, protocolName: "grpc", url: m.path, deadline: this.deadline, source: this, access: callAccess }));
-  }
-
-  /** Whether the call has ended (status sent, deadline passed or client gone). */
-  get isEnded(): boolean {
-    return this.ended;
   }
 
   /**
