@@ -2,7 +2,7 @@
  * One port for everything a service exposes.
  *
  * A TCP listener looks at each connection's first bytes: the HTTP/2 preface
- * (`PRI * HTTP/2.0`) goes to the gRPC path (grpc-js, h2c), anything else to an
+ * (`PRI * HTTP/2.0`) goes to the gRPC path (node:http2, h2c), anything else to an
  * HTTP/1.1 server that routes RPC paths to connect-node (gRPC-Web, Connect)
  * and the rest to plain HTTP routes and WebSocket upgrades. Browsers never
  * speak cleartext HTTP/2, so nothing a browser needs is lost by the split.
@@ -29,7 +29,7 @@ import { lifecycle } from "./middleware/lifecycle.js";
 import { telemetry } from "./middleware/telemetry.js";
 import { validate } from "./middleware/validate.js";
 import { createConnectPath } from "./rpc/connect-path.js";
-import { createGrpcPath } from "./rpc/grpc-path.js";
+import { createGrpcPath, type GrpcPath } from "./rpc/grpc-path.js";
 import { createPlatformMethods, type Middleware, type PlatformMethod, type ServiceRegistration } from "./rpc/pipeline.js";
 
 /** A dependency `/readyz` asks about; resolves true when it is usable. */
@@ -244,7 +244,7 @@ export function sniffProtocol(seen: Uint8Array): "h2" | "h1" | "wait" {
 }
 
 /** The TCP listener: each connection goes to the gRPC path (h2c) or the HTTP/1.1 server by its first bytes; open sockets are kept in `sockets`. */
-function createProtocolSplitter(grpcPath: ReturnType<typeof createGrpcPath>, http1: http.Server, sockets: Set<net.Socket>): net.Server {
+function createProtocolSplitter(grpcPath: GrpcPath, http1: http.Server, sockets: Set<net.Socket>): net.Server {
   // noDelay: small gRPC responses must not wait on Nagle's algorithm for the previous ACK.
   return net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);

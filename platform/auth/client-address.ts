@@ -9,13 +9,6 @@ import { createContextKey, type HandlerContext } from "@connectrpc/connect";
 /** The TCP peer's address (no port), set by both protocol paths; undefined if unknown. */
 export const peerAddressKey = createContextKey<string | undefined>(undefined, { description: "peer address" });
 
-/** The address part of "host:port" as grpc-js `getPeer()` reports it ("::1:5000" for IPv6), or undefined. */
-export function addressOfPeer(peer: string): string | undefined {
-  if (peer === "" || peer === "unknown") return undefined;
-  const colon = peer.lastIndexOf(":");
-  return normalize(colon > 0 && /^\d+$/.test(peer.slice(colon + 1)) ? peer.slice(0, colon) : peer);
-}
-
 /** "::ffff:1.2.3.4" (an IPv4 client of a dual-stack listener) is 1.2.3.4, as proxies write it. */
 function normalize(address: string): string {
   return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;

@@ -7,6 +7,10 @@
  * it is read, so a handler that reads nothing costs nothing. What it reads
  * lazily comes from the transport's call object (`source`) through functions
  * shared by all calls, so creating a context allocates no closures.
+ *
+ * The transport enforces the deadline and sees the client cancel, so it is
+ * the transport that aborts the context (`abort`): the context keeps no timer
+ * or listener of its own.
  */
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type ContextKey, type ContextValues, type HandlerContext } from "@connectrpc/connect";
@@ -20,8 +24,6 @@ export interface CallSourceAccess<S> {
    * them (e.g. the peer address, which most calls never need), by key id.
    */
   lazyValues?: ReadonlyMap<symbol, (source: S) => unknown>;
-  /** Arranges for `abort` to run when the caller cancels; called when the signal is first read. */
-  onCancel?(source: S, abort: () => void): void;
 }
 
 /** What the transport knows about a call when it starts. */
@@ -30,7 +32,7 @@ export interface CallContextInit<S> {
   method: DescMethod;
   protocolName: string;
   url: string;
-  /** Absolute deadline in epoch milliseconds, or undefined for none. */
+  /** Absolute deadline in epoch milliseconds, or undefined for none (the transport aborts the context when it passes). */
   deadline: number | undefined;
   /** The transport's call object. */
   source: S;
@@ -47,8 +49,6 @@ export interface CallContext extends HandlerContext {
   readonly hasResponseTrailer: boolean;
 }
 
-const cancelled = new ConnectError("the caller cancelled the call", Code.Canceled);
-
 class LazyCallContext<S> implements CallContext {
   readonly service: DescService;
   readonly method: DescMethod;
@@ -60,7 +60,6 @@ class LazyCallContext<S> implements CallContext {
   private readonly access: CallSourceAccess<S>;
   private controller: AbortController | undefined;
   private abortReason: unknown;
-  private timer: NodeJS.Timeout | undefined;
   private reqHeader: Headers | undefined;
   private resHeader: Headers | undefined;
   private resTrailer: Headers | undefined;
@@ -79,14 +78,7 @@ class LazyCallContext<S> implements CallContext {
   get signal(): AbortSignal {
     if (this.controller === undefined) {
       this.controller = new AbortController();
-      if (this.abortReason !== undefined) {
-        this.controller.abort(this.abortReason);
-      } else if (this.deadline !== undefined) {
-        const ms = Math.max(0, this.deadline - Date.now());
-        this.timer = setTimeout(() => this.abort(new ConnectError("the call's deadline passed", Code.DeadlineExceeded)), ms);
-        this.timer.unref();
-      }
-      if (this.abortReason === undefined) this.access.onCancel?.(this.source, () => this.abort(cancelled));
+      if (this.abortReason !== undefined) this.controller.abort(this.abortReason);
     }
     return this.controller.signal;
   }
@@ -117,7 +109,6 @@ class LazyCallContext<S> implements CallContext {
   abort(reason: unknown): void {
     if (this.abortReason !== undefined) return;
     this.abortReason = reason ?? new ConnectError("the call was cancelled", Code.Canceled);
-    if (this.timer !== undefined) clearTimeout(this.timer);
     this.controller?.abort(this.abortReason);
   }
 }

@@ -1,35 +1,54 @@
 /**
- * Conversions between grpc-js Metadata and the fetch Headers that handlers
- * (written against connect's HandlerContext) read and write. Binary (-bin)
- * values travel base64-encoded in Headers, as connect does it.
+ * Conversions between HTTP/2 header fields (node:http2's header objects) and
+ * the fetch Headers that handlers and interceptors (written against
+ * connect's API) read and write. Binary (-bin) values stay base64 text in
+ * Headers, several values of one name joined by ", ", as connect keeps them.
  */
-import { Metadata } from "@grpc/grpc-js";
-import { decodeBinaryHeader, encodeBinaryHeader } from "@connectrpc/connect";
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
 
-/** Copies grpc-js metadata into a new Headers object. */
-export function headersFromMetadata(metadata: Metadata): Headers {
-  const headers = new Headers();
-  const map = metadata.toJSON();
-  for (const key in map) {
-    for (const value of map[key]!) {
-      headers.append(key, typeof value === "string" ? value : encodeBinaryHeader(value));
-    }
+const noNames: ReadonlySet<string> = new Set();
+
+/** Copies HTTP/2 headers into a new Headers object, leaving out pseudo-headers and the names in `omit`. */
+export function headersFromHttp2(fields: IncomingHttpHeaders | undefined, omit: ReadonlySet<string> = noNames): Headers {
+  const out = new Headers();
+  if (fields === undefined) return out;
+  for (const key in fields) {
+    if (key.startsWith(":") || omit.has(key)) continue;
+    const value = fields[key];
+    if (Array.isArray(value)) for (const v of value) out.append(key, v);
+    else if (value !== undefined) out.append(key, value);
   }
-  return headers;
+  return out;
 }
 
-/** Headers that grpc-js writes itself and a handler must not duplicate. */
-const reserved = new Set(["grpc-status", "grpc-message", "content-type", "grpc-encoding", "grpc-accept-encoding", "te"]);
+/**
+ * Header names a handler may not send: those the gRPC protocol writes
+ * itself, and the connection-specific ones HTTP/2 forbids (node:http2
+ * throws on them).
+ */
+export const protocolResponseHeaders: ReadonlySet<string> = new Set([
+  "grpc-status",
+  "grpc-message",
+  "grpc-status-details-bin",
+  "content-type",
+  "grpc-encoding",
+  "grpc-accept-encoding",
+  "te",
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "upgrade",
+]);
 
-/** Copies Headers into grpc-js metadata (into `into` when given). */
-export function metadataFromHeaders(headers: Headers, into = new Metadata()): Metadata {
+/**
+ * Adds `headers` to HTTP/2 header fields `into`, leaving out the names in
+ * `omit`; each value of a -bin name becomes a field of its own.
+ */
+export function addHttp2Fields(into: OutgoingHttpHeaders, headers: Headers, omit: ReadonlySet<string>): OutgoingHttpHeaders {
   headers.forEach((value, key) => {
-    if (reserved.has(key)) return;
-    if (key.endsWith("-bin")) {
-      for (const part of value.split(/,\s*/)) into.add(key, Buffer.from(decodeBinaryHeader(part)));
-    } else {
-      into.add(key, value);
-    }
+    if (omit.has(key)) return;
+    into[key] = key.endsWith("-bin") ? value.split(/,\s*/) : value;
   });
   return into;
 }

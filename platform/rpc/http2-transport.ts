@@ -34,7 +34,8 @@ import {
 import { runStreamingCall } from "@connectrpc/connect/protocol";
 import { findTrailerError, parseTimeout, validateResponse } from "@connectrpc/connect/protocol-grpc";
 import http2 from "node:http2";
-import { createFrameReader, encodeFrame } from "./grpc-frames.js";
+import { createFrameReader, encodeFrame, type Frame } from "./grpc-frames.js";
+import { headersFromHttp2 } from "./headers.js";
 import { createSessionPool, type SessionPool } from "./http2-pool.js";
 import { createRetryBudget, type RetryBudget } from "./retry-budget.js";
 
@@ -202,17 +203,10 @@ function http2Headers(target: Target, codec: Codec, header: Headers): { headers:
   return { headers, deadline };
 }
 
-/** Copies HTTP/2 headers (pseudo-headers left out) into fetch Headers. */
-function toHeaders(h: http2.IncomingHttpHeaders | undefined): Headers {
-  const out = new Headers();
-  if (h === undefined) return out;
-  for (const key in h) {
-    if (key.startsWith(":")) continue;
-    const value = h[key];
-    if (Array.isArray(value)) for (const v of value) out.append(key, v);
-    else if (value !== undefined) out.append(key, value);
-  }
-  return out;
+/** The client never asks for compression (it sends no grpc-accept-encoding), so a compressed message is the server's error. */
+function uncompressed(frame: Frame): Buffer {
+  if (frame.compressed) throw new ConnectError("the server sent a compressed message the client did not ask for", Code.Internal);
+  return frame.message;
 }
 
 /**
@@ -285,7 +279,7 @@ async function unaryOnce(
   const stream = openStream(target, session, headers);
   const untrack = target.pool.track(session);
   return new Promise((resolve, reject) => {
-    const reader = createFrameReader(target.maxBytes);
+    const reader = createFrameReader(target.maxBytes, "the server");
     let message: Uint8Array | undefined;
     let response: http2.IncomingHttpHeaders | undefined;
     let trailers: http2.IncomingHttpHeaders | undefined;
@@ -301,9 +295,9 @@ async function unaryOnce(
     stream.on("response", (h) => (response = h));
     stream.on("data", (chunk: Buffer) => {
       try {
-        for (const m of reader.push(chunk)) {
+        for (const f of reader.push(chunk)) {
           if (message !== undefined) throw new ConnectError("the server sent more than one message for a unary call", Code.Unimplemented);
-          message = m;
+          message = uncompressed(f);
         }
       } catch (err) {
         fail(ConnectError.from(err));
@@ -320,7 +314,7 @@ async function unaryOnce(
         if (failure !== undefined) throw failure;
         if (message === undefined) throw new ConnectError("the server sent no response message", Code.Unimplemented);
         const res = { stream: false, service: req.service, method: req.method, message: codec.deserialize(message) as MessageShape<DescMessage> };
-        resolve(lazyHeaders(res, () => toHeaders(response), () => statusHeaders ?? toHeaders(trailers)) as UnaryResponse);
+        resolve(lazyHeaders(res, () => headersFromHttp2(response), () => statusHeaders ?? headersFromHttp2(trailers)) as UnaryResponse);
       } catch (err) {
         reject(err);
       }
@@ -343,12 +337,12 @@ function checkStatus(
 ): Headers | undefined {
   if (response === undefined) throw streamFailure(target, session, stream);
   if (trailers?.["grpc-status"] === "0" && Number(response[":status"]) === 200) return undefined;
-  const header = toHeaders(response);
+  const header = headersFromHttp2(response);
   const { foundStatus, headerError } = validateResponse(Number(response[":status"]), header);
   if (headerError !== undefined) throw headerError;
   if (foundStatus) return header;
   if (trailers === undefined) throw streamFailure(target, session, stream);
-  const trailer = toHeaders(trailers);
+  const trailer = headersFromHttp2(trailers);
   const err = findTrailerError(trailer);
   if (err !== undefined) throw err;
   if (!trailer.has("grpc-status")) throw new ConnectError("the server ended the call without a gRPC status", Code.Internal);
@@ -394,7 +388,7 @@ async function startStream(target: Target, codec: Codec, req: StreamRequest): Pr
   const closed = new Promise<void>((resolve) => stream.once("close", resolve)).then(untrack);
   stream.on("trailers", (t) => {
     trailers = t;
-    toHeaders(t).forEach((v, k) => trailer.append(k, v));
+    headersFromHttp2(t).forEach((v, k) => trailer.append(k, v));
   });
   stream.on("error", () => undefined); // the status check after "close" says what happened
   const cancel = () => stream.close(NGHTTP2_CANCEL);
@@ -406,7 +400,7 @@ async function startStream(target: Target, codec: Codec, req: StreamRequest): Pr
     stream.once("response", resolve);
     stream.once("close", () => resolve(undefined));
   });
-  const header = toHeaders(response);
+  const header = headersFromHttp2(response);
   if (response === undefined) {
     await closed;
     throw streamFailure(target, session, stream);
@@ -417,10 +411,10 @@ async function startStream(target: Target, codec: Codec, req: StreamRequest): Pr
     throw headerError;
   }
   async function* messages(): AsyncGenerator<unknown> {
-    const reader = createFrameReader(target.maxBytes);
+    const reader = createFrameReader(target.maxBytes, "the server");
     let readToEnd = false;
     try {
-      for await (const chunk of stream) for (const m of reader.push(chunk as Buffer)) yield codec.deserialize(m);
+      for await (const chunk of stream) for (const f of reader.push(chunk as Buffer)) yield codec.deserialize(uncompressed(f));
       readToEnd = true;
     } catch (err) {
       if (err instanceof ConnectError) throw err;

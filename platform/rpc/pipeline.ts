@@ -1,6 +1,6 @@
 /**
  * The platform's call pipeline: one chain of middleware per RPC, built once at
- * start, that every protocol path (gRPC over h2c through grpc-js; gRPC-Web and
+ * start, that every protocol path (gRPC over h2c on node:http2; gRPC-Web and
  * Connect through connect-node) invokes in the same way. Auth, limits, logs,
  * metrics, deadlines and validation are middleware, so they apply identically
  * whichever protocol a call arrives on.

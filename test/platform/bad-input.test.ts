@@ -9,14 +9,16 @@ import net from "node:net";
 import { spawnSync } from "node:child_process";
 import { gzipSync } from "node:zlib";
 import * as grpc from "@grpc/grpc-js";
-import { TestingService } from "../../gen/switchyard/testing/v1/testing_pb.js";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { TestingService, UnaryCallRequestSchema, UnaryCallResponseSchema } from "../../gen/switchyard/testing/v1/testing_pb.js";
 import type { RunningProcess } from "../../platform/process.js";
 import { grpcJsClient, startTestingServer, unary } from "../support/platform-under-test.js";
 
 const READ_MAX = 64 * 1024;
+const WRITE_MAX = 64 * 1024;
 let proc: RunningProcess;
 before(async () => {
-  proc = await startTestingServer({ READ_MAX_BYTES: String(READ_MAX) });
+  proc = await startTestingServer({ READ_MAX_BYTES: String(READ_MAX), WRITE_MAX_BYTES: String(WRITE_MAX) });
 });
 after(async () => {
   await proc.stop();
@@ -33,8 +35,8 @@ function rawCall(method: string, body: Buffer, metadata = new grpc.Metadata()): 
   );
 }
 
-/** One gRPC request over a raw HTTP/2 session; resolves with headers, trailers and status. */
-function rawH2(headers: http2.OutgoingHttpHeaders, body: Buffer): Promise<{ status: number; grpcStatus?: string; grpcMessage?: string }> {
+/** One gRPC request over a raw HTTP/2 session; resolves with headers, trailers, status and the response body. */
+function rawH2(headers: http2.OutgoingHttpHeaders, body: Buffer): Promise<{ status: number; grpcStatus?: string; grpcMessage?: string; body: Buffer }> {
   return new Promise((resolve, reject) => {
     const session = http2.connect(`http://127.0.0.1:${proc.port}`);
     session.on("error", reject);
@@ -51,10 +53,11 @@ function rawH2(headers: http2.OutgoingHttpHeaders, body: Buffer): Promise<{ stat
       grpcStatus = t["grpc-status"] as string;
       grpcMessage = t["grpc-message"] as string;
     });
-    req.on("data", () => {});
+    const chunks: Buffer[] = [];
+    req.on("data", (chunk: Buffer) => chunks.push(chunk));
     req.on("close", () => {
       session.close();
-      resolve({ status, grpcStatus, grpcMessage });
+      resolve({ status, grpcStatus, grpcMessage, body: Buffer.concat(chunks) });
     });
     req.end(body);
   });
@@ -146,6 +149,30 @@ describe("size and encoding limits", () => {
     const { error } = await unary(client, "unaryCall", { payload: { body: new Uint8Array(READ_MAX + 1) } });
     client.close();
     assert.equal(error?.code, grpc.status.RESOURCE_EXHAUSTED);
+  });
+
+  it("a response over the limit answers RESOURCE_EXHAUSTED, on a unary call and mid-stream", async () => {
+    const client = grpcJsClient(TestingService, proc.port);
+    const { error } = await unary(client, "unaryCall", { responseSize: WRITE_MAX + 1 });
+    assert.equal(error?.code, grpc.status.RESOURCE_EXHAUSTED);
+    const call = client.streamingOutputCall!({ responseParameters: [{ size: 10 }, { size: WRITE_MAX + 1 }] }) as grpc.ClientReadableStream<{ payload: { body: Uint8Array } }>;
+    const got: number[] = [];
+    const streamError = await (async () => {
+      for await (const msg of call) got.push(msg.payload.body.length);
+    })().then(() => undefined, (e: grpc.ServiceError) => e);
+    client.close();
+    assert.deepEqual(got, [10]);
+    assert.equal(streamError?.code, grpc.status.RESOURCE_EXHAUSTED);
+  });
+
+  it("a gzip-compressed request is inflated and answered (uncompressed)", async () => {
+    const request = toBinary(UnaryCallRequestSchema, create(UnaryCallRequestSchema, { text: "squeezed", payload: { body: new Uint8Array(1000) } }));
+    const r = await rawH2({ "content-type": "application/grpc", "grpc-encoding": "gzip" }, frame(gzipSync(request), true));
+    assert.equal(r.grpcStatus, "0");
+    assert.equal(r.body[0], 0, "the response is not compressed");
+    const response = fromBinary(UnaryCallResponseSchema, r.body.subarray(5));
+    assert.equal(response.text, "squeezed");
+    assert.equal(response.echoedSize, 1000);
   });
 
   it("a gzip bomb (small on the wire, huge inflated) answers RESOURCE_EXHAUSTED", async () => {

@@ -198,6 +198,19 @@ test("a connection lost mid-call fails the call UNAVAILABLE, and a method that m
   server.close();
 });
 
+test("a compressed response the client did not ask for fails INTERNAL", async () => {
+  const server = http2.createServer().on("stream", (stream) => {
+    stream.resume();
+    stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+    stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+    stream.end(Buffer.from([1, 0, 0, 0, 1, 9])); // flag 1: compressed
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const client = createServiceClient(TestingService, createServiceTransport(`http://127.0.0.1:${(server.address() as AddressInfo).port}`));
+  await assert.rejects(client.echoNested({}), (e: unknown) => e instanceof ConnectError && e.code === Code.Internal && /compressed message the client did not ask for/.test(e.rawMessage));
+  server.close();
+});
+
 test("a call aborted while its connection is being made fails CANCELED instead of waiting forever", async () => {
   const client = createServiceClient(TestingService, createServiceTransport(`http://127.0.0.1:${platform.port}`));
   const controller = new AbortController();

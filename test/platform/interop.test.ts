@@ -55,6 +55,29 @@ describe("interop over gRPC with @grpc/grpc-js", () => {
     assert.deepEqual(got, sizes);
   });
 
+  it("client_streaming", async () => {
+    const sizes = [27182, 8, 1828, 45904];
+    const response = new Promise<{ aggregatedPayloadSize: number }>((resolve, reject) => {
+      const call = client.streamingInputCall!((err: grpc.ServiceError | null, res: { aggregatedPayloadSize: number }) => (err ? reject(err) : resolve(res))) as grpc.ClientWritableStream<unknown>;
+      for (const size of sizes) call.write({ payload: { body: new Uint8Array(size) } });
+      call.end();
+    });
+    assert.equal((await response).aggregatedPayloadSize, 74922);
+  });
+
+  it("ping_pong: each request answered before the next is sent", async () => {
+    const call = client.fullDuplexCall!() as grpc.ClientDuplexStream<unknown, { payload: { body: Uint8Array } }>;
+    const status = new Promise<grpc.StatusObject>((r) => call.once("status", r));
+    for (const size of [31415, 9, 2653, 58979]) {
+      const reply = new Promise<{ payload: { body: Uint8Array } }>((r) => call.once("data", r));
+      call.write({ payload: { body: new Uint8Array(size) } });
+      assert.equal((await reply).payload.body.length, size);
+    }
+    call.end();
+    call.resume();
+    assert.equal((await status).code, grpc.status.OK);
+  });
+
   it("custom_metadata: initial and trailing, text and -bin, unary and streaming", async () => {
     const md = new grpc.Metadata();
     md.set("x-grpc-test-echo-initial", "test_initial_metadata_value");
