@@ -204,7 +204,7 @@ try {
   out(`local provider (own process): time to first token ${values.ttft} ms, ${values.rate} tokens/s, ${values.tokens} tokens a turn; chat and gateway each in their own process`);
   const parts = new Set(values.parts.split(","));
   for (const concurrency of parts.has("stream") ? values.concurrency.split(",").map(Number) : []) {
-    const turns = concurrency === 1 ? 8 : Number(values.turns);
+    const turns = concurrency === 1 ? 24 : Number(values.turns);
     const tokens = (turns + 1) * Number(values.tokens); // each side reads one warm-up turn first
     const floor = await cpuPerToken({ provider: provider.child.pid!, reader: process.pid }, tokens, () =>
       measureProviderFloor({ baseUrl: `${providerUrl}/v1`, format: "openai", turns, concurrency }),
