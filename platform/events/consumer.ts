@@ -242,7 +242,6 @@ async function dispatch(
     while (slots === 0) await new Promise<void>((resolve) => (freed = resolve));
     while (arrivals.arrived.length === 0 && !arrivals.ended()) await arrivals.next();
     if (arrivals.arrived.length === 0) break;
-    if (arrivals.arrived.length < settings.batchSize) await restOfRead();
     const batch = arrivals.arrived.splice(0, settings.batchSize);
     slots--;
     const p = handleBatch(batch)
@@ -257,19 +256,6 @@ async function dispatch(
   }
   await arrivals.done;
   if (arrivals.failure() !== undefined) throw arrivals.failure();
-}
-
-/**
- * Resolves once the socket read that brought the first arrival has been
- * handed over whole. A read delivers a burst, but the iterator yields it
- * one message per microtask, and a dispatcher woken by the first took a
- * batch of one, then of one again: a transaction, a commit and four round
- * trips per event under load. The rest of the read is moved by the time
- * the event loop reaches its check phase, the same turn, so an idle
- * consumer waits for no timer (unlike a linger, see git history).
- */
-function restOfRead(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /**
