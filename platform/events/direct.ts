@@ -1,6 +1,6 @@
 /**
  * Events published straight to NATS, for facts a service keeps outside
- * PostgreSQL (the gateway's presence lives in NATS KV): there is no outbox
+ * PostgreSQL (state kept in NATS KV, say): there is no outbox
  * to commit them with, so they are published once the change is stored, as
  * a core publish the events stream captures like any other (same subject,
  * headers and payload as an outbox event). Delivery is at most once, which
