@@ -6,21 +6,9 @@
  */
 import { readFileSync, readdirSync } from "node:fs";
 import type { Sql } from "postgres";
+import { processCpuMs } from "../cpu.js";
 
-/** Clock ticks per second of /proc/<pid>/stat on Linux. */
-const TICKS_PER_SECOND = 100;
-
-/** The user and system CPU time of `pid` in microseconds (0 once it has exited). */
-export function processCpuUs(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // Fields after the command name (which may hold spaces); utime and stime are the 14th and 15th.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return ((Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND) * 1e6;
-  } catch {
-    return 0;
-  }
-}
+const cpuUs = (pid: number) => processCpuMs(pid) * 1000;
 
 /** The pid of the nats-server listening on `port`, if this machine shows it. */
 export function natsServerPid(port: number): number | undefined {
@@ -58,8 +46,8 @@ export function countStatements(sql: Sql): StatementCount {
 export async function startCpuMeter(admin: Sql, database: string, otherPid?: number): Promise<() => { postgresUs: number; otherUs: number }> {
   const backends = (await admin<{ pid: number }[]>`
     select pid from pg_stat_activity where datname = ${database} and backend_type = 'client backend'`).map((r) => r.pid);
-  const sum = () => backends.reduce((total, pid) => total + processCpuUs(pid), 0);
+  const sum = () => backends.reduce((total, pid) => total + cpuUs(pid), 0);
   const postgres0 = sum();
-  const other0 = otherPid === undefined ? 0 : processCpuUs(otherPid);
-  return () => ({ postgresUs: sum() - postgres0, otherUs: otherPid === undefined ? 0 : processCpuUs(otherPid) - other0 });
+  const other0 = otherPid === undefined ? 0 : cpuUs(otherPid);
+  return () => ({ postgresUs: sum() - postgres0, otherUs: otherPid === undefined ? 0 : cpuUs(otherPid) - other0 });
 }

@@ -23,7 +23,6 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { connect } from "@nats-io/transport-node";
 import { Redis } from "ioredis";
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { DeviceService } from "../../gen/switchyard/device/v1/device_pb.js";
 import { createGatewayBeats } from "../../gateway/beats.js";
 import { randomBase64url } from "../../platform/random.js";
@@ -37,6 +36,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { UnaryCallRequestSchema, UnaryCallResponseSchema } from "../../gen/switchyard/testing/v1/testing_pb.js";
 import { createServiceClient, createServiceTransport } from "../../platform/client.js";
 import { createLogger } from "../../platform/log.js";
+import { processCpuMs } from "../cpu.js";
 
 interface Config {
   natsUrl: string;
@@ -59,23 +59,13 @@ const rawPayload = Buffer.from(JSON.stringify({ tool: "echo", arguments: args })
 
 type Call = () => Promise<unknown>;
 
-/** CPU time (user + system) of a process so far, in ms; 0 when unreadable. */
-function cpuMs(pid: number): number {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    return (Number(f[11]) + Number(f[12])) * 10; // clock ticks of 10 ms
-  } catch {
-    return 0;
-  }
-}
-
 /** Runs `n` calls with `inflight` workers; latencies in ms, calls per second, CPU µs per call of each process. */
 async function measure(call: Call, inflight: number, n: number) {
   for (let i = 0; i < Math.min(500, n / 4); i++) await call(); // warm up
   const lat: number[] = [];
   let left = n;
   const pids = { caller: process.pid, ...cfg.pids };
-  const cpu0 = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMs(pid)]));
+  const cpu0 = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, processCpuMs(pid)]));
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: inflight }, async () => {
@@ -87,7 +77,7 @@ async function measure(call: Call, inflight: number, n: number) {
     }),
   );
   const wall = performance.now() - t0;
-  const cpuUsPerCall = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, ((cpuMs(pid) - cpu0[k]!) * 1000) / n]));
+  const cpuUsPerCall = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, ((processCpuMs(pid) - cpu0[k]!) * 1000) / n]));
   lat.sort((a, b) => a - b);
   return { inflight, n, p50: lat[Math.floor(lat.length * 0.5)]!, p99: lat[Math.floor(lat.length * 0.99)]!, cps: (n / wall) * 1000, cpuUsPerCall };
 }

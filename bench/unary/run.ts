@@ -13,10 +13,10 @@
  *   npm run bench:unary [-- --ms 3000 --rounds 1 --only platform,platform-traced,grpc-js]
  */
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { startOtlpReceiver } from "../../test/support/otlp-receiver.js";
 import { spawnScript } from "../../test/support/spawn.js";
+import { processCpuMs } from "../cpu.js";
 
 const { values } = parseArgs({
   options: { ms: { type: "string", default: "3000" }, rounds: { type: "string", default: "1" }, only: { type: "string", default: "" } },
@@ -27,20 +27,6 @@ const receiver = await startOtlpReceiver({ keep: false });
 const clients = ["grpc-js", "connect", "platform"] as const;
 const inflights = [1, 64] as const;
 const tsx = ["--import", "tsx"];
-
-/**
- * CPU seconds (user + system) a process has used, from /proc (Linux): the
- * servers' CPU per call is the figure that survives a machine shared with
- * other work, where req/s mostly measures the scheduler.
- */
-function cpuSeconds(pid: number): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-  } catch {
-    return NaN;
-  }
-}
 
 function runClient(kind: string, port: number, inflight: number, tracesTo?: string): Promise<{ rps: number; p50: number; p99: number; calls: number }> {
   const child = spawn(process.execPath, [...tsx, "bench/unary/client.ts", kind, String(port), String(inflight), values.ms!, ...(tracesTo ? [tracesTo] : [])], {
@@ -60,10 +46,10 @@ for (let round = 0; round < Number(values.rounds); round++) {
     const { child, port } = await spawnScript("bench/unary/servers.ts", { args: [server, receiver.url], stderr: "inherit" });
     for (const client of clients) {
       for (const inflight of inflights) {
-        const cpu0 = cpuSeconds(child.pid!);
+        const cpu0 = processCpuMs(child.pid!);
         // The platform client calling the traced platform traces too: both ends of each call make a span.
         const r = await runClient(client, port, inflight, server === "platform-traced" && client === "platform" ? receiver.url : undefined);
-        const cpuUs = ((cpuSeconds(child.pid!) - cpu0) * 1e6) / r.calls;
+        const cpuUs = ((processCpuMs(child.pid!) - cpu0) * 1000) / r.calls;
         rows.push({ server, client, inflight, rps: r.rps, p50: r.p50, p99: r.p99, cpuUs });
       }
     }

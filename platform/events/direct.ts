@@ -7,9 +7,9 @@
  * suits facts whose loss costs a reader only short staleness.
  */
 import { toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
-import { headers, type NatsConnection } from "@nats-io/nats-core";
+import type { NatsConnection } from "@nats-io/nats-core";
 import { randomUUID } from "node:crypto";
-import { EVENT_ID, EVENT_TYPE, MSG_ID, OCCURRED_AT, TRACEPARENT } from "./headers.js";
+import { eventHeaders, MSG_ID } from "./headers.js";
 import { eventSubject } from "./subject.js";
 
 /**
@@ -19,12 +19,8 @@ import { eventSubject } from "./subject.js";
  */
 export function publishDirectEvent<S extends DescMessage>(nc: NatsConnection, schema: S, event: MessageShape<S>, traceparent?: string): void {
   const id = randomUUID();
-  const h = headers();
+  const h = eventHeaders(id, schema.typeName, Date.now(), traceparent);
   h.set(MSG_ID, id);
-  h.set(EVENT_ID, id);
-  h.set(EVENT_TYPE, schema.typeName);
-  h.set(OCCURRED_AT, String(Date.now()));
-  if (traceparent) h.set(TRACEPARENT, traceparent);
   try {
     nc.publish(eventSubject(schema), toBinary(schema, event), { headers: h });
   } catch {

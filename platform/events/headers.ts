@@ -6,6 +6,7 @@
  * its type, when it was committed, and the W3C `traceparent` of the request
  * that caused it.
  */
+import { headers, type MsgHdrs } from "@nats-io/nats-core";
 
 /** JetStream's de-duplication id. */
 export const MSG_ID = "Nats-Msg-Id";
@@ -32,3 +33,13 @@ export const DLQ_STREAM_SEQ = "Switchyard-Dlq-Stream-Seq";
 export const DLQ_AT = "Switchyard-Dlq-At";
 /** A replayed event: the dead-letter sequence it came from. */
 export const REPLAYED_FROM = "Switchyard-Replayed-From";
+
+/** The headers of an event, as the relay and a direct publish both send them (JetStream's `Nats-Msg-Id` aside). */
+export function eventHeaders(id: string, typeName: string, occurredAtMs: number, traceparent?: string | null): MsgHdrs {
+  const h = headers();
+  h.set(EVENT_ID, id);
+  h.set(EVENT_TYPE, typeName);
+  h.set(OCCURRED_AT, String(occurredAtMs));
+  if (traceparent) h.set(TRACEPARENT, traceparent);
+  return h;
+}

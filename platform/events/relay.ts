@@ -28,12 +28,12 @@
  * duplicate window, and consumers skip event ids they already handled.
  */
 import type { JetStreamClient } from "@nats-io/jetstream";
-import { headers, type NatsConnection } from "@nats-io/nats-core";
+import type { NatsConnection } from "@nats-io/nats-core";
 import type { Sql } from "postgres";
 import type { Logger } from "../log.js";
 import { isNatsConnected } from "../nats/connection.js";
 import { tracePublish } from "../telemetry/tracing.js";
-import { EVENT_ID, EVENT_TYPE, OCCURRED_AT, TRACEPARENT } from "./headers.js";
+import { eventHeaders } from "./headers.js";
 
 /** Relay tuning and its test seam. */
 export interface RelayOptions {
@@ -145,11 +145,7 @@ export function startRelay(options: RelayOptions): Relay {
     });
 
   const publishRow = (r: CommittedRow) => {
-    const h = headers();
-    h.set(EVENT_ID, r.id);
-    h.set(EVENT_TYPE, r.type_name);
-    h.set(OCCURRED_AT, String(r.created_at.getTime()));
-    if (r.traceparent) h.set(TRACEPARENT, r.traceparent);
+    const h = eventHeaders(r.id, r.type_name, r.created_at.getTime(), r.traceparent);
     return tracePublish(r.subject, r.traceparent, r.id, () => js.publish(r.subject, r.payload, { msgID: r.id, headers: h, timeout: publishTimeoutMs }));
   };
 

@@ -245,12 +245,7 @@ export class GrpcServerCall {
    * The handler context is aborted with `reason` (the first reason wins).
    */
   private end(trailerFields: http2.OutgoingHttpHeaders, reason: unknown, lastFrame?: Buffer): void {
-    if (this.ended) return;
-    this.ended = true;
-    this.endReason = reason;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.ctx?.abort(reason);
-    this.wakeReader?.();
+    if (!this.settle(reason)) return;
     const stream = this.stream;
     if (stream.destroyed || stream.closed) return;
     if (!this.headersSent && lastFrame === undefined && !this.ctx?.hasResponseHeader) {
@@ -273,12 +268,18 @@ export class GrpcServerCall {
 
   /** The stream closed: a call that had not ended was cancelled by the client (or lost its connection). */
   private onClose(): void {
-    if (this.ended) return;
+    this.settle(cancelledByClient);
+  }
+
+  /** Marks the call ended with `reason` (false if it already was): stops the deadline, aborts the handler, wakes a waiting read. */
+  private settle(reason: unknown): boolean {
+    if (this.ended) return false;
     this.ended = true;
-    this.endReason = cancelledByClient;
+    this.endReason = reason;
     if (this.timer !== undefined) clearTimeout(this.timer);
-    this.ctx?.abort(cancelledByClient);
+    this.ctx?.abort(reason);
     this.wakeReader?.();
+    return true;
   }
 
   /** Resolves when the stream can take more, or has closed. */
