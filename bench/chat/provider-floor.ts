@@ -52,7 +52,8 @@ export interface ProviderFloorResult {
 
 /** Reads `turns` streams from the provider directly, `concurrency` at a time. */
 export async function measureProviderFloor(options: ProviderFloorOptions): Promise<ProviderFloorResult> {
-  await readOneTurn(options); // warm-up: the first connection and JIT are not the floor
+  // Warm-up, one round at the measured concurrency: first connections and JIT are not the floor.
+  await Promise.all(Array.from({ length: Math.min(options.concurrency, options.turns) }, () => readOneTurn(options)));
   const results: FloorTurn[] = [];
   let next = 0;
   const start = performance.now();

@@ -15,6 +15,7 @@
  */
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { createGrpcWebTransport as createBrowserTransport } from "@connectrpc/connect-web";
 import { create } from "@bufbuild/protobuf";
 import { parseArgs } from "node:util";
 import { ChatService, ChatResponseSchema } from "../../gen/switchyard/chat/v1/chat_pb.js";
@@ -75,9 +76,15 @@ interface ClientTurn {
   streamMs: number;
 }
 
+/**
+ * A user's ChatService client as the browser console makes it: connect-web's
+ * gRPC-Web transport over fetch (undici here), one per user, as the floor's
+ * reader uses fetch too.
+ */
+const browserClient = (token: string) => createClient(ChatService, createBrowserTransport({ baseUrl: chat.baseUrl, interceptors: [withToken(token)] }));
+
 /** One Chat turn over gRPC-Web, as a browser would read it. */
-async function clientTurn(token: string): Promise<ClientTurn> {
-  const client = createClient(ChatService, createGrpcWebTransport({ baseUrl: chat.baseUrl, httpVersion: "1.1", interceptors: [withToken(token)] }));
+async function clientTurn(client: ReturnType<typeof browserClient>): Promise<ClientTurn> {
   const sent = performance.now();
   let first = 0;
   let last = 0;
@@ -107,16 +114,17 @@ const cpuLine = (cpu: Record<string, number>) => Object.entries(cpu).map(([k, v]
 
 async function chatRound(concurrency: number, turns: number): Promise<{ ttftP50: number; rateP50: number; aggregate: number }> {
   // Each worker is its own user (a user's turns at once are limited by tier).
-  const tokens = await Promise.all(Array.from({ length: concurrency }, () => keys.mint(newUser(), { tier: "team" })));
-  await clientTurn(tokens[0]!); // warm-up
+  const clients = (await Promise.all(Array.from({ length: concurrency }, () => keys.mint(newUser(), { tier: "team" })))).map(browserClient);
+  // Warm-up, one turn of each user at once: a warm process, connections and per-user caches, like the floor's.
+  await Promise.all(clients.map(clientTurn));
   const results: ClientTurn[] = [];
   let next = 0;
   const start = performance.now();
   await Promise.all(
-    tokens.map(async (t) => {
+    clients.map(async (c) => {
       while (next < turns) {
         next++;
-        results.push(await clientTurn(t));
+        results.push(await clientTurn(c));
       }
     }),
   );
@@ -205,7 +213,7 @@ try {
   const parts = new Set(values.parts.split(","));
   for (const concurrency of parts.has("stream") ? values.concurrency.split(",").map(Number) : []) {
     const turns = concurrency === 1 ? 24 : Number(values.turns);
-    const tokens = (turns + 1) * Number(values.tokens); // each side reads one warm-up turn first
+    const tokens = (turns + concurrency) * Number(values.tokens); // each side reads one warm-up round first
     const floor = await cpuPerToken({ provider: provider.child.pid!, reader: process.pid }, tokens, () =>
       measureProviderFloor({ baseUrl: `${providerUrl}/v1`, format: "openai", turns, concurrency }),
     );

@@ -8,15 +8,16 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { randomUUID } from "node:crypto";
 import { ChatService } from "../../gen/switchyard/chat/v1/chat_pb.js";
 import { type Database, type Principal, principalKey, register, SERVICE_ROLE, type ServiceRegistration, type Sql, type TransactionSql } from "../../platform/index.js";
-import { loadAgent } from "./agents.js";
+import { loadAgent, type AgentRow } from "./agents.js";
 import { limitsOf } from "./limits.js";
 import { modelNotConfigured, type ModelProvider } from "./model/index.js";
 import type { ChatSettings } from "./settings.js";
-import { loadHistory, loadTurn, startTurnRow, type NewTurn, type TurnRow } from "./store.js";
+import { loadHistory, loadTurn, previewStart, startTurnRow, type NewTurn, type StartPreview, type TurnRow } from "./store.js";
+import { beginFirstCall, type FirstCall } from "./model-call.js";
 import { followTurn, type FeedDeps } from "./turn-feed.js";
 import { approvalSubject, type TurnRunner } from "./turn-runner.js";
 import { setUpAgent } from "./user-agents.js";
-import type { ToolSource } from "./tools.js";
+import type { AgentTool, ToolSource } from "./tools.js";
 import { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 
 /** What the handlers are built from. */
@@ -51,16 +52,17 @@ export async function ownTurn(deps: ChatHandlerDeps, p: Principal, conversationI
   return turn;
 }
 
-/**
- * Creates a turn (and its conversation, if new) under the caller's limits;
- * returns the stored turn. The default assistant's turn is one statement (one
- * round trip); an agent's turn also sets the agent up, in the same transaction.
- */
-async function startTurn(deps: ChatHandlerDeps, p: Principal, conversationId: string, agentId: string, message: string): Promise<TurnRow> {
+/** The agent a turn talks to, if the caller's tier may use it. */
+async function agentFor(deps: ChatHandlerDeps, p: Principal, agentId: string): Promise<AgentRow> {
   const agent = await loadAgent(deps.db.sql, agentId);
   if (agent === undefined) throw new ConnectError(`agent "${agentId}" is not in the catalog (AgentService.ListCatalog lists it)`, Code.NotFound);
   if (p.tier < agent.min_tier) throw new ConnectError(`agent "${agentId}" needs the ${Tier[agent.min_tier]?.toLowerCase()} tier or higher`, Code.PermissionDenied);
-  const t: NewTurn = {
+  return agent;
+}
+
+/** A turn to record, with fresh ids (and a fresh conversation id when `conversationId` is empty). */
+function newTurn(deps: ChatHandlerDeps, p: Principal, conversationId: string, agentId: string, message: string): NewTurn {
+  return {
     id: randomUUID(),
     conversationId: conversationId || randomUUID(),
     newConversation: conversationId === "",
@@ -70,6 +72,14 @@ async function startTurn(deps: ChatHandlerDeps, p: Principal, conversationId: st
     message,
     deadline: new Date(Date.now() + deps.settings.CHAT_TURN_DEADLINE_MS),
   };
+}
+
+/**
+ * Records `t` (and its conversation, if new) under the caller's limits;
+ * returns the stored turn. The default assistant's turn is one statement (one
+ * round trip); an agent's turn also sets the agent up, in the same transaction.
+ */
+async function startTurn(deps: ChatHandlerDeps, p: Principal, t: NewTurn, agent: AgentRow): Promise<TurnRow> {
   const limit = limitsOf(p.tier).concurrentTurns;
   const start = (sql: Sql | TransactionSql) => startTurnRow(sql, t, deps.instanceId, deps.settings.CHAT_TURN_LEASE_MS, limit);
   const outcome =
@@ -81,10 +91,38 @@ async function startTurn(deps: ChatHandlerDeps, p: Principal, conversationId: st
           if (o === "ok") await setUpAgent(tx, p.userId, p.tier, agent);
           return o;
         });
-  if (outcome === "not_found") throw new ConnectError(`conversation "${conversationId}" not found`, Code.NotFound);
+  if (outcome === "not_found") throw new ConnectError(`conversation "${t.conversationId}" not found`, Code.NotFound);
   if (outcome === "busy") throw new ConnectError("a turn of this conversation is still running: follow it with ResumeTurn, or wait until it ends", Code.FailedPrecondition);
   if (outcome === "limit") throw new ConnectError(`you have ${limit} turn(s) running, as many as your tier allows: wait for one to end`, Code.ResourceExhausted);
-  return { id: t.id, conversation_id: t.conversationId, user_id: p.userId, tier: p.tier, agent_id: agentId, message, state: "running", deadline: t.deadline, error_code: 0, error_message: "", lease_owner: deps.instanceId };
+  return { id: t.id, conversation_id: t.conversationId, user_id: p.userId, tier: p.tier, agent_id: t.agentId, message: t.message, state: "running", deadline: t.deadline, error_code: 0, error_message: "", lease_owner: deps.instanceId };
+}
+
+/**
+ * What `start_turn` will decide, as far as can be told without waiting on it.
+ * A new conversation's start is refused only at the user's limit, judged from
+ * the turns this instance runs (the first call waits for nothing); an
+ * existing conversation's is read, with the history the first call needs
+ * anyway.
+ */
+function previewOf(deps: ChatHandlerDeps, t: NewTurn, limit: number): Promise<StartPreview> {
+  if (t.newConversation) return Promise.resolve({ wouldStart: deps.runner.runningFor(t.userId) < limit, history: [] });
+  return previewStart(deps.db.sql, t, limit);
+}
+
+/**
+ * Sends the turn's first model call before the turn is recorded when the
+ * preview says the start will pass and the tools are listed; else undefined
+ * (the runner calls once the turn is recorded).
+ */
+async function sendFirstCall(deps: ChatHandlerDeps, agent: AgentRow, t: NewTurn, tools: Promise<AgentTool[] | undefined>, preview: Promise<StartPreview>): Promise<FirstCall | undefined> {
+  try {
+    const [listed, seen] = await Promise.all([tools, preview]);
+    if (!seen.wouldStart || listed === undefined) return undefined;
+    const maxOutputTokens = Math.min(deps.settings.CHAT_MAX_OUTPUT_TOKENS, limitsOf(t.tier).tokensPerTurn);
+    return beginFirstCall(deps.model!, { agent, message: t.message, tools: listed, history: seen.history, maxOutputTokens, deadlineMs: deps.settings.CHAT_MODEL_DEADLINE_MS });
+  } catch {
+    return undefined;
+  }
 }
 
 /** The ChatService registration. */
@@ -94,15 +132,23 @@ export function createChatHandlers(deps: ChatHandlerDeps): ServiceRegistration {
       const p = userOf(ctx);
       requireUser(p);
       if (deps.model === undefined) throw modelNotConfigured();
-      // The user's tools and the conversation's history are read while the
-      // turn is created, so the model is asked as soon as the turn exists.
-      // Both are dropped unused when the start is refused (another user's
-      // conversation included); a new conversation has no history to read.
+      const agent = await agentFor(deps, p, req.agentId);
+      const t = newTurn(deps, p, req.conversationId, agent.id, req.message);
+      // The user's tools and the conversation's history are read, and the
+      // model asked (model-call.ts), while the turn is being recorded.
       const tools = deps.tools.list(p.userId, ctx.signal).catch(() => undefined);
-      const history = req.conversationId === "" ? Promise.resolve([]) : loadHistory(deps.db.sql, req.conversationId);
-      history.catch(() => {}); // read again by the runner if it failed; unused if the start fails
-      const turn = await startTurn(deps, p, req.conversationId, req.agentId, req.message);
-      deps.runner.start(turn, true, { tools, history: history.catch(() => loadHistory(deps.db.sql, turn.conversation_id)) });
+      const preview = previewOf(deps, t, limitsOf(p.tier).concurrentTurns);
+      preview.catch(() => {}); // the runner reads the history itself; start_turn decides
+      const first = sendFirstCall(deps, agent, t, tools, preview);
+      let turn: TurnRow;
+      try {
+        turn = await startTurn(deps, p, t, agent);
+      } catch (err) {
+        void first.then((f) => f?.abort(err));
+        throw err;
+      }
+      const history = preview.then((seen) => seen.history).catch(() => loadHistory(deps.db.sql, turn.conversation_id));
+      deps.runner.start(turn, true, { tools, history, first });
       try {
         yield* followTurn(deps, turn.id, 0, ctx.signal);
       } finally {

@@ -17,7 +17,7 @@ import type { Database, Logger, TransactionSql } from "../../platform/index.js";
 import { defaultAssistant, loadAgent, type AgentRow } from "./agents.js";
 import { limitsOf, tierName } from "./limits.js";
 import type { ChatMetrics } from "./metrics.js";
-import { providerSafeToolNames, type ModelMessage, type ModelProvider, type ModelToolCall } from "./model/index.js";
+import { type ModelMessage, type ModelProvider, type ModelToolCall } from "./model/index.js";
 import type { ChatSettings } from "./settings.js";
 import { messagesOfSteps, positionOf, toolCallId, usageOfSteps, type ModelStep, type ToolStep, type TurnStep } from "./steps.js";
 import { endTurn, loadEvents, loadHistory, loadSteps, type TurnEnd, type TurnRow } from "./store.js";
@@ -25,6 +25,7 @@ import { checkToolArguments } from "./tool-args.js";
 import type { AgentTool, ToolOutcome, ToolSource } from "./tools.js";
 import type { TurnHub } from "./turn-hub.js";
 import { LostTurnError, type TurnLog } from "./turn-log.js";
+import { callModel, modelRequest, offeredTools, type FirstCall, type ModelCall } from "./model-call.js";
 
 type EventInit = MessageInitShape<typeof ChatResponseSchema>;
 
@@ -58,6 +59,8 @@ export interface TurnRunner {
   ids(): string[];
   /** Whether `turnId` runs here. */
   has(turnId: string): boolean;
+  /** How many of `userId`'s turns run here. */
+  runningFor(userId: string): number;
   /** Stops every turn (shutdown) and waits for them to let go. */
   stopAll(): Promise<void>;
 }
@@ -70,6 +73,8 @@ export interface TurnRunner {
 export interface EarlyReads {
   readonly tools?: Promise<AgentTool[] | undefined>;
   readonly history?: Promise<ModelMessage[]>;
+  /** The turn's first model call, sent while the turn was being recorded (model-call.ts), or undefined when it was not. */
+  readonly first?: Promise<FirstCall | undefined>;
 }
 
 /** The NATS subject that wakes a turn waiting for an approval. */
@@ -79,7 +84,7 @@ export function approvalSubject(turnId: string): string {
 
 /** Creates the runner. */
 export function createTurnRunner(deps: TurnRunnerDeps): TurnRunner {
-  const running = new Map<string, { controller: AbortController; done: Promise<void> }>();
+  const running = new Map<string, { userId: string; controller: AbortController; done: Promise<void> }>();
   return {
     start(turn, fresh = false, early) {
       if (running.has(turn.id)) return;
@@ -87,13 +92,18 @@ export function createTurnRunner(deps: TurnRunnerDeps): TurnRunner {
       const done = runTurn(deps, turn, fresh, early ?? {}, controller.signal)
         .catch((err: unknown) => deps.log.error({ err: String(err), turn: turn.id }, "turn runner failed"))
         .finally(() => running.delete(turn.id));
-      running.set(turn.id, { controller, done });
+      running.set(turn.id, { userId: turn.user_id, controller, done });
     },
     stop(turnId, reason) {
       running.get(turnId)?.controller.abort(reason);
     },
     ids: () => [...running.keys()],
     has: (turnId) => running.has(turnId),
+    runningFor: (userId) => {
+      let n = 0;
+      for (const r of running.values()) if (r.userId === userId) n++;
+      return n;
+    },
     async stopAll() {
       const all = [...running.values()];
       for (const r of all) r.controller.abort("shutdown" satisfies StopReason);
@@ -180,11 +190,20 @@ async function runTurn(deps: TurnRunnerDeps, turn: TurnRow, fresh: boolean, earl
   const both = AbortSignal.any([signal, deadline]);
   try {
     if (deps.model === undefined) throw new ConnectError("no language model is configured on this instance: set LLM_PROVIDER, LLM_API_KEY and LLM_MODEL", Code.FailedPrecondition);
-    const [tools, history] = await Promise.all([listTools(deps, s, early.tools, both), early.history ?? loadHistory(deps.db.sql, turn.conversation_id)]);
-    await loop(deps, s, tools, history, both);
+    const first = fresh ? await early.first : undefined;
+    if (first !== undefined) abortWith(both, first);
+    const [tools, history] =
+      first !== undefined ? [first.tools, first.history] : await Promise.all([listTools(deps, s, early.tools, both), early.history ?? loadHistory(deps.db.sql, turn.conversation_id)]);
+    await loop(deps, s, tools, history, both, first?.call);
   } catch (err) {
     await ended(deps, s, err, signal, deadline);
   }
+}
+
+/** Aborts `first` with `signal`: the request was sent before the turn had a signal of its own. */
+function abortWith(signal: AbortSignal, first: FirstCall): void {
+  if (signal.aborted) first.abort(signal.reason);
+  else signal.addEventListener("abort", () => first.abort(signal.reason), { once: true });
 }
 
 /** The tools offered this turn (listed early by the caller, or now): the user's tools the agent may use, with provider-safe names. */
@@ -197,13 +216,12 @@ async function listTools(deps: TurnRunnerDeps, s: TurnState, early: Promise<Agen
     // The model is still asked; a tool it names anyway is answered "unavailable".
     deps.log.warn({ err: String(err), turn: s.turn.id }, "could not list the user's tools; the turn runs without them");
   }
-  const allowed = s.agent.tools === undefined ? all : all.filter((t) => s.agent.tools!.includes(t.name));
-  const safe = providerSafeToolNames(allowed.map((t) => t.name));
-  return new Map(allowed.map((t) => [safe.get(t.name)!, t]));
+  return offeredTools(s.agent, all);
 }
 
-async function loop(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, AgentTool>, history: ModelMessage[], signal: AbortSignal): Promise<void> {
+async function loop(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, AgentTool>, history: ModelMessage[], signal: AbortSignal, firstCall: ModelCall | undefined): Promise<void> {
   const limits = limitsOf(s.turn.tier);
+  let sent = firstCall;
   for (;;) {
     checkWrites(s);
     signal.throwIfAborted();
@@ -218,34 +236,28 @@ async function loop(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, Agent
     const budget = limits.tokensPerTurn - used.inputTokens - used.outputTokens;
     if (budget <= 0) return finish(deps, s, FinishReason.MAX_TOKENS);
     const messages: ModelMessage[] = [...history, { role: "user", text: s.turn.message }, ...messagesOfSteps(s.steps)];
-    await modelStep(deps, s, tools, messages, pos.step, Math.min(deps.settings.CHAT_MAX_OUTPUT_TOKENS, budget), signal);
+    const request = modelRequest(s.agent, tools, messages, Math.min(deps.settings.CHAT_MAX_OUTPUT_TOKENS, budget));
+    const call = sent ?? callModel(deps.model!, request, deps.settings.CHAT_MODEL_DEADLINE_MS, signal);
+    sent = undefined;
+    await modelStep(deps, s, call, pos.step, signal);
   }
 }
 
 /** One model call, streamed to the client and recorded whole when it ends. */
-async function modelStep(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, AgentTool>, messages: ModelMessage[], step: number, maxOutputTokens: number, signal: AbortSignal): Promise<void> {
+async function modelStep(deps: TurnRunnerDeps, s: TurnState, call: ModelCall, step: number, signal: AbortSignal): Promise<void> {
   if (s.partialText) {
     void emit(deps, s, [{ event: { case: "restarted", value: { reason: "the chat instance running this turn stopped mid-answer; the answer starts again" } } }]);
     s.partialText = false;
   }
-  const modelDeadline = AbortSignal.timeout(deps.settings.CHAT_MODEL_DEADLINE_MS);
-  const callSignal = AbortSignal.any([signal, modelDeadline]);
-  const request = {
-    system: s.agent.system_prompt,
-    messages,
-    tools: [...tools].map(([name, t]) => ({ name, description: t.description, inputSchema: t.inputSchema })),
-    maxOutputTokens,
-  };
-  const began = performance.now();
   const deltas = createDeltaWriter(deps, s);
   let first = true;
   let text = "";
   const toolCalls: ModelToolCall[] = [];
   try {
-    for await (const ev of deps.model!.stream(request, callSignal)) {
+    for await (const ev of call.events) {
       checkWrites(s);
       if (first && ev.type !== "done") {
-        deps.metrics.timeToFirstToken.observe({ provider: deps.model!.provider }, (performance.now() - began) / 1000);
+        deps.metrics.timeToFirstToken.observe({ provider: deps.model!.provider }, (performance.now() - call.began) / 1000);
         first = false;
       }
       if (ev.type === "text") {
@@ -281,7 +293,7 @@ async function modelStep(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, 
     throw new ConnectError("the model's answer ended without a finish", Code.Unavailable);
   } catch (err) {
     deltas.discard();
-    if (modelDeadline.aborted && !signal.aborted) {
+    if (call.deadline.aborted && !signal.aborted) {
       throw new ConnectError(`the language model did not finish its answer within ${deps.settings.CHAT_MODEL_DEADLINE_MS} ms; try again`, Code.Unavailable);
     }
     throw err;

@@ -289,6 +289,25 @@ describe("chat turns across instances", () => {
     await eventually(async () => (await readAll(client.chat.chat({ message: "third" }))).error === undefined, 15_000, "a turn to fit again");
   });
 
+  test("a start that is refused never reaches the model: another user's conversation, a conversation with a turn running, a user at their limit", async () => {
+    const owner = chatClients(chat1.baseUrl, await keys.mint(newUser(), { tier: "free" }));
+    const stranger = chatClients(chat1.baseUrl, await keys.mint(newUser(), { tier: "free" }));
+    llm.script({ kind: "reply", text: ["slow ", "answer"], fault: { afterParts: 1, type: "stall" } });
+    const abort = new AbortController();
+    let conversationId = "";
+    const running = readAll(owner.chat.chat({ message: "first" }, { signal: abort.signal }), async (e) => {
+      if (e.event.case === "started") conversationId = e.event.value.conversationId;
+      if (e.event.case !== "textDelta") return;
+      const asked = llm.requests.length;
+      assert.equal((await failure(stranger.chat.chat({ conversationId, message: "mine now" }))).code, Code.NotFound);
+      assert.equal((await failure(owner.chat.chat({ conversationId, message: "again" }))).code, Code.FailedPrecondition);
+      assert.equal((await failure(owner.chat.chat({ message: "elsewhere" }))).code, Code.ResourceExhausted);
+      assert.equal(llm.requests.length, asked, "no model request for a refused start");
+      abort.abort();
+    });
+    assert.equal((await running).error?.code, Code.Canceled);
+  });
+
   test("chat exports its Prometheus metrics: turns, tool calls, time to first token, tokens per tier", async () => {
     const text = await (await fetch(`${chat1.baseUrl}/metrics`)).text();
     assert.match(text, /chat_turns_total\{tier="pro",outcome="done"\} \d+/);
