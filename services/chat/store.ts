@@ -72,22 +72,20 @@ export interface StartPreview {
 }
 
 /**
- * Reads what `start_turn` is about to check (the conversation is the user's
- * and idle, the user is under `limit` running turns, `turnId` itself left
- * out), with the conversation's history: one read, no commit. Only the
- * user's own conversation's history is returned. A preview, not a decision:
- * `start_turn` decides under its lock.
+ * Reads what `start_turn` is about to check for a turn of an existing
+ * conversation (the conversation is the user's and idle, the user is under
+ * `limit` running turns, `t.id` itself left out), with the conversation's
+ * history: one read, no commit. Only the user's own conversation's history is
+ * returned. A preview, not a decision: `start_turn` decides under its lock.
  */
-export async function previewStart(sql: Sql, t: Pick<NewTurn, "id" | "conversationId" | "newConversation" | "userId">, limit: number): Promise<StartPreview> {
+export async function previewStart(sql: Sql, t: Pick<NewTurn, "id" | "conversationId" | "userId">, limit: number): Promise<StartPreview> {
   const [row] = await sql<{ running: number; owned: boolean; busy: boolean; history: ModelMessage[] }[]>`
     select (select count(*)::int from chat.turns where user_id = ${t.userId} and state = 'running' and id <> ${t.id}) as running,
            c.id is not null as owned,
            exists (select 1 from chat.turns where conversation_id = c.id and state = 'running' and id <> ${t.id}) as busy,
            coalesce((select json_agg(m.message order by m.position) from chat.messages m where m.conversation_id = c.id), '[]') as history
     from (select 1) as one left join chat.conversations c on c.id = ${t.conversationId} and c.user_id = ${t.userId}`;
-  const fits = row!.running < limit;
-  if (t.newConversation) return { wouldStart: fits, history: [] };
-  return { wouldStart: fits && row!.owned && !row!.busy, history: row!.history };
+  return { wouldStart: row!.running < limit && row!.owned && !row!.busy, history: row!.history };
 }
 
 /** One turn. */
