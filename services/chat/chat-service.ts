@@ -118,8 +118,8 @@ async function sendFirstCall(deps: ChatHandlerDeps, agent: AgentRow, t: NewTurn,
   try {
     const [listed, seen] = await Promise.all([tools, preview]);
     if (!seen.wouldStart || listed === undefined) return undefined;
-    const maxOutputTokens = Math.min(deps.settings.CHAT_MAX_OUTPUT_TOKENS, limitsOf(t.tier).tokensPerTurn);
-    return beginFirstCall(deps.model!, { agent, message: t.message, tools: listed, history: seen.history, maxOutputTokens, deadlineMs: deps.settings.CHAT_MODEL_DEADLINE_MS });
+    const { CHAT_MAX_OUTPUT_TOKENS: maxOutputTokens, CHAT_MODEL_DEADLINE_MS: deadlineMs } = deps.settings;
+    return beginFirstCall(deps.model!, { agent, tier: t.tier, message: t.message, tools: listed, history: seen.history, maxOutputTokens, deadlineMs });
   } catch {
     return undefined;
   }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 import { defaultAssistant } from "./agents.js";
 import { beginFirstCall, begun } from "./model-call.js";
 import type { ModelEvent, ModelProvider, ModelRequest } from "./model/index.js";
@@ -22,7 +23,7 @@ function recordingProvider() {
   return { provider, asked, release };
 }
 
-const input = { agent: defaultAssistant, message: "hello", tools: [], history: [{ role: "user", text: "before" } as const], maxOutputTokens: 100, deadlineMs: 60_000 };
+const input = { agent: defaultAssistant, tier: Tier.PRO, message: "hello", tools: [], history: [{ role: "user", text: "before" } as const], maxOutputTokens: 100, deadlineMs: 60_000 };
 
 test("a first call is sent at once and its events are read later, in order", async () => {
   const { provider, asked, release } = recordingProvider();

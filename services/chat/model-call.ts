@@ -14,8 +14,11 @@
  * or the user's other turns run on other instances, and that request is
  * aborted as soon as the refusal is known.
  */
-import { providerSafeToolNames, type ModelEvent, type ModelMessage, type ModelProvider, type ModelRequest } from "./model/index.js";
+import type { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 import type { AgentRow } from "./agents.js";
+import { limitsOf } from "./limits.js";
+import { providerSafeToolNames, type ModelEvent, type ModelMessage, type ModelProvider, type ModelRequest } from "./model/index.js";
+import { messagesOfSteps, usageOfSteps, type TurnStep } from "./steps.js";
 import type { AgentTool } from "./tools.js";
 
 /** A model call under way: its events, when it began, and the deadline that bounds it. */
@@ -42,13 +45,37 @@ export function offeredTools(agent: AgentRow, all: readonly AgentTool[]): Map<st
   return new Map(allowed.map((t) => [safe.get(t.name)!, t]));
 }
 
-/** The request of one model call. */
-export function modelRequest(agent: AgentRow, tools: Map<string, AgentTool>, messages: ModelMessage[], maxOutputTokens: number): ModelRequest {
+/** What a turn's next model call is built from. */
+export interface NextCallInput {
+  readonly agent: AgentRow;
+  readonly tier: Tier;
+  /** The user's message of this turn. */
+  readonly message: string;
+  /** The tools offered, by provider-safe name. */
+  readonly tools: Map<string, AgentTool>;
+  readonly history: ModelMessage[];
+  /** The turn's recorded steps (none for its first call). */
+  readonly steps: readonly TurnStep[];
+  /** CHAT_MAX_OUTPUT_TOKENS. */
+  readonly maxOutputTokens: number;
+}
+
+/**
+ * The request of a turn's next model call: the history, the user's message
+ * and what the steps so far said, with the tools; its output bounded by
+ * `maxOutputTokens` and by what the tier's per-turn token budget has left.
+ * Undefined once that budget is spent. The first call sent early
+ * (beginFirstCall) and the runner's calls are built here alike.
+ */
+export function nextModelRequest(i: NextCallInput): ModelRequest | undefined {
+  const used = usageOfSteps(i.steps);
+  const budget = limitsOf(i.tier).tokensPerTurn - used.inputTokens - used.outputTokens;
+  if (budget <= 0) return undefined;
   return {
-    system: agent.system_prompt,
-    messages,
-    tools: [...tools].map(([name, t]) => ({ name, description: t.description, inputSchema: t.inputSchema })),
-    maxOutputTokens,
+    system: i.agent.system_prompt,
+    messages: [...i.history, { role: "user", text: i.message }, ...messagesOfSteps(i.steps)],
+    tools: [...i.tools].map(([name, t]) => ({ name, description: t.description, inputSchema: t.inputSchema })),
+    maxOutputTokens: Math.min(i.maxOutputTokens, budget),
   };
 }
 
@@ -58,13 +85,9 @@ export function callModel(model: ModelProvider, request: ModelRequest, deadlineM
   return { events: model.stream(request, AbortSignal.any([signal, deadline])), began: performance.now(), deadline };
 }
 
-/** What a fresh turn's first call is built from. */
-export interface FirstCallInput {
-  readonly agent: AgentRow;
-  readonly message: string;
+/** What a fresh turn's first call is built from: the user's tools as listed, not yet filtered for the agent. */
+export interface FirstCallInput extends Omit<NextCallInput, "tools" | "steps"> {
   readonly tools: readonly AgentTool[];
-  readonly history: ModelMessage[];
-  readonly maxOutputTokens: number;
   readonly deadlineMs: number;
 }
 
@@ -72,8 +95,9 @@ export interface FirstCallInput {
 export function beginFirstCall(model: ModelProvider, input: FirstCallInput): FirstCall {
   const controller = new AbortController();
   const tools = offeredTools(input.agent, input.tools);
-  const messages: ModelMessage[] = [...input.history, { role: "user", text: input.message }];
-  const call = callModel(model, modelRequest(input.agent, tools, messages, input.maxOutputTokens), input.deadlineMs, controller.signal);
+  // A first call's budget is the tier's whole one, never spent.
+  const request = nextModelRequest({ ...input, tools, steps: [] })!;
+  const call = callModel(model, request, input.deadlineMs, controller.signal);
   return { call: { ...call, events: begun(call.events) }, tools, history: input.history, abort: (reason) => controller.abort(reason) };
 }
 

@@ -25,7 +25,7 @@ import { checkToolArguments } from "./tool-args.js";
 import type { AgentTool, ToolOutcome, ToolSource } from "./tools.js";
 import type { TurnHub } from "./turn-hub.js";
 import { LostTurnError, type TurnLog } from "./turn-log.js";
-import { callModel, modelRequest, offeredTools, type FirstCall, type ModelCall } from "./model-call.js";
+import { callModel, nextModelRequest, offeredTools, type FirstCall, type ModelCall } from "./model-call.js";
 
 type EventInit = MessageInitShape<typeof ChatResponseSchema>;
 
@@ -232,13 +232,13 @@ async function loop(deps: TurnRunnerDeps, s: TurnState, tools: Map<string, Agent
       if (hitLimit) return finish(deps, s, FinishReason.MAX_TOOL_CALLS);
       continue;
     }
-    const used = usageOfSteps(s.steps);
-    const budget = limits.tokensPerTurn - used.inputTokens - used.outputTokens;
-    if (budget <= 0) return finish(deps, s, FinishReason.MAX_TOKENS);
-    const messages: ModelMessage[] = [...history, { role: "user", text: s.turn.message }, ...messagesOfSteps(s.steps)];
-    const request = modelRequest(s.agent, tools, messages, Math.min(deps.settings.CHAT_MAX_OUTPUT_TOKENS, budget));
-    const call = sent ?? callModel(deps.model!, request, deps.settings.CHAT_MODEL_DEADLINE_MS, signal);
+    let call = sent;
     sent = undefined;
+    if (call === undefined) {
+      const request = nextModelRequest({ agent: s.agent, tier: s.turn.tier, message: s.turn.message, tools, history, steps: s.steps, maxOutputTokens: deps.settings.CHAT_MAX_OUTPUT_TOKENS });
+      if (request === undefined) return finish(deps, s, FinishReason.MAX_TOKENS);
+      call = callModel(deps.model!, request, deps.settings.CHAT_MODEL_DEADLINE_MS, signal);
+    }
     await modelStep(deps, s, call, pos.step, signal);
   }
 }
