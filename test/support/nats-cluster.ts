@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { jetstreamManager, StorageType, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import { freePort, isListening } from "./infra.js";
@@ -40,10 +40,30 @@ export interface NatsCluster {
   leaderOf(stream: string, ms?: number): Promise<ClusterNode>;
   /** Resolves once `stream` has a leader and every replica is current (caught up), or rejects after `ms`. */
   healed(stream: string, ms?: number): Promise<void>;
+  /**
+   * Starts watching JetStream's leader-elected advisories, from a connection
+   * to the nodes other than `node` (so none is missed while it dies), for
+   * those of `streams` that `node` leads now. `elected` resolves with the
+   * time (epoch ms) the last of them announced a new leader: the share of an
+   * outage that is the server's own election (nats-server 2.9 draws each
+   * stream's election timeout between 4 and 9 s). It rejects when they
+   * have not all been elected within `ms` (default 60 s).
+   */
+  watchElections(node: ClusterNode, streams: readonly string[], ms?: number): Promise<Elections>;
   /** A connection to the cluster's running nodes and its manager (closed by `stop`). */
   manager(): Promise<{ nc: NatsConnection; jsm: JetStreamManager }>;
   /** Kills every node and removes the stores. */
   stop(): Promise<void>;
+}
+
+/** Leader elections being watched; see `NatsCluster.watchElections`. */
+export interface Elections {
+  /** The streams `node` led when the watch began (the ones watched). */
+  readonly led: readonly string[];
+  /** When the last of them announced a new leader (epoch ms); resolves at once when `led` is empty. */
+  readonly elected: Promise<number>;
+  /** Stops watching. */
+  close(): Promise<void>;
 }
 
 const all = new Set<ChildProcess>();
@@ -53,7 +73,7 @@ process.once("exit", () => {
   for (const d of stores) rmSync(d, { recursive: true, force: true });
 });
 
-/** Starts `size` nodes (default 3) and resolves once JetStream answers on the cluster (a meta leader is elected). */
+/** Starts `size` nodes (default 3) and resolves once the cluster can place a stream with `size` replicas (every node has joined). */
 export async function startNatsCluster(size = 3, clusterName = "sy"): Promise<NatsCluster> {
   const ports = await Promise.all(Array.from({ length: size }, async () => ({ client: await freePort(), route: await freePort() })));
   const routes = ports.map((p) => `nats://127.0.0.1:${p.route}`).join(",");
@@ -91,6 +111,26 @@ export async function startNatsCluster(size = 3, clusterName = "sy"): Promise<Na
         return ok || undefined;
       });
     },
+    async watchElections(node, streams, ms = 60_000) {
+      const led: string[] = [];
+      for (const stream of streams) if ((await cluster.leaderOf(stream)) === node) led.push(stream);
+      const nc = await connect({ servers: nodes.filter((n) => n !== node).map((n) => n.url), maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+      const waiting = new Set(led);
+      const sub = nc.subscribe(`${ELECTED_ADVISORY}.*`);
+      const giveUp = setTimeout(() => sub.unsubscribe(), ms);
+      const elected = (async () => {
+        if (waiting.size === 0) return Date.now();
+        for await (const m of sub) {
+          const { stream, leader } = m.json<{ stream: string; leader: string }>();
+          if (leader === node.name || !waiting.delete(stream)) continue;
+          if (waiting.size === 0) return Date.now();
+        }
+        throw new Error(`${[...waiting].join(", ")} elected no new leader within ${ms} ms`);
+      })().finally(() => clearTimeout(giveUp));
+      elected.catch(() => undefined); // observed by whoever awaits it
+      await nc.flush();
+      return { led, elected, close: () => nc.close() };
+    },
     async stop() {
       await shared?.nc.close().catch(() => undefined);
       await Promise.all(nodes.map((n) => n.kill()));
@@ -100,11 +140,30 @@ export async function startNatsCluster(size = 3, clusterName = "sy"): Promise<Na
       }
     },
   };
-  // JetStream answers once a meta leader is elected (about 0.4 s).
   const { jsm } = await cluster.manager();
-  await poll(30_000, "the cluster's JetStream to answer", () => jsm.getAccountInfo().then(() => true, () => undefined));
+  await poll(30_000, `the cluster to place a stream on all ${size} nodes`, () => placesOnEveryNode(jsm, size));
   return cluster;
 }
+
+/**
+ * Whether the cluster can create an R`size` stream now: JetStream answering
+ * (a meta leader elected) is not enough, since the leader refuses with "no
+ * suitable peers for placement" until every node has joined the meta group,
+ * which a loaded machine can delay by seconds.
+ */
+async function placesOnEveryNode(jsm: JetStreamManager, size: number): Promise<true | undefined> {
+  const name = "SY_CLUSTER_READY";
+  try {
+    await jsm.streams.add({ name, subjects: ["sy.cluster.ready"], storage: StorageType.Memory, num_replicas: size });
+    await jsm.streams.delete(name);
+    return true;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The subject prefix of JetStream's advisory that a stream elected a leader (the stream's name follows). */
+const ELECTED_ADVISORY = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED";
 
 function createNode(name: string, port: number, routePort: number, routes: string, clusterName: string): ClusterNode {
   const storeDir = mkdtempSync(join(tmpdir(), `sy-natsc-${name}-`));
