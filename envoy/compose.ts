@@ -8,7 +8,8 @@
 import { stringify } from "yaml";
 import type { EdgeConfig } from "./edge-config.js";
 import { generatedHeader } from "./generate.js";
-import { calledServiceUrls, type Topology } from "./topology.js";
+import { describeDefault } from "../platform/index.js";
+import { calledServiceUrls, type ModuleTopology, type Topology } from "./topology.js";
 
 type Json = Record<string, unknown>;
 
@@ -36,12 +37,22 @@ export const jaegerOtlp = "http://jaeger:4318";
 
 const databaseUrl = "postgres://${POSTGRES_USER:-switchyard}:${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env}@postgres:5432/${POSTGRES_DB:-switchyard}";
 
+/** Where compose reads a module's own secrets and settings: handed to that module's containers only, as Kubernetes hands it the Secret `switchyard-<name>`. */
+export const moduleEnvFile = (module: string) => `secrets/${module}.env`;
+
+/** Whether `m` calls other modules with a service token of its own (AUTH_SERVICE_TOKEN); auth mints its own. */
+const hasServiceToken = (m: ModuleTopology) => m.name !== "auth" && m.services.length > 0;
+
+/** Whether `m` has a file of its own: it declares variables or holds a service token. */
+const hasModuleEnvFile = (m: ModuleTopology) => Object.keys(m.settings).length > 0 || hasServiceToken(m);
+
 /** docker-compose.yml's content for `topology`. */
 export function buildCompose(topology: Topology, config: EdgeConfig): Json {
-  const app = (extra: Json): Json => ({
+  // `.env` (shared settings, never a module's secrets) reaches every container; a module's own file only its own.
+  const app = (extra: Json, module?: ModuleTopology): Json => ({
     image: images.app,
     build: { context: ".", target: "runtime" },
-    env_file: [{ path: ".env", required: false }],
+    env_file: [{ path: ".env", required: false }, ...(module !== undefined && hasModuleEnvFile(module) ? [{ path: moduleEnvFile(module.name), required: false }] : [])],
     ...extra,
   });
   const sharedEnv = {
@@ -100,19 +111,13 @@ export function buildCompose(topology: Topology, config: EdgeConfig): Json {
     }),
   };
   for (const m of topology.modules) {
+    // AUTH_MASTER_KEY and each AUTH_SERVICE_TOKEN come from the module's own file.
     const authEnv =
       m.name === "auth"
-        ? {
-            AUTH_MASTER_KEY: "${AUTH_MASTER_KEY:?set AUTH_MASTER_KEY in .env (openssl rand -base64 32)}",
-            // Envoy is the one proxy in front: believe its x-forwarded-for.
-            AUTH_TRUSTED_PROXY_HOPS: "1",
-          }
+        ? { AUTH_TRUSTED_PROXY_HOPS: "1" } // Envoy is the one proxy in front: believe its x-forwarded-for.
         : m.services.length === 0
           ? {}
-          : {
-            AUTH_JWKS_URL: `http://auth:${config.servicePort}/.well-known/jwks.json`,
-            AUTH_SERVICE_TOKEN: `\${AUTH_SERVICE_TOKEN_${m.name.toUpperCase()}:-}`,
-          };
+          : { AUTH_JWKS_URL: `http://auth:${config.servicePort}/.well-known/jwks.json` };
     services[m.name] = app({
       environment: { SERVICES: m.name, ...sharedEnv, OTEL_SERVICE_NAME: `switchyard-${m.name}`, ...authEnv, ...calledServiceUrls(m, config.servicePort) },
       depends_on: {
@@ -126,9 +131,33 @@ export function buildCompose(topology: Topology, config: EdgeConfig): Json {
       // The platform drains for up to 25 s after SIGTERM.
       stop_grace_period: "30s",
       restart: "unless-stopped",
-    });
+    }, m);
   }
   return { name: "switchyard", services, volumes: { "postgres-data": {}, "nats-data": {} } };
+}
+
+/**
+ * The examples of the modules' own files, by path (`secrets/<name>.env.example`):
+ * each module's declared variables, its secrets and service token first to be
+ * filled in, the rest commented out at their defaults.
+ */
+export function moduleEnvExamples(topology: Topology): Record<string, string> {
+  const files: Record<string, string> = {};
+  for (const m of topology.modules.filter(hasModuleEnvFile)) files[`${moduleEnvFile(m.name)}.example`] = moduleEnvExample(m);
+  return files;
+}
+
+function moduleEnvExample(m: ModuleTopology): string {
+  const vars = Object.entries(m.settings);
+  const lines = [
+    `docker compose hands ${moduleEnvFile(m.name)} to the ${m.name} containers and no other: copy this file there`,
+    "and fill it in; never commit it (.gitignore keeps it out).",
+  ].map((l) => `# ${l}`);
+  const entry = (name: string, doc: string, active: boolean) => lines.push("", `# ${doc}`, `${active ? "" : "#"}${name}=`);
+  for (const [name, v] of vars.filter(([, v]) => v.secret)) entry(name, `${v.doc} (secret)`, true);
+  if (hasServiceToken(m)) entry("AUTH_SERVICE_TOKEN", `this module's service token (roles: service) for its calls to other modules: npm run auth:service-token -- ${m.name}`, true);
+  for (const [name, v] of vars.filter(([, v]) => !v.secret)) entry(name, `${v.doc} (default: ${describeDefault(v).replace(/^\((.*)\)$/, "$1")})`, false);
+  return generatedHeader(`the ${m.name} module's declared settings`) + lines.join("\n") + "\n";
 }
 
 /** Renders `compose` as docker-compose.yml text (deterministic). */

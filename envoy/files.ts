@@ -1,10 +1,11 @@
 /**
- * The generated edge files of a repository, by path: envoy/envoy.yaml and
- * docker-compose.yml and deploy/kubernetes/switchyard.yaml, all from one
- * topology and one edge configuration.
+ * The generated edge files of a repository, by path: envoy/envoy.yaml,
+ * docker-compose.yml with the examples of each module's own file
+ * (secrets/<name>.env.example) and deploy/kubernetes/switchyard.yaml, all
+ * from one topology and one edge configuration.
  */
 import { corsAllowedHeaders, corsAllowedMethods, corsExposedHeaders } from "../platform/cors.js";
-import { buildCompose, renderComposeYaml } from "./compose.js";
+import { buildCompose, moduleEnvExamples, renderComposeYaml } from "./compose.js";
 import { readEdgeConfig } from "./edge-config.js";
 import { buildEnvoyConfig, renderEnvoyYaml } from "./generate.js";
 import { buildKubernetes, renderKubernetesYaml } from "./kubernetes.js";
@@ -20,5 +21,6 @@ export async function generateEdgeFiles(root: string, source: NodeJS.ProcessEnv 
     "envoy/envoy.yaml": envoyYaml,
     "docker-compose.yml": renderComposeYaml(buildCompose(topology, config)),
     "deploy/kubernetes/switchyard.yaml": renderKubernetesYaml(buildKubernetes(topology, config, envoyYaml)),
+    ...moduleEnvExamples(topology),
   };
 }

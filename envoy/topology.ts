@@ -11,7 +11,7 @@ import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Access } from "../gen/switchyard/options/v1/options_pb.js";
-import { accessOf, rpcPath, serviceUrlVariable, type ServiceModule } from "../platform/index.js";
+import { accessOf, rpcPath, serviceUrlVariable, type EnvVar, type ServiceModule } from "../platform/index.js";
 
 /** A plain HTTP route the edge sends to a module (not an RPC). */
 export interface EdgeHttpRoute {
@@ -39,6 +39,8 @@ export interface ModuleTopology {
   readonly migrations: boolean;
   /** The modules it calls: the production shapes tell it where each serves (`<NAME>_URL`). */
   readonly calls: readonly string[];
+  /** The variables only it reads (its declaration's `settings`). */
+  readonly settings: Readonly<Record<string, EnvVar<unknown>>>;
 }
 
 /** The whole service list. */
@@ -86,6 +88,7 @@ export async function readTopology(root: string): Promise<Topology> {
       replicas: m.replicas ?? 1,
       migrations: m.migrations !== undefined,
       calls: m.calls ?? [],
+      settings: m.settings ?? {},
     })),
   };
 }

@@ -13,7 +13,7 @@ import { publishDirectEvent, type ServiceModule } from "../platform/index.js";
 import type { VerifyAccessToken } from "./auth.js";
 import { createGatewayBeats } from "./beats.js";
 import { createToolCaller } from "./calls.js";
-import { readGatewaySettings } from "./config.js";
+import { gatewayVars, readGatewaySettings } from "./config.js";
 import { deviceService } from "./device-service.js";
 import { createDeviceHub } from "./hub.js";
 import { gatewayStreams, openGatewayStore } from "./nats-setup.js";
@@ -31,6 +31,7 @@ import { DevicesChangedSchema } from "../gen/switchyard/events/v1/events_pb.js";
 /** The gateway service module. */
 export const gateway: ServiceModule = {
   name: "gateway",
+  settings: gatewayVars,
   summary: "cross-instance tool calls through JetStream, presence, notifications with replay; design in [gateway/README.md](gateway/README.md)",
   serves: [DeviceService, NotificationService],
   routes: [deviceSocketRoute],

@@ -26,6 +26,18 @@ export class ConfigError extends Error {
   }
 }
 
+/** How documentation shows a variable's default: `required`, `(empty)`, `(computed)`, `(secret)` or the value in backticks. */
+export function describeDefault(v: EnvVar<unknown>): string {
+  if (v.fallback === undefined) return "required";
+  if (typeof v.fallback === "function") {
+    const value = (v.fallback as () => unknown)();
+    return Array.isArray(value) && value.length === 0 ? "(empty)" : "(computed)";
+  }
+  if (v.secret) return "(secret)";
+  const value = Array.isArray(v.fallback) ? v.fallback.join(",") : String(v.fallback);
+  return value === "" ? "(empty)" : `\`${value}\``;
+}
+
 /** Declares a variable; see the parsers below. */
 export function env<T>(doc: string, parse: EnvParser<T>, fallback?: T | (() => T), secret = false): EnvVar<T> {
   return { doc, parse, fallback, secret };

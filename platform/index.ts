@@ -20,7 +20,7 @@ export { findViolation, rulesOf } from "./middleware/validate.js";
 export { createServiceClient, createServiceTransport } from "./client.js";
 
 // Configuration and logs.
-export { env, int, str, url, list, oneOf, bool, readConfig, ConfigError, type ConfigOf, type EnvVar, type EnvParser } from "./config.js";
+export { describeDefault, env, int, str, url, list, oneOf, bool, readConfig, ConfigError, type ConfigOf, type EnvVar, type EnvParser } from "./config.js";
 export { createLogger, type Logger } from "./log.js";
 export type { PlatformMetrics } from "./metrics.js";
 export { currentRequest } from "./request-context.js";

@@ -7,6 +7,7 @@
 import type { DescService } from "@bufbuild/protobuf";
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { ProcessAuth } from "./auth/process-auth.js";
+import type { EnvVar } from "./config.js";
 import type { Database } from "./db/types.js";
 import type { Events } from "./events/types.js";
 import type { HttpRoute, UpgradeRoute } from "./http-routes.js";
@@ -96,6 +97,12 @@ export interface ServiceModule {
   readonly routes?: readonly RouteDeclaration[];
   /** The modules it calls through their generated clients, by name: where each serves comes from `ServiceContext.serviceUrl`. */
   readonly calls?: readonly string[];
+  /**
+   * The variables only this module reads, declared with config.ts `env`:
+   * the README documents them, and the production shapes hand its secrets to
+   * its own containers only (compose: `secrets/<name>.env`).
+   */
+  readonly settings?: Readonly<Record<string, EnvVar<unknown>>>;
   /** How many copies the production shapes (compose, Kubernetes) run; 1 when absent. */
   readonly replicas?: number;
   /** Its migrations folder, holding `NNN_name.sql` (e.g. `new URL("./migrations/", import.meta.url)`); implies "db". */

@@ -12,7 +12,7 @@ import { createKeyStore } from "./key-store.js";
 import { loadMasterKey } from "./master-key.js";
 import { createPasswordHasher } from "./passwords.js";
 import { createRefreshTokens } from "./refresh-tokens.js";
-import { readAuthSettings } from "./settings.js";
+import { authVars, readAuthSettings } from "./settings.js";
 import { createThrottle } from "./throttle.js";
 import { consumeTierChanges } from "./tier-consumer.js";
 import { createTokenIssuer } from "./tokens.js";
@@ -30,6 +30,7 @@ const DAY_MS = 24 * 60 * 60_000;
 export function createAuthModule(source: NodeJS.ProcessEnv = process.env): ServiceModule {
   return {
     name: "auth",
+    settings: authVars,
     summary: "argon2id passwords, ES256 access tokens (15 min), rotating refresh tokens, login throttling; keys encrypted under `AUTH_MASTER_KEY`",
     serves: [AuthService],
     routes: [jwksRouteDeclaration],

@@ -9,7 +9,7 @@ import { BillingService } from "../../gen/switchyard/billing/v1/billing_pb.js";
 import { Tier } from "../../gen/switchyard/common/v1/tier_pb.js";
 import type { ServiceModule } from "../../platform/index.js";
 import { createBillingHandlers } from "./handlers.js";
-import { readBillingSettings } from "./settings.js";
+import { billingVars, readBillingSettings } from "./settings.js";
 import { createStripeClient } from "./stripe-client.js";
 import { createSubscriptionSync } from "./sync.js";
 import { createWebhookRoute, webhookRouteDeclaration } from "./webhook-route.js";
@@ -18,6 +18,7 @@ import { createWebhookRoute, webhookRouteDeclaration } from "./webhook-route.js"
 export function createBillingModule(source: NodeJS.ProcessEnv = process.env): ServiceModule {
   return {
     name: "billing",
+    settings: billingVars,
     summary: "Stripe checkout (subscription mode), signed webhooks applied once and in order, GetSubscription / CancelSubscription; tier changes published as `TierChanged`",
     serves: [BillingService],
     routes: [webhookRouteDeclaration],

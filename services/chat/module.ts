@@ -16,8 +16,8 @@ import { deviceChangeEvents, pluginChangeEvents, watchUserEvents } from "./user-
 import { createPluginToolSource } from "./plugin-tools.js";
 import { startLeases } from "./leases.js";
 import { createChatMetrics } from "./metrics.js";
-import { createModelProvider, readModelSettings } from "./model/index.js";
-import { readChatSettings } from "./settings.js";
+import { createModelProvider, modelVars, readModelSettings } from "./model/index.js";
+import { chatVars, readChatSettings } from "./settings.js";
 import { combineToolSources } from "./tools.js";
 import { createTurnHub } from "./turn-hub.js";
 import { createTurnLog } from "./turn-log.js";
@@ -27,6 +27,7 @@ import { createTurnRunner } from "./turn-runner.js";
 export function createChatModule(source: NodeJS.ProcessEnv = process.env): ServiceModule {
   return {
     name: "chat",
+    settings: { ...chatVars, ...modelVars },
     summary: "durable chat turns (any instance takes over a turn whose instance stopped), device tools via DeviceService, approvals, the agent catalogue and agent runs",
     serves: [ChatService, AgentService],
     replicas: 2,

@@ -36,7 +36,7 @@ function plugins(tools: InstalledTool[], answer: (req: CallPluginToolRequest) =>
   return { client, asked };
 }
 
-test("installed tools are listed with origin plugin:<id>, their schema and annotations; device-runtime ones only with a device source", async () => {
+test("installed tools are listed with origin plugin:<id>, their schema and annotations; device-runtime ones only while a connected device declares them", async () => {
   const tools = [
     installed("weather", "weather.forecast", ToolRuntime.SERVER, { inputSchema: { type: "object", properties: { city: { type: "string" } } }, annotations: { readOnlyHint: true, openWorldHint: true } }),
     installed("files-pro", "files.delete", ToolRuntime.DEVICE, { annotations: { destructiveHint: true } }),
@@ -52,12 +52,18 @@ test("installed tools are listed with origin plugin:<id>, their schema and annot
       origin: "plugin:weather",
     },
   ]);
-  const device: ToolSource = { list: async () => [], call: async () => ({ ok: true, content: "{}" }) };
-  const both = await createPluginToolSource({ plugins: client, devices: device }).list("u1", never);
+  let onDevice: AgentTool[] = [];
+  const device: ToolSource = { list: async () => onDevice, call: async () => ({ ok: true, content: "{}" }) };
+  const source = createPluginToolSource({ plugins: client, devices: device });
+  assert.deepEqual((await source.list("u1", never)).map((t) => t.name), ["weather.forecast"], "no connected device declares files.delete: the gateway could not run it");
+  onDevice = [{ name: "files.delete", description: "", inputSchema: { type: "object" }, annotations: {}, origin: "device" }];
+  const both = await source.list("u1", never);
   assert.deepEqual(both.map((t) => [t.name, t.origin, t.annotations.destructiveHint, t.inputSchema]), [
     ["weather.forecast", "plugin:weather", false, { type: "object", properties: { city: { type: "string" } } }],
     ["files.delete", "plugin:files-pro", true, { type: "object" }],
   ]);
+  const deviceDown: ToolSource = { list: async () => Promise.reject(new Error("gateway down")), call: device.call };
+  assert.deepEqual((await createPluginToolSource({ plugins: client, devices: deviceDown }).list("u1", never)).map((t) => t.name), ["weather.forecast"], "the device listing failing offers the server tools still");
 });
 
 test("two plugins naming the same tool: the first (by plugin id) is offered", async () => {
@@ -185,10 +191,16 @@ test("a device-runtime plugin tool runs through the device source, like the devi
   const { client, asked } = plugins([installed("files-pro", "files.search", ToolRuntime.DEVICE), installed("weather", "weather.forecast", ToolRuntime.SERVER)]);
   const deviceCalls: [string, AgentTool, string][] = [];
   const devices: ToolSource = {
-    list: async () => [],
+    list: async () => [{ name: "files.search", description: "", inputSchema: { type: "object" }, annotations: {}, origin: "device" }],
     call: async (userId, tool, callId) => (deviceCalls.push([userId, tool, callId]), { ok: true, content: '{"files":[]}', deviceId: "d1" }),
   };
-  const all = combineToolSources({ device: devices, plugin: createPluginToolSource({ plugins: client, devices }) });
+  const pluginSource = createPluginToolSource({ plugins: client, devices });
+  const viaPlugin = (await pluginSource.list("u1", never)).find((t) => t.name === "files.search")!;
+  assert.equal(viaPlugin.origin, "plugin:files-pro");
+  assert.equal((await pluginSource.call("u1", viaPlugin, "c0", "{}", 1000, never)).ok, true);
+  assert.deepEqual(deviceCalls.map(([u, t, c]) => [u, t.name, t.origin, c]), [["u1", "files.search", "device", "c0"]], "the plugin's entry runs on the device");
+  deviceCalls.length = 0;
+  const all = combineToolSources({ device: devices, plugin: pluginSource });
   const tools = new Map((await all.list("u1", never)).map((t) => [t.name, t]));
   assert.deepEqual(await all.call("u1", tools.get("files.search")!, "c1", '{"query":"x"}', 1000, never), { ok: true, content: '{"files":[]}', deviceId: "d1" });
   assert.deepEqual(deviceCalls.map(([u, t, c]) => [u, t.name, t.origin, c]), [["u1", "files.search", "device", "c1"]]);

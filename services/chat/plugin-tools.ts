@@ -5,7 +5,9 @@
  * CallPluginTool to run a server-side tool over MCP with the call id (the
  * plugins service answers a repeated call id with the first outcome).
  * A tool a plugin runs on the user's device goes through the device source's
- * `call` (DeviceService.CallTool), exactly like the device's own tools.
+ * `call` (DeviceService.CallTool), exactly like the device's own tools; the
+ * gateway runs it only on a connected device that declares it, so it is
+ * offered only while the device source lists a tool of that name.
  *
  * Listings are cached per user (listing-cache.ts); PluginInstalled and
  * PluginUninstalled invalidate a user's entry (user-events.ts), and the TTL
@@ -38,7 +40,7 @@ export type PluginToolsClient = Pick<Client<typeof PluginService>, "listInstalle
 /** What the plugin tool source needs. */
 export interface PluginToolSourceOptions {
   readonly plugins: PluginToolsClient;
-  /** Runs device-runtime plugin tools (the device source); without it they are not offered. */
+  /** Lists and runs device-runtime plugin tools (the device source); without it they are not offered. */
   readonly devices?: ToolSource;
   /** How long a user's listing is reused, ms (default 15000; 0 = never cached). */
   readonly cacheTtlMs?: number;
@@ -145,6 +147,15 @@ export function createPluginToolSource(options: PluginToolSourceOptions): Plugin
   const ttlMs = options.cacheTtlMs ?? 15_000;
   const cache = createListingCache(fetchListing, { ttlMs, failureTtlMs: failureTtlOfRpcError(ttlMs), maxUsers: options.maxCachedUsers, now: options.now });
   const listing = cache.get;
+  /** What the user's connected devices declare now (none when the device source fails: their tools could not run either). */
+  const deviceToolNames = async (userId: string, signal: AbortSignal): Promise<ReadonlySet<string>> => {
+    if (devices === undefined) return new Set();
+    const tools = await devices.list(userId, signal).catch((err: unknown) => {
+      if (signal.aborted) throw err;
+      return [];
+    });
+    return new Set(tools.map((t) => t.name));
+  };
 
   async function callServerTool(userId: string, pluginId: string, tool: AgentTool, callId: string, argumentsJson: string, timeoutMs: number, signal: AbortSignal): Promise<ToolOutcome> {
     const bounded = Math.max(1, Math.min(timeoutMs, maxCallTimeoutMs));
@@ -165,7 +176,8 @@ export function createPluginToolSource(options: PluginToolSourceOptions): Plugin
 
   return {
     async list(userId, signal) {
-      return (await listing(userId, signal)).map((l) => l.tool);
+      const [listed, onDevices] = await Promise.all([listing(userId, signal), deviceToolNames(userId, signal)]);
+      return listed.filter((l) => l.runtime !== ToolRuntime.DEVICE || onDevices.has(l.tool.name)).map((l) => l.tool);
     },
 
     async call(userId, tool, callId, argumentsJson, timeoutMs, signal) {

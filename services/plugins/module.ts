@@ -6,13 +6,14 @@ import { PluginService } from "../../gen/switchyard/plugins/v1/plugins_pb.js";
 import type { ServiceModule } from "../../platform/index.js";
 import { createPluginHandlers } from "./handlers.js";
 import { createMcpClients } from "./mcp.js";
-import { readPluginSettings } from "./settings.js";
+import { pluginVars, readPluginSettings } from "./settings.js";
 import { consumeTierChanges } from "./tier-consumer.js";
 
 /** The plugins module, reading its variables from `source` at start. */
 export function createPluginsModule(source: NodeJS.ProcessEnv = process.env): ServiceModule {
   return {
     name: "plugins",
+    settings: pluginVars,
     summary: "the plugin marketplace, installations (tier-checked, idempotent, with a revenue split), and plugin tools for the assistant: on the device or over MCP (Streamable HTTP) at hosts in `PLUGINS_ALLOWED_HOSTS`",
     serves: [PluginService],
     migrations: new URL("./migrations/", import.meta.url),

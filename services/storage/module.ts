@@ -15,7 +15,7 @@ import { createRecordHandlers } from "./records.js";
 import { createFeatureHashingEmbedder, createOpenAiEmbedder } from "./embedder.js";
 import { createVectorHandlers, pgvectorSupport } from "./vectors.js";
 import { createBackupHandlers } from "./backups.js";
-import { readStorageSettings } from "./settings.js";
+import { readStorageSettings, storageVars } from "./settings.js";
 import type { Quotas } from "./usage.js";
 
 const MAINTAIN_EVERY_MS = 60_000;
@@ -32,6 +32,7 @@ export interface StorageModuleOptions {
 export function createStorageModule(source: NodeJS.ProcessEnv = process.env, options: StorageModuleOptions = {}): ServiceModule {
   return {
     name: "storage",
+    settings: storageVars,
     summary:
       "records with envelope encryption at rest (`STORAGE_MASTER_KEY`), etags, quotas; vectors with exact or pgvector HNSW cosine search; consistent encrypted backups; blobs in PostgreSQL or S3",
     serves: [RecordService, VectorService, BackupService],

@@ -94,6 +94,34 @@ test("every container passes the token issuer and audience Envoy checks", () => 
   }
 });
 
+test("a module's secrets reach its own containers only: its file secrets/<name>.env, never .env, another module's file or an interpolated value", () => {
+  const byModule = new Map(appServices().map(([, svc]) => [svc.environment.SERVICES as string, svc]));
+  const exampleKeys = (path: string) =>
+    readFileSync(join(root, path), "utf8")
+      .split("\n")
+      .map((l) => /^#?([A-Z][A-Z0-9_]*)=/.exec(l)?.[1])
+      .filter((k): k is string => k !== undefined);
+  const sharedKeys = exampleKeys(".env.example");
+  const everySecret = topology.modules.flatMap((m) => Object.entries(m.settings).filter(([, v]) => v.secret).map(([name]) => name));
+  assert.ok(everySecret.includes("AUTH_MASTER_KEY") && everySecret.includes("STRIPE_SECRET_KEY"), "the modules declare their secrets");
+  for (const name of [...everySecret, "AUTH_SERVICE_TOKEN"]) assert.ok(!sharedKeys.some((k) => k.startsWith(name)), `.env.example (every container's) holds no ${name}`);
+
+  for (const m of topology.modules) {
+    const svc = byModule.get(m.name);
+    const files: string[] = svc.env_file.map((f: { path: string }) => f.path);
+    const own = `secrets/${m.name}.env`;
+    assert.ok(files.every((f) => f === ".env" || f === own), `${m.name} reads ${files.join(", ")}: no other module's file`);
+    const secrets = Object.entries(m.settings).filter(([, v]) => v.secret).map(([name]) => name);
+    if (secrets.length > 0) {
+      assert.ok(files.includes(own), `${m.name} reads its own file`);
+      assert.deepEqual(exampleKeys(`${own}.example`).filter((k) => secrets.includes(k)), secrets, `${own}.example lists ${m.name}'s secrets`);
+    }
+    const interpolated = JSON.stringify(svc.environment);
+    for (const name of [...everySecret, "AUTH_SERVICE_TOKEN"]) assert.ok(!interpolated.includes(name), `${m.name}'s environment names no ${name} (it would come from .env)`);
+  }
+  assert.ok(compose.services.migrate.env_file.every((f: { path: string }) => f.path === ".env"), "the migration reads no module's file");
+});
+
 test("SERVICES accepts every module of the service list, and nothing else", () => {
   const names = topology.modules.map((m) => m.name);
   assert.deepEqual(selectModules(readPlatformSettings({ SERVICES: names.join(",") }).SERVICES).map((m) => m.name), names);
