@@ -74,6 +74,7 @@ test("a new service is scaffolded, wired in, and its copy's tests pass", () => {
   assert.equal(routes.find((r) => r.match.path === "/switchyard.inventory.v1.InventoryService/Ping")?.route.cluster, "inventory");
   const compose = parse(readFileSync(join(copy, "docker-compose.yml"), "utf8"));
   assert.equal(compose.services.inventory.environment.SERVICES, "inventory");
+  assert.match(readFileSync(join(copy, "secrets", "inventory.env.example"), "utf8"), /^AUTH_SERVICE_TOKEN=$/m, "its own file's example holds its service token");
 
   const check = spawnSync(process.execPath, ["--import", "tsx", "envoy/cli.ts", "check"], { cwd: copy, encoding: "utf8" });
   assert.equal(check.status, 0, check.stderr);

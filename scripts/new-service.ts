@@ -5,10 +5,9 @@
  * a <Name>Service with one placeholder RPC), services/<name>/module.ts (its
  * declarations and handler), services/<name>/migrations/001_init.sql (applied
  * by `npm run migrate` and at start, because the module declares it) and a
- * test; adds the module to the catalogue (app/catalogue.ts) and its
- * service-token variable to .env.example; then
+ * test; adds the module to the catalogue (app/catalogue.ts); then
  * regenerates gen/ (buf generate, buf lint) and the edge files (envoy.yaml,
- * docker-compose.yml). Everything is checked before anything is written, so
+ * docker-compose.yml, the example of its secrets/<name>.env with its service token). Everything is checked before anything is written, so
  * a refused name changes nothing.
  */
 import { execFileSync } from "node:child_process";
@@ -182,15 +181,6 @@ function wireCatalogue(text: string, name: string): string {
   return withImport.replace(list, (_m, open: string, items: string, close: string) => `${open}${items.trim()}, ${name}${close}`);
 }
 
-/** .env.example with the service's token variable (docker-compose.yml passes it to the container). */
-function wireEnvExample(text: string, name: string): string {
-  const line = `AUTH_SERVICE_TOKEN_${name.toUpperCase()}=`;
-  const last = [...text.matchAll(/^AUTH_SERVICE_TOKEN_[A-Z0-9_]+=.*$/gm)].at(-1);
-  if (!last) return `${text.replace(/\n*$/, "\n")}${line}\n`;
-  const at = last.index! + last[0].length;
-  return `${text.slice(0, at)}\n${line}${text.slice(at)}`;
-}
-
 function run(cmd: string, args: string[]) {
   execFileSync(cmd, args, { cwd: root, stdio: ["ignore", "inherit", "inherit"] });
 }
@@ -208,20 +198,17 @@ export function newService(name: string): string[] {
   }
   for (const path of Object.keys(files)) if (existsSync(join(root, path))) throw new ScaffoldError(`${path} already exists`);
   const newCatalogue = wireCatalogue(catalogue, name);
-  const envExamplePath = join(root, ".env.example");
-  const newEnvExample = existsSync(envExamplePath) ? wireEnvExample(readFileSync(envExamplePath, "utf8"), name) : undefined;
 
   for (const [path, text] of Object.entries(files)) {
     mkdirSync(dirname(join(root, path)), { recursive: true });
     writeFileSync(join(root, path), text);
   }
   writeFileSync(join(root, "app", "catalogue.ts"), newCatalogue);
-  if (newEnvExample !== undefined) writeFileSync(envExamplePath, newEnvExample);
   const bin = (tool: string) => join(root, "node_modules", ".bin", tool);
   run(bin("buf"), ["lint"]);
   run(bin("buf"), ["generate"]);
   run(process.execPath, ["--import", "tsx", "envoy/cli.ts", "generate"]);
-  return [...Object.keys(files), "app/catalogue.ts", ".env.example", "gen/", "envoy/envoy.yaml", "docker-compose.yml", "deploy/kubernetes/switchyard.yaml"];
+  return [...Object.keys(files), "app/catalogue.ts", "gen/", "envoy/envoy.yaml", "docker-compose.yml", "deploy/kubernetes/switchyard.yaml", `secrets/${name}.env.example`];
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
