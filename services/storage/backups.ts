@@ -36,6 +36,8 @@ export interface BackupDeps {
   readonly bodies: Bodies;
   readonly pages: PageTokens;
   readonly quotas: Quotas;
+  /** The most a user's data may be for a backup, counted as `dataBytes` does (STORAGE_BACKUP_MAX_BYTES). */
+  readonly maxBackupBytes: number;
   readonly pgvector: boolean;
   readonly log: Logger;
 }
@@ -62,6 +64,7 @@ interface SnapshotRecord extends StoredBody {
 }
 
 const notFound = (name: string) => () => new ConnectError(`${name} not found`, Code.NotFound);
+const sizeText = (bytes: number) => `${bytes} bytes (${(bytes / (1024 * 1024)).toFixed(1)} MiB)`;
 const DEFAULT_PAGE = 50;
 const VECTOR_BATCH = 500;
 
@@ -80,7 +83,7 @@ function toBackup(row: BackupRow): Backup {
 
 /** Creates the BackupService registration. */
 export function createBackupHandlers(deps: BackupDeps): ServiceRegistration {
-  const { db, bodies, pages, quotas, pgvector, log } = deps;
+  const { db, bodies, pages, quotas, maxBackupBytes, pgvector, log } = deps;
 
   async function selectBackup(sql: TransactionSql | Database["sql"], userId: string, backupId: string): Promise<BackupRow | undefined> {
     const [row] = await sql<BackupRow[]>`select *, create_time::text as cursor_time from storage.backups where user_id = ${userId} and backup_id = ${backupId}`;
@@ -96,6 +99,37 @@ export function createBackupHandlers(deps: BackupDeps): ServiceRegistration {
       log.error(what, "stored bytes failed their integrity check during a backup or restore");
       throw new ConnectError("stored bytes failed their integrity check; the operator has been alerted", Code.DataLoss);
     }
+  }
+
+  /**
+   * What the user's data weighs from the usage counters, without reading it:
+   * record ciphertext plus 4 bytes per dimension of each vector (counted at
+   * the widest collection's dimensions: an upper bound).
+   */
+  async function dataBytes(userId: string): Promise<number> {
+    const [row] = await db.sql<{ bytes: string }[]>`
+      select (o.record_bytes + o.vector_count * 4 * coalesce((select max(c.dimensions) from storage.collections c where c.user_id = o.user_id), 0))::text as bytes
+      from storage.owners o where o.user_id = ${userId}`;
+    return Number(row?.bytes ?? 0);
+  }
+
+  /**
+   * Refuses, before anything is read, data too large for one archive
+   * assembled in memory; a retry whose key already made a backup goes on to
+   * get that backup back.
+   */
+  async function refuseOversized(userId: string, idempotencyKey: string): Promise<void> {
+    const bytes = await dataBytes(userId);
+    if (bytes <= maxBackupBytes) return;
+    if (idempotencyKey !== "") {
+      const made = await db.sql`
+        select 1 from storage.idempotency where user_id = ${userId} and method = 'CreateBackup' and key = ${idempotencyKey} and created_at >= now() - interval '24 hours'`;
+      if (made.length > 0) return;
+    }
+    throw new ConnectError(
+      `the data to back up weighs ${sizeText(bytes)}, more than one backup may hold: ${sizeText(maxBackupBytes)} (STORAGE_BACKUP_MAX_BYTES); delete some records or vectors, or ask the operator to raise the limit`,
+      Code.FailedPrecondition,
+    );
   }
 
   /** Reads the user's data as of one instant. */
@@ -143,6 +177,7 @@ export function createBackupHandlers(deps: BackupDeps): ServiceRegistration {
     const who = actingUser(ctx, parentUser(parent), "parent", notFound(parent));
     const digest = requestDigest([description]);
     const backupId = randomUUID();
+    await refuseOversized(who.userId, idempotencyKey);
     const archive = await snapshot(who.userId);
     const size = archive.records.reduce((n, r) => n + Buffer.byteLength(r.ciphertext, "base64"), 0);
     const stored = await bodies.prepare(encodeArchive(archive), backupAad(who.userId, backupId));

@@ -65,7 +65,7 @@ export function createStorageModule(source: NodeJS.ProcessEnv = process.env, opt
           : createOpenAiEmbedder({ baseUrl: s.EMBEDDINGS_BASE_URL, apiKey: s.EMBEDDINGS_API_KEY, model: s.EMBEDDINGS_MODEL });
       const support = await pgvectorSupport(db);
       const vectors = createVectorHandlers({ db, quotas, embedder, log }, support);
-      const backups = createBackupHandlers({ db, bodies, pages, quotas, pgvector: support.present, log });
+      const backups = createBackupHandlers({ db, bodies, pages, quotas, maxBackupBytes: s.STORAGE_BACKUP_MAX_BYTES, pgvector: support.present, log });
 
       const timer = setInterval(() => {
         Promise.all([bodies.sweep(), pruneIdempotencyKeys(db.sql)]).catch((err: unknown) =>

@@ -44,6 +44,12 @@ export const storageVars = {
     [100 * MiB, 1024 * MiB, 10 * 1024 * MiB, 100 * 1024 * MiB] as const,
   ),
   STORAGE_QUOTA_VECTORS: env("vectors a user may keep, per tier (free,pro,power,team)", perTier(1, 1e9), [10_000, 100_000, 1_000_000, 5_000_000] as const),
+  STORAGE_BACKUP_MAX_BYTES: env(
+    "largest a user's data may be for CreateBackup, bytes (record ciphertext plus 4 per vector dimension, counted before anything is read); " +
+      "an archive is assembled in this process's memory, about 3 times this at its peak, so larger data is refused with FAILED_PRECONDITION",
+    int(MiB, 256 * MiB),
+    64 * MiB,
+  ),
   STORAGE_BACKUPS_KEEP: env("backups kept per user, per tier (free,pro,power,team); the oldest beyond go", perTier(1, 10_000), [1, 5, 20, 50] as const),
   EMBEDDINGS_BASE_URL: env(
     "OpenAI-compatible embeddings API (e.g. https://api.openai.com/v1); empty = the built-in deterministic feature-hashing embedder",

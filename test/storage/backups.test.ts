@@ -22,6 +22,9 @@ const whole = (b: Uint8Array) => {
   return rest !== undefined && [...rest].every((c) => c === tag!.at(-1));
 };
 
+/** STORAGE_BACKUP_MAX_BYTES of the storage under test: its minimum, 1 MiB. */
+const BACKUP_MAX_BYTES = 1024 * 1024;
+
 async function allRecords(c: StorageClients, parent = "") {
   const out = [];
   let pageToken = "";
@@ -40,7 +43,7 @@ describe("BackupService", () => {
   let svc: StorageClients;
 
   before(async () => {
-    s = await startStorage({ storageEnv: { STORAGE_BACKUPS_KEEP: "1,3,20,50" } });
+    s = await startStorage({ storageEnv: { STORAGE_BACKUPS_KEEP: "1,3,20,50", STORAGE_BACKUP_MAX_BYTES: String(BACKUP_MAX_BYTES) } });
     sql = postgres(s.databaseUrl, { max: 2, onnotice: () => {} });
     a = await s.user("pro");
     svc = await s.service("backup-runner");
@@ -63,13 +66,17 @@ describe("BackupService", () => {
         await a.vectors.upsertVectors({ collection: "mem", vectors: [{ vectorId: `live${n}`, embedding: [n, 2, 1] }] });
       }
     })();
-    // Let the writer get going, then back up while it writes.
-    while (written < 5) await new Promise((r) => setImmediate(r));
+    // Let the writer get going, then back up while it writes. The writer starts a write only once the
+    // last has finished, so writes below `finishedBefore` are done before the backup begins, and those
+    // from `startedAfter` on begin after it returned; one of those is let finish before the writer stops.
+    const tick = () => new Promise((r) => setImmediate(r));
+    while (written < 5) await tick();
+    const finishedBefore = written - 1;
     const { backup } = await a.backups.createBackup({ description: "under load" });
-    const writtenDuringBackup = written;
+    const startedAfter = written;
+    while (written < startedAfter + 2) await tick();
     writing = false;
     await writer;
-    assert.ok(writtenDuringBackup > 5);
 
     const fresh = `fresh${Date.now().toString(36)}`;
     const restored = await svc.backups.restoreBackup({ name: backup!.name, targetParent: `users/${fresh}` });
@@ -83,7 +90,10 @@ describe("BackupService", () => {
     const vectors = await svc.vectors.searchVectors({ userId: fresh, collection: "mem", embedding: [1, 1, 1], topK: 100, exact: true });
     assert.equal(BigInt(vectors.matches.length), backup!.vectorCount);
     // One instant: the live records and vectors in the backup are the same writes (each record's write precedes its vector's).
-    const liveRecords = records.filter((r) => Buffer.from(r.ciphertext).toString().startsWith("live")).length;
+    const liveNumbers = records.map((r) => /^live(\d+)\|/.exec(Buffer.from(r.ciphertext).toString())?.[1]).filter((n) => n !== undefined).map(Number);
+    for (let n = 0; n < finishedBefore; n++) assert.ok(liveNumbers.includes(n), `live${n}, written before the backup began, is in it`);
+    assert.ok(liveNumbers.every((n) => n < startedAfter), `no write begun after the backup returned is in it (${liveNumbers.join(",")})`);
+    const liveRecords = liveNumbers.length;
     const liveVectors = vectors.matches.filter((m) => m.vectorId.startsWith("live")).length;
     assert.ok(liveVectors === liveRecords || liveVectors === liveRecords - 1, `${liveRecords} live records, ${liveVectors} live vectors`);
 
@@ -135,5 +145,30 @@ describe("BackupService", () => {
     const list = await f.backups.listBackups({});
     assert.deepEqual(list.backups.map((b) => b.name), [second.name]);
     assert.equal((await failure(f.backups.getBackup({ name: first.name }))).code, Code.NotFound);
+  });
+
+  test("data past STORAGE_BACKUP_MAX_BYTES (records, or vectors at 4 bytes a dimension) is FAILED_PRECONDITION naming it, before anything is written; a retried key still gets its backup", async () => {
+    const p = await s.user("pro");
+    const third = Math.floor(BACKUP_MAX_BYTES / 3);
+    await p.records.createRecord({ record: { ciphertext: body("a", third), keyId: "k" } });
+    const first = (await p.backups.createBackup({ idempotencyKey: "before-growth" })).backup!;
+    const grown = [];
+    for (const tag of ["b", "c", "d"]) grown.push((await p.records.createRecord({ record: { ciphertext: body(tag, third), keyId: "k" } })).record!.name);
+
+    const refused = await failure(p.backups.createBackup({ description: "too big" }));
+    assert.equal(refused.code, Code.FailedPrecondition);
+    assert.match(refused.rawMessage, /STORAGE_BACKUP_MAX_BYTES/);
+    assert.deepEqual((await p.backups.listBackups({})).backups.map((b) => b.name), [first.name], "nothing was written");
+    assert.equal((await p.backups.createBackup({ idempotencyKey: "before-growth" })).backup!.name, first.name, "the retry gets the backup its key made");
+
+    await p.records.deleteRecord({ name: grown[0]! });
+    const fits = (await p.backups.createBackup({ description: "fits again" })).backup!;
+    assert.equal(fits.recordCount, 3n);
+
+    const v = await s.user("pro");
+    const dims = 1024;
+    const count = Math.ceil(BACKUP_MAX_BYTES / (4 * dims)) + 1;
+    await v.vectors.upsertVectors({ collection: "wide", vectors: Array.from({ length: count }, (_, i) => ({ vectorId: `w${i}`, embedding: Array.from({ length: dims }, (_, d) => (i + d) % 7), labels: {} })) });
+    assert.equal((await failure(v.backups.createBackup({}))).code, Code.FailedPrecondition, `${count} vectors of ${dims} dimensions weigh more than ${BACKUP_MAX_BYTES} bytes`);
   });
 });
