@@ -9,7 +9,7 @@ import { stringify } from "yaml";
 import type { EdgeConfig } from "./edge-config.js";
 import { generatedHeader } from "./generate.js";
 import { describeDefault } from "../platform/index.js";
-import { calledServiceUrls, type ModuleTopology, type Topology } from "./topology.js";
+import { calledServiceUrls, hasServiceToken, type ModuleTopology, type Topology } from "./topology.js";
 
 type Json = Record<string, unknown>;
 
@@ -39,9 +39,6 @@ const databaseUrl = "postgres://${POSTGRES_USER:-switchyard}:${POSTGRES_PASSWORD
 
 /** Where compose reads a module's own secrets and settings: handed to that module's containers only, as Kubernetes hands it the Secret `switchyard-<name>`. */
 export const moduleEnvFile = (module: string) => `secrets/${module}.env`;
-
-/** Whether `m` calls other modules with a service token of its own (AUTH_SERVICE_TOKEN); auth mints its own. */
-const hasServiceToken = (m: ModuleTopology) => m.name !== "auth" && m.services.length > 0;
 
 /** Whether `m` has a file of its own: it declares variables or holds a service token. */
 const hasModuleEnvFile = (m: ModuleTopology) => Object.keys(m.settings).length > 0 || hasServiceToken(m);

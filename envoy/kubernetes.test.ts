@@ -17,7 +17,7 @@ import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
 import { Role, RoleBinding } from "kubernetes-models/rbac.authorization.k8s.io/v1";
 import { ConfigMap, Secret, Service, ServiceAccount } from "kubernetes-models/v1";
 import { platformVars } from "../platform/settings.js";
-import { readTopology, type Topology } from "./topology.js";
+import { moduleSecrets, readTopology, type Topology } from "./topology.js";
 import { terminationGraceSeconds, type KubeObject } from "./kubernetes.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -96,7 +96,21 @@ test("NATS is a 3-node JetStream StatefulSet and every service runs with NATS_RE
   const config = find("ConfigMap", "switchyard-config").data;
   assert.equal(config.NATS_REPLICAS, "3");
   assert.equal(config.NATS_URL.split(",").length, 3);
-  const secret = find("Secret", "switchyard-secrets");
-  for (const key of ["AUTH_MASTER_KEY", "DATABASE_URL"]) assert.equal(secret.stringData[key], "", `${key} is a Secret key, left empty in the repository`);
-  assert.equal(find("Deployment", "auth").spec.template.spec.containers[0].env.find((e: any) => e.name === "AUTH_MASTER_KEY").valueFrom.secretKeyRef.name, "switchyard-secrets");
+  assert.deepEqual(find("Secret", "switchyard-secrets").stringData, { DATABASE_URL: "" }, "the shared Secret holds DATABASE_URL, left empty in the repository");
+});
+
+test("a module's secrets are in a Secret of its own (what compose reads from secrets/<module>.env), read by its pods only", () => {
+  const containerOf = (name: string) => find("Deployment", name).spec.template.spec.containers[0];
+  for (const m of topology.modules) {
+    const keys = moduleSecrets(m);
+    const own = `switchyard-${m.name}`;
+    if (keys.length > 0) assert.deepEqual(find("Secret", own).stringData, Object.fromEntries(keys.map((k) => [k, ""])), `${own} holds ${m.name}'s secrets, empty`);
+    const c = containerOf(m.name);
+    const secretRefs = (c.envFrom ?? []).filter((e: any) => e.secretRef).map((e: any) => e.secretRef.name);
+    assert.deepEqual(secretRefs, [own], `${m.name} reads its own Secret and no other module's`);
+    const named = (c.env ?? []).map((e: any) => e.name);
+    for (const other of topology.modules) for (const k of moduleSecrets(other)) assert.ok(!named.includes(k), `${m.name}'s env sets no ${k} (it comes from the module's Secret)`);
+  }
+  assert.ok(moduleSecrets(topology.modules.find((m) => m.name === "auth")!).includes("AUTH_MASTER_KEY"));
+  assert.ok(moduleSecrets(topology.modules.find((m) => m.name === "storage")!).includes("STORAGE_MASTER_KEY"));
 });

@@ -6,8 +6,10 @@
  * Service (Envoy balances across the pods itself) and a PodDisruptionBudget;
  * the migration as a Job the Deployments wait for; Envoy as the ingress
  * Deployment behind a LoadBalancer Service; NATS as a 3-node JetStream
- * StatefulSet with NATS_REPLICAS=3; Secrets for AUTH_MASTER_KEY, DATABASE_URL
- * and the service tokens. PostgreSQL is not in it: point DATABASE_URL at a
+ * StatefulSet with NATS_REPLICAS=3; a Secret for DATABASE_URL, and per module
+ * a Secret of its own holding its declared secrets and service token (what
+ * compose reads from secrets/<module>.env), so no module sees another's.
+ * PostgreSQL is not in it: point DATABASE_URL at a
  * managed server or at a primary and its standby (several hosts,
  * target_session_attrs=read-write).
  *
@@ -19,7 +21,7 @@ import { platformVars } from "../platform/settings.js";
 import { images } from "./compose.js";
 import type { EdgeConfig } from "./edge-config.js";
 import { generatedHeader } from "./generate.js";
-import { calledServiceUrls, type Topology } from "./topology.js";
+import { calledServiceUrls, moduleSecrets, type ModuleTopology, type Topology } from "./topology.js";
 
 /** A Kubernetes object as plain data. */
 export type KubeObject = { apiVersion: string; kind: string; metadata: { name: string; [k: string]: unknown }; [k: string]: unknown };
@@ -49,7 +51,8 @@ export function natsClusterUrl(): string {
 export function buildKubernetes(topology: Topology, config: EdgeConfig, envoyYaml: string): KubeObject[] {
   const shutdownGraceMs = platformVars.SHUTDOWN_GRACE_MS.fallback as number;
   return [
-    ...secretsAndConfig(topology, config, shutdownGraceMs),
+    ...secretsAndConfig(config, shutdownGraceMs),
+    ...topology.modules.flatMap(moduleSecret),
     ...natsStatefulSet(),
     ...migration(),
     ...topology.modules.flatMap((m) => moduleObjects(m.name, m.replicas, m.services.length > 0, calledServiceUrls(m, config.servicePort), config, shutdownGraceMs)),
@@ -65,17 +68,28 @@ export function renderKubernetesYaml(objects: readonly KubeObject[]): string {
 
 const labels = (component: string) => ({ "app.kubernetes.io/name": "switchyard", "app.kubernetes.io/component": component });
 
-function secretsAndConfig(topology: Topology, config: EdgeConfig, shutdownGraceMs: number): KubeObject[] {
-  const tokens = topology.modules.filter((m) => m.name !== "auth" && m.services.length > 0).map((m) => `AUTH_SERVICE_TOKEN_${m.name.toUpperCase()}`);
+/** A Secret whose keys are `keys`, every value left empty: secrets never live in the repository. */
+function emptySecret(name: string, component: string, keys: readonly string[]): KubeObject {
+  return {
+    apiVersion: "v1",
+    kind: "Secret",
+    metadata: { name, labels: labels(component), annotations: { "switchyard/fill-in": "replace every value before applying (kubectl create secret generic --dry-run=client -o yaml)" } },
+    type: "Opaque",
+    stringData: Object.fromEntries(keys.map((k) => [k, ""])),
+  };
+}
+
+/** The Secret `switchyard-<name>` of a module that holds secrets of its own; only its pods read it. */
+function moduleSecret(m: ModuleTopology): KubeObject[] {
+  const keys = moduleSecrets(m);
+  return keys.length === 0 ? [] : [emptySecret(moduleSecretName(m.name), "secrets", keys)];
+}
+
+const moduleSecretName = (module: string) => `switchyard-${module}`;
+
+function secretsAndConfig(config: EdgeConfig, shutdownGraceMs: number): KubeObject[] {
   return [
-    {
-      apiVersion: "v1",
-      kind: "Secret",
-      metadata: { name: SECRET, labels: labels("secrets"), annotations: { "switchyard/fill-in": "replace every value before applying (kubectl create secret generic --dry-run=client -o yaml)" } },
-      type: "Opaque",
-      // Empty on purpose: secrets never live in the repository.
-      stringData: Object.fromEntries(["AUTH_MASTER_KEY", "DATABASE_URL", ...tokens].map((k) => [k, ""])),
-    },
+    emptySecret(SECRET, "secrets", ["DATABASE_URL"]),
     {
       apiVersion: "v1",
       kind: "ConfigMap",
@@ -218,14 +232,12 @@ function migration(): KubeObject[] {
 
 function moduleObjects(name: string, replicas: number, servesRpcs: boolean, calledUrls: Record<string, string>, config: EdgeConfig, shutdownGraceMs: number): KubeObject[] {
   const sel = { ...labels("service"), "switchyard/module": name };
+  // AUTH_MASTER_KEY and AUTH_SERVICE_TOKEN come from the module's own Secret.
   const authEnv =
     name === "auth"
-      ? [secretEnv("AUTH_MASTER_KEY"), { name: "AUTH_TRUSTED_PROXY_HOPS", value: "1" }]
+      ? [{ name: "AUTH_TRUSTED_PROXY_HOPS", value: "1" }]
       : servesRpcs
-        ? [
-            { name: "AUTH_JWKS_URL", value: `http://auth:${config.servicePort}/.well-known/jwks.json` },
-            { name: "AUTH_SERVICE_TOKEN", valueFrom: { secretKeyRef: { name: SECRET, key: `AUTH_SERVICE_TOKEN_${name.toUpperCase()}`, optional: true } } },
-          ]
+        ? [{ name: "AUTH_JWKS_URL", value: `http://auth:${config.servicePort}/.well-known/jwks.json` }]
         : [];
   return [
     {
@@ -255,7 +267,7 @@ function moduleObjects(name: string, replicas: number, servesRpcs: boolean, call
                 name,
                 image: images.app,
                 // The module's own secrets (e.g. STORAGE_MASTER_KEY, STRIPE_SECRET_KEY, LLM_API_KEY) in a Secret of its own, so no module sees another's.
-                envFrom: [{ configMapRef: { name: CONFIG } }, { secretRef: { name: `switchyard-${name}`, optional: true } }],
+                envFrom: [{ configMapRef: { name: CONFIG } }, { secretRef: { name: moduleSecretName(name), optional: true } }],
                 env: [
                   { name: "SERVICES", value: name },
                   secretEnv("DATABASE_URL"),

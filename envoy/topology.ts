@@ -93,6 +93,17 @@ export async function readTopology(root: string): Promise<Topology> {
   };
 }
 
+/** Whether `m` authenticates its calls to other modules with a service token of its own (AUTH_SERVICE_TOKEN); auth mints its own. */
+export function hasServiceToken(m: ModuleTopology): boolean {
+  return m.name !== "auth" && m.services.length > 0;
+}
+
+/** The secrets only `m` holds: its declared secret settings, and its service token. */
+export function moduleSecrets(m: ModuleTopology): string[] {
+  const declared = Object.entries(m.settings).filter(([, v]) => v.secret).map(([name]) => name);
+  return hasServiceToken(m) ? [...declared, "AUTH_SERVICE_TOKEN"] : declared;
+}
+
 /** Where `m` finds each module it calls in a production shape: `<NAME>_URL` → http://<name>:<port> (compose service or Kubernetes Service). */
 export function calledServiceUrls(m: ModuleTopology, port: number): Record<string, string> {
   return Object.fromEntries(m.calls.map((name) => [serviceUrlVariable(name), `http://${name}:${port}`]));
