@@ -23,7 +23,7 @@ import { type Database, type Logger, register, type ServiceRegistration, type Tr
 import { actingUser, parentUser, splitName } from "./access.js";
 import { type Archive, type ArchivedRecord, decodeArchive, encodeArchive } from "./archive.js";
 import type { Bodies, StoredBody } from "./blobs.js";
-import { claimIdempotencyKey, requestDigest } from "./idempotency.js";
+import { claimIdempotencyKey, findIdempotencyKey, requestDigest } from "./idempotency.js";
 import { backupAad, IntegrityError, recordAad } from "./keyring.js";
 import type { PageTokens } from "./page-token.js";
 import { tierIndex, tierOf, type Quotas } from "./usage.js";
@@ -121,11 +121,7 @@ export function createBackupHandlers(deps: BackupDeps): ServiceRegistration {
   async function refuseOversized(userId: string, idempotencyKey: string): Promise<void> {
     const bytes = await dataBytes(userId);
     if (bytes <= maxBackupBytes) return;
-    if (idempotencyKey !== "") {
-      const made = await db.sql`
-        select 1 from storage.idempotency where user_id = ${userId} and method = 'CreateBackup' and key = ${idempotencyKey} and created_at >= now() - interval '24 hours'`;
-      if (made.length > 0) return;
-    }
+    if (idempotencyKey !== "" && (await findIdempotencyKey(db.sql, { userId, method: "CreateBackup", key: idempotencyKey })) !== undefined) return;
     throw new ConnectError(
       `the data to back up weighs ${sizeText(bytes)}, more than one backup may hold: ${sizeText(maxBackupBytes)} (STORAGE_BACKUP_MAX_BYTES); delete some records or vectors, or ask the operator to raise the limit`,
       Code.FailedPrecondition,

@@ -34,12 +34,22 @@ export async function claimIdempotencyKey(
     values (${userId}, ${method}, ${key}, ${digest}, ${resultId})
     on conflict do nothing returning 1`;
   if (inserted.length === 1) return undefined;
-  const [first] = await tx<{ request_digest: string; result_id: string }[]>`
-    select request_digest, result_id from storage.idempotency where user_id = ${userId} and method = ${method} and key = ${key}`;
+  const first = await findIdempotencyKey(tx, claim);
   if (first!.request_digest !== digest) {
     throw new ConnectError("idempotency_key: already used with a different request within 24 hours; choose a new key", Code.AlreadyExists);
   }
   return first!.result_id;
+}
+
+/** What `key` recorded for `method` within the last 24 hours, if anything. */
+export async function findIdempotencyKey(
+  sql: TransactionSql | import("postgres").Sql,
+  k: { userId: string; method: string; key: string },
+): Promise<{ request_digest: string; result_id: string } | undefined> {
+  const [row] = await sql<{ request_digest: string; result_id: string }[]>`
+    select request_digest, result_id from storage.idempotency
+    where user_id = ${k.userId} and method = ${k.method} and key = ${k.key} and created_at >= now() - interval '24 hours'`;
+  return row;
 }
 
 /** Forgets keys older than 24 hours. */
